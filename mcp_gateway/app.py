@@ -1,0 +1,115 @@
+"""The composition root: every long-lived part, entered once, in order, for stdio and HTTP alike.
+
+Start: embedded servers (only where no URL is configured), migrations, the store, the bus, the change
+subscription, the dispatcher (which relays what a previous run left in the outbox), the folder.
+Stop, in reverse: the folder stops taking events, the dispatcher flushes its marks, NATS drains, the
+database closes, the embedded servers stop.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+from mcp.server import Server
+from sqlalchemy import text
+
+from mcp_gateway.bus import NatsBus
+from mcp_gateway.contract import Subjects
+from mcp_gateway.core.changes import Waiters
+from mcp_gateway.core.dispatch import Dispatcher
+from mcp_gateway.core.folding import EventFolder
+from mcp_gateway.core.service import ToolCallService
+from mcp_gateway.embedded import EmbeddedNats, EmbeddedPostgres
+from mcp_gateway.registry import Registry, load_registry
+from mcp_gateway.server import build_server
+from mcp_gateway.settings import Settings
+from mcp_gateway.store import PostgresStore, run_migrations
+
+__all__ = ["Gateway", "open_gateway", "open_servers"]
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class ServerUrls:
+    nats: str
+    database: str
+
+
+@asynccontextmanager
+async def open_servers(settings: Settings) -> AsyncIterator[ServerUrls]:
+    """The NATS and PostgreSQL URLs: configured ones as they are, embedded servers started for the others."""
+    async with AsyncExitStack() as stack:
+        nats_url = settings.nats_url
+        if nats_url is None:
+            nats_url = (await stack.enter_async_context(EmbeddedNats(settings.data_dir / "nats"))).url
+        database_url = settings.database_url
+        if database_url is None:
+            database_url = (await stack.enter_async_context(EmbeddedPostgres(settings.data_dir / "postgres"))).url
+        yield ServerUrls(nats_url, database_url)
+
+
+class Gateway:
+    """The running gateway's parts. Built by `open_gateway`; transports get their MCP server from `mcp_server`."""
+
+    def __init__(self, settings: Settings, registry: Registry, urls: ServerUrls, store: PostgresStore, bus: NatsBus,
+                 waiters: Waiters, dispatcher: Dispatcher) -> None:
+        self.settings = settings
+        self.registry = registry
+        self.urls = urls
+        self.store = store
+        self.bus = bus
+        self.waiters = waiters
+        self.dispatcher = dispatcher
+        self.service = ToolCallService(lambda: self.registry, store, dispatcher, waiters, bus.subjects)
+
+    def mcp_server(self, caller_subject: str = "anonymous") -> Server[Any]:
+        return build_server(self.service, caller_subject=caller_subject)
+
+    async def ready(self) -> dict[str, Any]:
+        checks: dict[str, Any] = {}
+        try:
+            async with self.store.engine.connect() as conn:
+                await conn.execute(text("SELECT 1"))
+            checks["postgres"] = "ok"
+        except Exception as exc:
+            checks["postgres"] = f"failed: {exc}"
+        checks["nats"] = "ok" if self.bus.connected else "disconnected"
+        return checks
+
+
+@asynccontextmanager
+async def open_gateway(settings: Settings, registry: Registry | None = None) -> AsyncIterator[Gateway]:
+    registry = registry if registry is not None else load_registry(settings.tools_dir)
+    async with AsyncExitStack() as stack:
+        urls = await stack.enter_async_context(open_servers(settings))
+        if settings.migrate_on_start:
+            await run_migrations(urls.database)
+        store = await stack.enter_async_context(PostgresStore(urls.database, pool_size=settings.db_pool_size))
+        subjects = Subjects(settings.subject_prefix)
+        bus = await stack.enter_async_context(
+            NatsBus(urls.nats, subjects, duplicate_window=settings.duplicate_window)
+        )
+        waiters = Waiters()
+        await bus.subscribe_changes(waiters.on_message)
+        dispatcher = await stack.enter_async_context(
+            Dispatcher(store, bus, relay_after=settings.outbox_relay_after)
+        )
+        gateway = Gateway(settings, registry, urls, store, bus, waiters, dispatcher)
+        await stack.enter_async_context(EventFolder(store, bus, lambda: gateway.registry, waiters))
+        log.info("gateway.started", tools=len(registry), nats=urls.nats, database=_redact(urls.database))
+        yield gateway
+        log.info("gateway.stopping")
+
+
+def _redact(url: str) -> str:
+    """A database URL without its password, for logs."""
+    if "@" not in url or "://" not in url:
+        return url
+    scheme, rest = url.split("://", 1)
+    userinfo, host = rest.rsplit("@", 1)
+    return f"{scheme}://{userinfo.split(':', 1)[0]}@{host}"

@@ -1,0 +1,183 @@
+"""`Bus` on NATS: publish commands (JetStream), pull worker events (a durable consumer shared by every gateway
+process), and fan workflow changes out to every gateway process (core NATS)."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+import nats
+import structlog
+from nats.aio.client import Client as NatsClient
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+from nats.errors import ConnectionClosedError, NoServersError, OutboundBufferLimitError
+from nats.errors import TimeoutError as NatsTimeoutError
+from nats.js import JetStreamContext
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from nats.js.errors import APIError
+
+from mcp_gateway.contract import Subjects, ensure_streams
+from mcp_gateway.errors import BusError
+from mcp_gateway.store import OutboxMessage
+
+__all__ = ["Bus", "Delivery", "NatsBus"]
+
+log = structlog.get_logger(__name__)
+
+FOLD_CONSUMER = "mcpgw-gateway-fold"
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """One event message from JetStream, with the ways to settle it."""
+
+    data: bytes
+    headers: dict[str, str]
+    attempts: int
+    msg: Msg
+
+    async def ack(self) -> None:
+        await self.msg.ack()
+
+    async def nak(self, delay: float | None = None) -> None:
+        await self.msg.nak(delay=delay)
+
+    async def term(self) -> None:
+        await self.msg.term()
+
+
+class Bus(Protocol):
+    async def publish_command(self, message: OutboxMessage) -> None: ...
+
+    async def fetch_events(self, batch: int, timeout: float) -> list[Delivery]: ...
+
+    async def publish_change(self, workflow_id: str, payload: bytes) -> None: ...
+
+    async def subscribe_changes(self, callback: Callable[[bytes], Awaitable[None]]) -> None: ...
+
+
+class NatsBus:
+    """The one `Bus`. An async context manager: connects, creates or updates the streams, drains on exit."""
+
+    def __init__(
+        self,
+        url: str,
+        subjects: Subjects,
+        *,
+        name: str = "mcp-gateway",
+        publish_timeout: float = 5.0,
+        duplicate_window: float = 3_600.0,
+        max_ack_pending: int = 4_096,
+    ) -> None:
+        self._url = url
+        self._subjects = subjects
+        self._name = name
+        self._publish_timeout = publish_timeout
+        self._duplicate_window = duplicate_window
+        self._max_ack_pending = max_ack_pending
+        self._nc: NatsClient | None = None
+        self._js: JetStreamContext | None = None
+        self._events: JetStreamContext.PullSubscription | None = None
+        self._changes: Subscription | None = None
+
+    @property
+    def subjects(self) -> Subjects:
+        return self._subjects
+
+    async def __aenter__(self) -> NatsBus:
+        try:
+            self._nc = await nats.connect(
+                self._url,
+                name=self._name,
+                connect_timeout=5,
+                max_reconnect_attempts=-1,
+                reconnect_time_wait=0.5,
+                error_cb=self._on_error,
+                disconnected_cb=self._on_disconnected,
+                reconnected_cb=self._on_reconnected,
+            )
+        except (NoServersError, OSError, TimeoutError) as exc:
+            raise BusError(f"cannot connect to NATS at {self._url}: {exc or type(exc).__name__}") from exc
+        try:
+            self._js = self._nc.jetstream()
+            await ensure_streams(self._js, self._subjects, duplicate_window=self._duplicate_window)
+            self._events = await self._js.pull_subscribe(
+                self._subjects.all_events,
+                durable=FOLD_CONSUMER,
+                stream=self._subjects.event_stream,
+                config=ConsumerConfig(
+                    ack_policy=AckPolicy.EXPLICIT,
+                    deliver_policy=DeliverPolicy.ALL,
+                    ack_wait=30,
+                    max_ack_pending=self._max_ack_pending,
+                ),
+            )
+        except (APIError, NatsTimeoutError) as exc:
+            await self._nc.close()
+            raise BusError(f"JetStream at {self._url} refused the gateway's streams or consumer: {exc}") from exc
+        log.info("bus.connected", url=self._url, streams=[self._subjects.command_stream, self._subjects.event_stream])
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._nc is not None and not self._nc.is_closed:
+            # Stop pulling first (events pulled but not folded are redelivered after ack_wait), then flush what
+            # was published and close. nats-py's drain() waits out its whole timeout on pull subscriptions.
+            if self._events is not None:
+                with contextlib.suppress(Exception):
+                    await self._events.unsubscribe()
+            with contextlib.suppress(Exception):
+                await self._nc.flush(timeout=5)
+            await self._nc.close()
+        log.info("bus.closed")
+
+    async def _on_error(self, exc: Exception) -> None:
+        log.warning("bus.error", error=str(exc) or type(exc).__name__)
+
+    async def _on_disconnected(self) -> None:
+        log.warning("bus.disconnected", url=self._url)
+
+    async def _on_reconnected(self) -> None:
+        log.info("bus.reconnected", url=self._url)
+
+    @property
+    def connected(self) -> bool:
+        return self._nc is not None and self._nc.is_connected
+
+    def _jetstream(self) -> JetStreamContext:
+        if self._js is None:
+            raise BusError("the bus is not open (use it inside 'async with')")
+        return self._js
+
+    async def publish_command(self, message: OutboxMessage) -> None:
+        try:
+            await self._jetstream().publish(
+                message.subject, message.payload, timeout=self._publish_timeout, headers=message.headers
+            )
+        except (NatsTimeoutError, TimeoutError, APIError, ConnectionClosedError, OutboundBufferLimitError) as exc:
+            raise BusError(f"publishing to {message.subject} failed: {exc or type(exc).__name__}") from exc
+
+    async def fetch_events(self, batch: int, timeout: float) -> list[Delivery]:
+        if self._events is None:
+            raise BusError("the bus is not open (use it inside 'async with')")
+        try:
+            msgs = await self._events.fetch(batch, timeout=timeout)
+        except (NatsTimeoutError, TimeoutError):
+            return []
+        return [Delivery(m.data, dict(m.headers or {}), m.metadata.num_delivered, m) for m in msgs]
+
+    async def publish_change(self, workflow_id: str, payload: bytes) -> None:
+        if self._nc is None:
+            raise BusError("the bus is not open (use it inside 'async with')")
+        await self._nc.publish(self._subjects.changed(workflow_id), payload)
+
+    async def subscribe_changes(self, callback: Callable[[bytes], Awaitable[None]]) -> None:
+        if self._nc is None:
+            raise BusError("the bus is not open (use it inside 'async with')")
+
+        async def on_message(msg: Msg) -> None:
+            await callback(msg.data)
+
+        self._changes = await self._nc.subscribe(self._subjects.all_changes, cb=on_message, pending_msgs_limit=65_536)

@@ -1,0 +1,219 @@
+"""The `mcp-gateway` command: serve, check, migrate, worker, workflows, db-url."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import json
+import sys
+from collections.abc import Coroutine, Sequence
+from contextlib import AsyncExitStack
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from mcp_gateway.core.states import Status
+from mcp_gateway.errors import ConfigError, GatewayError
+from mcp_gateway.logs import configure_logging
+from mcp_gateway.registry import load_registry
+from mcp_gateway.settings import Settings, load_settings
+
+__all__ = ["main"]
+
+log = structlog.get_logger("mcp_gateway.cli")
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="mcp-gateway", description="An MCP server that fronts a NATS JetStream bus.")
+    p.add_argument("--config", type=Path, help="settings file (default: config/gateway.yaml when it exists)")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve = sub.add_parser("serve", help="serve MCP over streamable HTTP or stdio")
+    serve.add_argument("--transport", choices=["http", "stdio"], default="http")
+    serve.add_argument("--host", help="address to bind (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port to bind (default 8000)")
+    serve.add_argument("--tools-dir", type=Path, help="folder of tool YAML files (default config/tools)")
+    serve.add_argument("--with-examples", action="store_true", help="also run the example workers in this process")
+
+    check = sub.add_parser("check", help="check the settings and every tool file; non-zero exit on any problem")
+    check.add_argument("--tools-dir", type=Path, help="folder of tool YAML files (default config/tools)")
+
+    sub.add_parser("migrate", help="apply the database migrations (starts the embedded PostgreSQL if no URL)")
+
+    worker = sub.add_parser("worker", help="run workers (default: the examples) against NATS")
+    worker.add_argument("targets", nargs="*", metavar="MODULE:ATTR", help="Worker objects to run")
+    worker.add_argument("--nats-url", help="NATS to connect to (default: settings, else the embedded one)")
+
+    wf = sub.add_parser("workflows", help="inspect workflows")
+    wf_sub = wf.add_subparsers(dest="action", required=True, metavar="ACTION")
+    listing = wf_sub.add_parser("list", help="the newest workflows")
+    listing.add_argument("--status", choices=[s.value for s in Status])
+    listing.add_argument("--limit", type=int, default=20)
+    show = wf_sub.add_parser("show", help="one workflow and its event history")
+    show.add_argument("workflow_id")
+
+    sub.add_parser("db-url", help="print the PostgreSQL URL (the embedded server's while the gateway runs)")
+    return p
+
+
+def _fail(message: str, code: int = 2) -> int:
+    print(f"mcp-gateway: {message}", file=sys.stderr)
+    return code
+
+
+def _run(coro: Coroutine[Any, Any, int | None]) -> int:
+    try:
+        import uvloop
+
+        return asyncio.run(coro, loop_factory=uvloop.new_event_loop) or 0
+    except ImportError:  # pragma: no cover - uvloop is a dependency on every supported platform
+        return asyncio.run(coro) or 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    overrides: dict[str, Any] = {
+        "host": getattr(args, "host", None),
+        "port": getattr(args, "port", None),
+        "tools_dir": getattr(args, "tools_dir", None),
+        "nats_url": getattr(args, "nats_url", None),
+    }
+    try:
+        settings = load_settings(args.config, **overrides)
+        configure_logging(settings.log_level, settings.log_format)
+        match args.command:
+            case "check":
+                return _check(settings)
+            case "serve":
+                registry = load_registry(settings.tools_dir)
+                return _run(_serve(settings, registry, args.transport, args.with_examples))
+            case "migrate":
+                return _run(_migrate(settings))
+            case "worker":
+                return _run(_workers(settings, args.targets))
+            case "workflows":
+                return _run(_workflows(settings, args))
+            case "db-url":
+                return _db_url(settings)
+            case _:  # pragma: no cover - argparse refuses unknown commands
+                return _fail(f"unknown command {args.command!r}")
+    except ConfigError as exc:
+        return _fail(str(exc), 1)
+    except GatewayError as exc:
+        return _fail(str(exc))
+    except KeyboardInterrupt:
+        return 130
+
+
+def _check(settings: Settings) -> int:
+    registry = load_registry(settings.tools_dir)
+    print(f"ok: settings and {len(registry)} tool(s) in {settings.tools_dir}")
+    for tool in registry.values():
+        print(f"  {tool.name} v{tool.config.version} -> {tool.config.subject} ({tool.source})")
+    return 0
+
+
+async def _serve(settings: Settings, registry: Any, transport: str, examples: bool) -> int:
+    import uvicorn
+
+    from mcp_gateway.app import open_gateway
+    from mcp_gateway.examples import all_workers
+    from mcp_gateway.server import build_http_app, serve_stdio
+
+    async with open_gateway(settings, registry) as gateway, AsyncExitStack() as workers:
+        if examples:
+            for worker in all_workers():
+                await workers.enter_async_context(worker.connect(gateway.urls.nats))
+        if transport == "stdio":
+            await serve_stdio(gateway.mcp_server(caller_subject="local"))
+            return 0
+        app = build_http_app(
+            gateway.mcp_server(),
+            host=settings.host,
+            port=settings.port,
+            ready=gateway.ready,
+            allowed_hosts=settings.allowed_hosts,
+            allowed_origins=settings.allowed_origins,
+            max_request_body_size=settings.max_request_body,
+        )
+        config = uvicorn.Config(app, host=settings.host, port=settings.port, log_config=None, lifespan="on",
+                                access_log=False, timeout_graceful_shutdown=10)
+        server = uvicorn.Server(config)
+        log.info("serve.http", url=f"http://{settings.host}:{settings.port}/mcp", database=gateway.urls.database)
+        await server.serve()
+        return 0 if server.started else _fail(f"could not serve on {settings.host}:{settings.port} (see the log)")
+
+
+async def _migrate(settings: Settings) -> int:
+    from mcp_gateway.app import open_servers
+    from mcp_gateway.store import run_migrations
+
+    async with open_servers(settings.model_copy(update={"nats_url": settings.nats_url or "unused"})) as urls:
+        await run_migrations(urls.database)
+    print("ok: database migrated")
+    return 0
+
+
+def _load_worker(target: str) -> Any:
+    module_name, _, attr = target.partition(":")
+    try:
+        obj: Any = importlib.import_module(module_name)
+        for part in (attr or "worker").split("."):
+            obj = getattr(obj, part)
+    except (ImportError, AttributeError) as exc:
+        raise GatewayError(f"cannot load worker {target!r} (expected MODULE:ATTR naming a Worker): {exc}") from exc
+    return obj
+
+
+async def _workers(settings: Settings, targets: list[str]) -> int:
+    from mcp_gateway.embedded import running_nats_url
+    from mcp_gateway.examples import all_workers
+
+    workers = [_load_worker(t) for t in targets] if targets else all_workers()
+    url = settings.nats_url or running_nats_url(settings.data_dir / "nats")
+    if url is None:
+        return _fail("no NATS URL: pass --nats-url, set MCPGW_NATS_URL, or start 'mcp-gateway serve' first")
+    async with AsyncExitStack() as stack:
+        for worker in workers:
+            await stack.enter_async_context(worker.connect(url))
+        await asyncio.Event().wait()
+    return 0
+
+
+def _database_url(settings: Settings) -> str:
+    from mcp_gateway.embedded import running_postgres_url
+
+    url = settings.database_url or running_postgres_url(settings.data_dir / "postgres")
+    if url is None:
+        raise GatewayError("no database URL: set MCPGW_DATABASE_URL, or start 'mcp-gateway serve' first")
+    return url
+
+
+def _db_url(settings: Settings) -> int:
+    print(_database_url(settings))
+    return 0
+
+
+async def _workflows(settings: Settings, args: argparse.Namespace) -> int:
+    from mcp_gateway.store import PostgresStore
+
+    async with PostgresStore(_database_url(settings)) as store:
+        if args.action == "list":
+            status = Status(args.status) if args.status else None
+            for r in await store.list(status=status, limit=args.limit):
+                progress = f"{r.state.progress:g}/{r.state.total:g}" if r.state.progress is not None and r.state.total else ""
+                print(f"{r.id}  {r.status.value:<14} {r.tool:<20} {r.created_at:%Y-%m-%d %H:%M:%S}  {progress}")
+            return 0
+        record = await store.get(args.workflow_id)
+        if record is None:
+            return _fail(f"no workflow {args.workflow_id!r}", 1)
+        s = record.state
+        print(json.dumps({"id": record.id, "tool": record.tool, "status": s.status.value, "arguments": record.arguments,
+                          "progress": s.progress, "total": s.total, "message": s.message, "result": s.result,
+                          "error": s.error, "caller": record.caller, "created_at": record.created_at.isoformat(),
+                          "deadline": record.deadline.isoformat()}, indent=2))
+        for e in await store.events(record.id):
+            print(f"  {e.at:%H:%M:%S.%f}  {e.kind:<11} {e.status or '':<10} {json.dumps(e.data)} {e.note or ''}")
+        return 0

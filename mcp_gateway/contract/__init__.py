@@ -1,0 +1,37 @@
+"""The bus contract (version 1): subjects, envelopes, headers and event kinds, shared by gateway and workers.
+
+This package is the whole of what a worker needs to know; the language-neutral text is `docs/bus-contract.md`.
+It imports nothing from the gateway.
+"""
+
+from mcp_gateway.contract._envelopes import (
+    CONTRACT_VERSION,
+    Caller,
+    Command,
+    ContractError,
+    ErrorInfo,
+    Event,
+    EventKind,
+    decode_command,
+    decode_event,
+    encode,
+)
+from mcp_gateway.contract._streams import ensure_streams, stream_configs
+from mcp_gateway.contract._subjects import Headers, Subjects
+
+__all__ = [
+    "CONTRACT_VERSION",
+    "Caller",
+    "Command",
+    "ContractError",
+    "ErrorInfo",
+    "Event",
+    "EventKind",
+    "Headers",
+    "Subjects",
+    "decode_command",
+    "decode_event",
+    "encode",
+    "ensure_streams",
+    "stream_configs",
+]

@@ -1,0 +1,141 @@
+"""The command and event envelopes (JSON bodies) and their strict decoding.
+
+Decoding is strict: a body that is not JSON, has an unknown key, a missing field or a wrong type raises
+`ContractError` naming the field and what was expected. Unknown *future* versions are refused the same way.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from enum import StrEnum
+from typing import Any, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+__all__ = [
+    "CONTRACT_VERSION",
+    "Caller",
+    "Command",
+    "ContractError",
+    "ErrorInfo",
+    "Event",
+    "EventKind",
+    "decode_command",
+    "decode_event",
+    "encode",
+]
+
+CONTRACT_VERSION = 1
+
+_M = TypeVar("_M", bound=BaseModel)
+
+
+class ContractError(ValueError):
+    """A message on the bus does not follow the contract."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Caller(_Strict):
+    """Who asked: the authenticated subject (or `local` under stdio) and the MCP request id."""
+
+    subject: str = "anonymous"
+    request_id: str | None = None
+
+
+class Command(_Strict):
+    """What the gateway asks a worker to do. Idempotency key: (`workflow_id`, `attempt`)."""
+
+    v: Literal[1] = 1
+    kind: Literal["execute"] = "execute"
+    workflow_id: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")
+    tool: str
+    tool_version: str
+    arguments: dict[str, Any]
+    caller: Caller
+    deadline: datetime
+    attempt: int = Field(default=1, ge=1)
+    reply_subject: str
+    """Where the worker publishes this workflow's events (JetStream)."""
+
+
+class EventKind(StrEnum):
+    STARTED = "started"
+    PROGRESS = "progress"
+    COMPLETED = "completed"
+    FAILED = "failed"
+
+
+class ErrorInfo(_Strict):
+    """A failure, as a worker reports it: a stable code, a message for people, optional details."""
+
+    code: str = Field(min_length=1, max_length=100)
+    message: str
+    retryable: bool = False
+    details: dict[str, Any] | None = None
+
+
+class Event(_Strict):
+    """What a worker reports about a workflow. (`workflow_id`, `attempt`, `seq`) is unique per event."""
+
+    v: Literal[1] = 1
+    workflow_id: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")
+    attempt: int = Field(default=1, ge=1)
+    seq: int = Field(ge=0)
+    kind: EventKind
+    at: datetime
+    progress: float | None = None
+    total: float | None = None
+    message: str | None = None
+    result: dict[str, Any] | None = None
+    error: ErrorInfo | None = None
+
+    @property
+    def key(self) -> str:
+        """The event's idempotency key (also its `Nats-Msg-Id`)."""
+        return f"{self.workflow_id}.{self.attempt}.{self.seq}"
+
+    def model_post_init(self, context: Any, /) -> None:
+        if self.kind is EventKind.COMPLETED and self.result is None:
+            raise ValueError("a 'completed' event needs 'result' (a JSON object)")
+        if self.kind is EventKind.FAILED and self.error is None:
+            raise ValueError("a 'failed' event needs 'error' ({code, message})")
+        if self.kind is EventKind.PROGRESS and self.progress is None:
+            raise ValueError("a 'progress' event needs 'progress' (a number)")
+
+
+def encode(model: BaseModel) -> bytes:
+    """The wire form of an envelope: compact JSON, no null fields."""
+    return model.model_dump_json(exclude_none=True).encode()
+
+
+def _describe(error: ValidationError, what: str) -> str:
+    parts: list[str] = []
+    for item in error.errors():
+        path = ".".join(str(p) for p in item["loc"]) or "(body)"
+        parts.append(f"{path}: {item['msg']}")
+    return f"invalid {what}: " + "; ".join(parts)
+
+
+def _decode(data: bytes, model: type[_M], what: str) -> _M:
+    try:
+        raw = json.loads(data)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ContractError(f"invalid {what}: body is not JSON ({exc})") from None
+    if not isinstance(raw, dict):
+        raise ContractError(f"invalid {what}: body must be a JSON object, got {type(raw).__name__}")
+    try:
+        return model.model_validate(raw)
+    except ValidationError as exc:
+        raise ContractError(_describe(exc, what)) from None
+
+
+def decode_command(data: bytes) -> Command:
+    return _decode(data, Command, "command")
+
+
+def decode_event(data: bytes) -> Event:
+    return _decode(data, Event, "event")

@@ -1,0 +1,68 @@
+"""Subject names and header names of the bus contract."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+__all__ = ["Headers", "Subjects"]
+
+_TOKEN = re.compile(r"^[A-Za-z0-9_-]+$")
+
+
+class Headers:
+    """NATS header names the contract uses."""
+
+    MSG_ID = "Nats-Msg-Id"
+    """JetStream de-duplication id: the workflow id for a command's first attempt, `<id>.<attempt>` after."""
+    SCHEMA = "Mcpgw-Schema"
+    """The contract version of the body, e.g. `1`."""
+    WORKFLOW_ID = "Mcpgw-Workflow-Id"
+    TOOL = "Mcpgw-Tool"
+    TRACEPARENT = "traceparent"
+    """W3C trace context, carried from the client through the gateway to the worker and back."""
+
+
+@dataclass(frozen=True, slots=True)
+class Subjects:
+    """Every subject of the contract, under one configurable prefix (default `mcpgw`).
+
+    - commands: `<prefix>.cmd.<tool subject>`; stream `<PREFIX>_COMMANDS` captures `<prefix>.cmd.>`
+    - events:   `<prefix>.evt.<workflow id>`;   stream `<PREFIX>_EVENTS` captures `<prefix>.evt.>`
+    - changes:  `<prefix>.changed.<workflow id>` (core NATS, gateway to gateway, not persisted)
+    """
+
+    prefix: str = "mcpgw"
+
+    def __post_init__(self) -> None:
+        if not all(_TOKEN.match(part) for part in self.prefix.split(".")):
+            raise ValueError(f"subject prefix {self.prefix!r} must be dot-separated tokens of [A-Za-z0-9_-]")
+
+    @property
+    def command_stream(self) -> str:
+        return self.prefix.replace(".", "_").upper() + "_COMMANDS"
+
+    @property
+    def event_stream(self) -> str:
+        return self.prefix.replace(".", "_").upper() + "_EVENTS"
+
+    @property
+    def all_commands(self) -> str:
+        return f"{self.prefix}.cmd.>"
+
+    @property
+    def all_events(self) -> str:
+        return f"{self.prefix}.evt.>"
+
+    @property
+    def all_changes(self) -> str:
+        return f"{self.prefix}.changed.>"
+
+    def command(self, tool_subject: str) -> str:
+        return f"{self.prefix}.cmd.{tool_subject}"
+
+    def event(self, workflow_id: str) -> str:
+        return f"{self.prefix}.evt.{workflow_id}"
+
+    def changed(self, workflow_id: str) -> str:
+        return f"{self.prefix}.changed.{workflow_id}"

@@ -1,0 +1,124 @@
+"""Workflow changes: what the folder announces after each commit, and the local waiters that listen for them.
+
+Every gateway process receives every change (core NATS fan-out), so a call waiting in one process hears about
+events folded in another. Each waiter has a bounded queue: when it is full, the oldest progress is dropped;
+a terminal change always gets in.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+
+from mcp_gateway.core.states import TERMINAL, Status, WorkflowState
+
+__all__ = ["Change", "Waiters", "Watch"]
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """A workflow's state after a committed change."""
+
+    workflow_id: str
+    state: WorkflowState
+
+    @property
+    def terminal(self) -> bool:
+        return self.state.status in TERMINAL
+
+    def encode(self, max_size: int = 512 * 1024) -> bytes:
+        s = self.state
+        body: dict[str, Any] = {
+            "id": self.workflow_id, "status": s.status.value, "version": s.version, "attempt": s.attempt,
+            "progress": s.progress, "total": s.total, "message": s.message, "result": s.result, "error": s.error,
+        }
+        data = json.dumps(body, separators=(",", ":")).encode()
+        if len(data) > max_size:
+            # Too large to fan out: listeners read the full state from the store instead.
+            body["result"] = None
+            body["truncated"] = True
+            data = json.dumps(body, separators=(",", ":")).encode()
+        return data
+
+    @classmethod
+    def decode(cls, data: bytes) -> tuple[Change, bool]:
+        """The change and whether its result was left out for size."""
+        b = json.loads(data)
+        state = WorkflowState(
+            status=Status(b["status"]), attempt=b["attempt"], progress=b["progress"], total=b["total"],
+            message=b["message"], result=b["result"], error=b["error"], version=b["version"],
+        )
+        return cls(b["id"], state), bool(b.get("truncated"))
+
+
+class Watch:
+    """The changes of one workflow, as one waiting call sees them, in version order."""
+
+    def __init__(self, workflow_id: str, capacity: int) -> None:
+        self.workflow_id = workflow_id
+        self._queue: asyncio.Queue[tuple[Change, bool]] = asyncio.Queue(capacity)
+        self._version = -1
+
+    def offer(self, change: Change, truncated: bool) -> None:
+        if change.state.version <= self._version:
+            return  # older than what this watcher already saw (changes from two processes can cross)
+        self._version = change.state.version
+        while True:
+            try:
+                self._queue.put_nowait((change, truncated))
+                return
+            except asyncio.QueueFull:
+                self._queue.get_nowait()  # drop the oldest: a newer state supersedes it
+
+    async def changes(self) -> AsyncIterator[tuple[Change, bool]]:
+        while True:
+            item = await self._queue.get()
+            yield item
+            if item[0].terminal:
+                return
+
+
+class Waiters:
+    """The local waiting calls, by workflow id."""
+
+    def __init__(self, capacity: int = 32) -> None:
+        self._capacity = capacity
+        self._watches: dict[str, set[Watch]] = {}
+
+    @contextmanager
+    def watch(self, workflow_id: str) -> Iterator[Watch]:
+        """Listen for a workflow's changes; register *before* the work can start, so nothing is missed."""
+        w = Watch(workflow_id, self._capacity)
+        self._watches.setdefault(workflow_id, set()).add(w)
+        try:
+            yield w
+        finally:
+            group = self._watches.get(workflow_id)
+            if group is not None:
+                group.discard(w)
+                if not group:
+                    del self._watches[workflow_id]
+
+    def deliver(self, change: Change, truncated: bool = False) -> None:
+        for w in self._watches.get(change.workflow_id, ()):
+            w.offer(change, truncated)
+
+    async def on_message(self, data: bytes) -> None:
+        """Callback for the bus's change subscription."""
+        try:
+            change, truncated = Change.decode(data)
+        except (ValueError, KeyError, TypeError) as exc:
+            log.warning("changes.undecodable", error=str(exc))
+            return
+        self.deliver(change, truncated)
+
+    def __len__(self) -> int:
+        return sum(len(g) for g in self._watches.values())

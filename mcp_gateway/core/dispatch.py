@@ -1,0 +1,104 @@
+"""The dispatcher: publishes commands from the outbox, marks them published in batches, and relays leftovers.
+
+A call publishes its own command right after the commit (`send`), so the hot path waits for no poll. If that
+publish fails, or the process dies before it, the entry stays in the outbox and the relay publishes it once
+it is older than `relay_after` seconds, from whichever gateway process gets there first. JetStream's
+de-duplication (`Nats-Msg-Id`) makes a second publish of the same command harmless.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from types import TracebackType
+
+import structlog
+
+from mcp_gateway.bus import Bus
+from mcp_gateway.errors import BusError, StoreError
+from mcp_gateway.store import OutboxMessage, WorkflowStore
+
+__all__ = ["Dispatcher"]
+
+log = structlog.get_logger(__name__)
+
+
+class Dispatcher:
+    def __init__(
+        self,
+        store: WorkflowStore,
+        bus: Bus,
+        *,
+        relay_after: float = 5.0,
+        relay_interval: float = 1.0,
+        batch: int = 256,
+    ) -> None:
+        self._store = store
+        self._bus = bus
+        self._relay_after = relay_after
+        self._relay_interval = relay_interval
+        self._batch = batch
+        self._published: asyncio.Queue[int] = asyncio.Queue()
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def __aenter__(self) -> Dispatcher:
+        self._tasks = [asyncio.create_task(self._mark_loop()), asyncio.create_task(self._relay_loop())]
+        return self
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await self._flush_marks()
+
+    async def send(self, message: OutboxMessage) -> bool:
+        """Publish one committed command; False when it stays in the outbox for the relay."""
+        try:
+            await self._bus.publish_command(message)
+        except BusError as exc:
+            log.warning("dispatch.deferred", workflow_id=message.workflow_id, error=str(exc))
+            return False
+        if message.id is not None:
+            self._published.put_nowait(message.id)
+        return True
+
+    async def _flush_marks(self) -> None:
+        ids: list[int] = []
+        while not self._published.empty() and len(ids) < self._batch:
+            ids.append(self._published.get_nowait())
+        if not ids:
+            return
+        try:
+            await self._store.mark_published(ids)
+        except StoreError as exc:
+            # Not lost: the entries stay in the outbox and the relay publishes them again (de-duplicated).
+            log.warning("dispatch.mark_failed", count=len(ids), error=str(exc))
+
+    async def _mark_loop(self) -> None:
+        while True:
+            first = await self._published.get()
+            self._published.put_nowait(first)
+            await self._flush_marks()
+
+    async def relay_once(self) -> int:
+        """Publish outbox entries older than `relay_after`; the number published."""
+        leftovers = await self._store.unpublished(self._relay_after, self._batch)
+        sent = 0
+        for message in leftovers:
+            if await self.send(message):
+                sent += 1
+        if leftovers:
+            log.info("dispatch.relayed", found=len(leftovers), published=sent)
+        return sent
+
+    async def _relay_loop(self) -> None:
+        while True:
+            try:
+                await self.relay_once()
+            except StoreError as exc:
+                log.warning("dispatch.relay_failed", error=str(exc))
+            await asyncio.sleep(self._relay_interval)

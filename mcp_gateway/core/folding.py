@@ -1,0 +1,118 @@
+"""The folder: pulls worker events from the bus, folds each into its workflow in the store, announces the change.
+
+Events are acknowledged only after their fold is committed. A bad event (not the contract's shape) is logged
+with what was wrong and terminated, never retried; an event for an unknown workflow likewise. A store failure
+leaves the event unacknowledged, to be redelivered. Events of one workflow are folded in order; different
+workflows are folded concurrently.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable
+from types import TracebackType
+
+import structlog
+
+from mcp_gateway.bus import Bus, Delivery
+from mcp_gateway.contract import ContractError, Event, decode_event
+from mcp_gateway.core.changes import Change, Waiters
+from mcp_gateway.core.states import Fold, WorkflowState, fold
+from mcp_gateway.errors import StoreError
+from mcp_gateway.registry import Registry
+from mcp_gateway.store import WorkflowStore
+
+__all__ = ["EventFolder"]
+
+log = structlog.get_logger(__name__)
+
+
+class EventFolder:
+    def __init__(
+        self,
+        store: WorkflowStore,
+        bus: Bus,
+        registry: Callable[[], Registry],
+        waiters: Waiters,
+        *,
+        batch: int = 128,
+        retry_delay: float = 1.0,
+    ) -> None:
+        self._store = store
+        self._bus = bus
+        self._registry = registry
+        self._waiters = waiters
+        self._batch = batch
+        self._retry_delay = retry_delay
+        self._task: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> EventFolder:
+        self._task = asyncio.create_task(self._run())
+        return self
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                deliveries = await self._bus.fetch_events(self._batch, timeout=1.0)
+            except Exception as exc:  # a broken connection: NATS reconnects, we try again
+                log.warning("fold.fetch_failed", error=str(exc) or type(exc).__name__)
+                await asyncio.sleep(self._retry_delay)
+                continue
+            if deliveries:
+                await self.fold_batch(deliveries)
+
+    async def fold_batch(self, deliveries: list[Delivery]) -> None:
+        by_workflow: dict[str, list[tuple[Event, Delivery]]] = {}
+        for delivery in deliveries:
+            try:
+                event = decode_event(delivery.data)
+            except ContractError as exc:
+                log.error("fold.bad_event", error=str(exc), headers=delivery.headers, size=len(delivery.data))
+                await delivery.term()
+                continue
+            by_workflow.setdefault(event.workflow_id, []).append((event, delivery))
+        await asyncio.gather(*(self._fold_sequence(items) for items in by_workflow.values()))
+
+    async def _fold_sequence(self, items: list[tuple[Event, Delivery]]) -> None:
+        for event, delivery in items:
+            await self._fold_one(event, delivery)
+
+    def _decide(self, event: Event) -> Callable[[str, WorkflowState], Fold]:
+        def decide(tool_name: str, state: WorkflowState) -> Fold:
+            tool = self._registry().get(tool_name)
+            check = tool.output.violations if tool is not None and tool.output is not None else None
+            return fold(state, event, check)
+
+        return decide
+
+    async def _fold_one(self, event: Event, delivery: Delivery) -> None:
+        bound = log.bind(workflow_id=event.workflow_id, event=event.key, kind=event.kind.value)
+        try:
+            applied = await self._store.apply(event, self._decide(event))
+        except StoreError as exc:
+            bound.warning("fold.store_failed", error=str(exc))
+            await delivery.nak(self._retry_delay)
+            return
+        if applied is None:
+            bound.error("fold.unknown_workflow")
+            await delivery.term()
+            return
+        if applied.fold.note:
+            bound.info("fold.noted", note=applied.fold.note, duplicate=applied.duplicate)
+        if applied.fold.changed and not applied.duplicate:
+            change = Change(event.workflow_id, applied.fold.state)
+            self._waiters.deliver(change)  # local waiters hear at once; other processes through the bus
+            try:
+                await self._bus.publish_change(event.workflow_id, change.encode())
+            except Exception as exc:  # waiters elsewhere re-read the store at their timeout
+                bound.warning("fold.announce_failed", error=str(exc) or type(exc).__name__)
+        await delivery.ack()

@@ -1,0 +1,179 @@
+"""The tool-call service: validate, persist, publish, wait, reply. Transport-independent.
+
+The MCP adapters (stdio, streamable HTTP) and any lean HTTP path call `ToolCallService.call` and turn the
+`Outcome` into their wire form. Nothing is written or published for a call whose arguments are invalid.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
+from typing import Any
+
+import structlog
+
+from mcp_gateway.contract import Caller, Command, Headers, Subjects, encode
+from mcp_gateway.core.changes import Waiters
+from mcp_gateway.core.dispatch import Dispatcher
+from mcp_gateway.core.states import TERMINAL, Status, WorkflowState
+from mcp_gateway.registry import Registry, SchemaViolation, Tool
+from mcp_gateway.store import NewWorkflow, OutboxMessage, WorkflowStore
+
+__all__ = ["Outcome", "OutcomeKind", "Progress", "ToolCallService", "new_traceparent"]
+
+log = structlog.get_logger(__name__)
+
+
+class OutcomeKind(StrEnum):
+    COMPLETED = "completed"
+    FAILED = "failed"
+    INVALID_ARGUMENTS = "invalid_arguments"
+    UNKNOWN_TOOL = "unknown_tool"
+    STILL_RUNNING = "still_running"
+
+
+@dataclass(frozen=True, slots=True)
+class Progress:
+    progress: float
+    total: float | None
+    message: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    kind: OutcomeKind
+    tool: str
+    workflow_id: str | None = None
+    result: dict[str, Any] | None = None
+    error: dict[str, Any] | None = None
+    violations: list[SchemaViolation] = field(default_factory=list[SchemaViolation])
+    status: Status | None = None
+
+
+ProgressCallback = Callable[[Progress], Awaitable[None]]
+
+
+def new_traceparent() -> str:
+    """A fresh W3C traceparent (version 00, sampled)."""
+    return f"00-{secrets.token_hex(16)}-{secrets.token_hex(8)}-01"
+
+
+def trace_id_of(traceparent: str | None) -> str | None:
+    parts = (traceparent or "").split("-")
+    return parts[1] if len(parts) == 4 and len(parts[1]) == 32 else None
+
+
+class ToolCallService:
+    def __init__(
+        self,
+        registry: Callable[[], Registry],
+        store: WorkflowStore,
+        dispatcher: Dispatcher,
+        waiters: Waiters,
+        subjects: Subjects,
+    ) -> None:
+        self._registry = registry
+        self._store = store
+        self._dispatcher = dispatcher
+        self._waiters = waiters
+        self._subjects = subjects
+
+    @property
+    def registry(self) -> Registry:
+        return self._registry()
+
+    def _command(self, tool: Tool, workflow_id: str, arguments: dict[str, Any], caller: Caller, traceparent: str,
+                 deadline: datetime) -> OutboxMessage:
+        command = Command(
+            workflow_id=workflow_id,
+            tool=tool.name,
+            tool_version=tool.config.version,
+            arguments=arguments,
+            caller=caller,
+            deadline=deadline,
+            reply_subject=self._subjects.event(workflow_id),
+        )
+        headers = {
+            Headers.MSG_ID: workflow_id,
+            Headers.SCHEMA: "1",
+            Headers.WORKFLOW_ID: workflow_id,
+            Headers.TOOL: tool.name,
+            Headers.TRACEPARENT: traceparent,
+        }
+        return OutboxMessage(workflow_id, self._subjects.command(tool.config.subject), workflow_id, headers,
+                             encode(command))
+
+    async def call(
+        self,
+        name: str,
+        arguments: dict[str, Any] | None,
+        *,
+        caller: Caller,
+        traceparent: str | None = None,
+        on_progress: ProgressCallback | None = None,
+    ) -> Outcome:
+        tool = self.registry.get(name)
+        if tool is None:
+            return Outcome(OutcomeKind.UNKNOWN_TOOL, name)
+        args = arguments or {}
+        violations = tool.input.violations(args)
+        if violations:
+            return Outcome(OutcomeKind.INVALID_ARGUMENTS, name, violations=violations)
+
+        workflow_id = uuid.uuid4().hex
+        traceparent = traceparent or new_traceparent()
+        deadline = datetime.now(UTC) + timedelta(seconds=tool.deadline_seconds)
+        message = self._command(tool, workflow_id, args, caller, traceparent, deadline)
+        structlog.contextvars.bind_contextvars(workflow_id=workflow_id, tool=name, trace_id=trace_id_of(traceparent))
+        try:
+            with self._waiters.watch(workflow_id) as watch:
+                outbox_id = await self._store.create(
+                    NewWorkflow(workflow_id, name, tool.config.version, args, caller.subject, caller.request_id,
+                                trace_id_of(traceparent), deadline),
+                    message,
+                )
+                log.info("call.accepted")
+                await self._dispatcher.send(_with_id(message, outbox_id))
+                state = await self._wait(watch.changes(), workflow_id, tool.config.timeout, on_progress)
+        finally:
+            structlog.contextvars.unbind_contextvars("workflow_id", "tool", "trace_id")
+        return _outcome(name, workflow_id, state)
+
+    async def _wait(self, changes: Any, workflow_id: str, timeout: float,
+                    on_progress: ProgressCallback | None) -> WorkflowState | None:
+        last: WorkflowState | None = None
+        try:
+            async with asyncio.timeout(timeout):
+                async for change, truncated in changes:
+                    last = change.state
+                    if change.terminal:
+                        if truncated:
+                            record = await self._store.get(workflow_id)
+                            return record.state if record is not None else last
+                        return last
+                    if on_progress is not None and last.progress is not None:
+                        await on_progress(Progress(last.progress, last.total, last.message))
+        except TimeoutError:
+            pass
+        # No terminal change heard in time: the store has the last word (a change may have been missed).
+        record = await self._store.get(workflow_id)
+        return record.state if record is not None else last
+
+
+def _with_id(message: OutboxMessage, outbox_id: int) -> OutboxMessage:
+    return OutboxMessage(message.workflow_id, message.subject, message.msg_id, message.headers, message.payload,
+                         outbox_id)
+
+
+def _outcome(tool: str, workflow_id: str, state: WorkflowState | None) -> Outcome:
+    if state is None or state.status not in TERMINAL:
+        return Outcome(OutcomeKind.STILL_RUNNING, tool, workflow_id, status=state.status if state else None)
+    if state.status is Status.COMPLETED:
+        return Outcome(OutcomeKind.COMPLETED, tool, workflow_id, result=state.result, status=state.status)
+    error = state.error or {"code": state.status.value, "message": f"the workflow ended {state.status.value}"}
+    return Outcome(OutcomeKind.FAILED, tool, workflow_id, error=error, status=state.status)

@@ -1,0 +1,136 @@
+"""The workflow state machine: statuses, allowed moves, and folding a worker event into a workflow's state.
+
+Plain code, no I/O. Folding is idempotent and order-tolerant: a duplicate event changes nothing (the store
+refuses its key twice), an event from an older attempt or after a terminal state is recorded but moves
+nothing, and progress only moves forward by sequence number.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from enum import StrEnum
+from typing import Any
+
+from mcp_gateway.contract import ErrorInfo, Event, EventKind
+
+__all__ = ["TERMINAL", "Fold", "Status", "WorkflowState", "can_move", "fold"]
+
+
+class Status(StrEnum):
+    PENDING = "pending"
+    """Recorded; the command is in the outbox, not yet on the bus."""
+    DISPATCHED = "dispatched"
+    """The command is on the bus; no worker has reported yet."""
+    RUNNING = "running"
+    INPUT_REQUIRED = "input_required"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    TIMED_OUT = "timed_out"
+    DEAD_LETTERED = "dead_lettered"
+
+
+TERMINAL = frozenset({Status.COMPLETED, Status.FAILED, Status.CANCELLED, Status.TIMED_OUT, Status.DEAD_LETTERED})
+_ENDINGS = TERMINAL
+_ALLOWED: dict[Status, frozenset[Status]] = {
+    Status.PENDING: frozenset({Status.DISPATCHED, Status.RUNNING, Status.INPUT_REQUIRED} | _ENDINGS),
+    Status.DISPATCHED: frozenset({Status.RUNNING, Status.INPUT_REQUIRED} | _ENDINGS),
+    Status.RUNNING: frozenset({Status.INPUT_REQUIRED} | _ENDINGS),
+    Status.INPUT_REQUIRED: frozenset({Status.RUNNING} | _ENDINGS),
+}
+
+
+def can_move(current: Status, target: Status) -> bool:
+    """Whether a workflow in `current` may move to `target` (terminal states never move)."""
+    return target in _ALLOWED.get(current, frozenset())
+
+
+@dataclass(frozen=True, slots=True)
+class WorkflowState:
+    """The part of a workflow that events change."""
+
+    status: Status
+    attempt: int = 1
+    last_seq: int = -1
+    progress: float | None = None
+    total: float | None = None
+    message: str | None = None
+    result: dict[str, Any] | None = None
+    error: dict[str, Any] | None = None
+    version: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Fold:
+    """What folding one event decided: the new state (maybe unchanged) and a note for the history."""
+
+    state: WorkflowState
+    changed: bool
+    note: str | None = None
+
+
+OutputCheck = Callable[[dict[str, Any]], Sequence[object]]
+"""Returns the violations of a result against the tool's output schema (empty when valid)."""
+
+
+def _ignored(state: WorkflowState, note: str) -> Fold:
+    return Fold(state, False, note)
+
+
+def fold(state: WorkflowState, event: Event, check_output: OutputCheck | None = None) -> Fold:
+    """Apply one worker event to `state`."""
+    if event.attempt < state.attempt:
+        return _ignored(state, f"stale: attempt {event.attempt} < current attempt {state.attempt}")
+    if state.status in TERMINAL:
+        return _ignored(state, f"ignored: workflow already {state.status}")
+    base = state if event.attempt == state.attempt else replace(state, attempt=event.attempt, last_seq=-1)
+    newer = event.seq > base.last_seq
+    match event.kind:
+        case EventKind.STARTED | EventKind.PROGRESS:
+            target = Status.RUNNING
+            if not newer:
+                # An older progress report arriving late: keep the newer figures, but a first sign of life
+                # still moves a dispatched workflow to running.
+                if base.status is target:
+                    return _ignored(state, f"out of order: seq {event.seq} <= {base.last_seq}")
+                return Fold(replace(base, status=target, version=base.version + 1), True)
+            updated = replace(base, status=target, last_seq=event.seq, version=base.version + 1)
+            if event.kind is EventKind.PROGRESS:
+                updated = replace(updated, progress=event.progress, total=event.total, message=event.message)
+            return Fold(updated, True)
+        case EventKind.COMPLETED:
+            result = event.result or {}
+            violations = list(check_output(result)) if check_output is not None else []
+            if violations:
+                error = ErrorInfo(
+                    code="invalid_output",
+                    message="the worker's result does not match the tool's output_schema",
+                    details={"violations": [str(v) for v in violations]},
+                )
+                return _end(base, event, Status.FAILED, error=error.model_dump(exclude_none=True))
+            return _end(base, event, Status.COMPLETED, result=result)
+        case EventKind.FAILED:
+            assert event.error is not None
+            return _end(base, event, Status.FAILED, error=event.error.model_dump(exclude_none=True))
+
+
+def _end(
+    state: WorkflowState,
+    event: Event,
+    status: Status,
+    *,
+    result: dict[str, Any] | None = None,
+    error: dict[str, Any] | None = None,
+) -> Fold:
+    return Fold(
+        replace(
+            state,
+            status=status,
+            last_seq=max(state.last_seq, event.seq),
+            result=result,
+            error=error,
+            version=state.version + 1,
+        ),
+        True,
+    )

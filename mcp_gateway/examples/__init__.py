@@ -1,0 +1,15 @@
+"""Example workers for the tools in `config/tools/`: the demo and the tests run them.
+
+`support`: a customer-support domain (classify a ticket, look up an order, refund it with progress).
+`diagnostics`: an echo tool, for checking the whole path and for the benchmark.
+"""
+
+from mcp_gateway.examples.diagnostics import worker as diagnostics_worker
+from mcp_gateway.examples.support import worker as support_worker
+from mcp_gateway.worker import Worker
+
+__all__ = ["all_workers", "diagnostics_worker", "support_worker"]
+
+
+def all_workers() -> list[Worker]:
+    return [support_worker, diagnostics_worker]

@@ -1,0 +1,106 @@
+"""What a tool is: its config (as written in YAML) and the compiled form the gateway serves."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import mcp.types as types
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from mcp_gateway.registry._schema import CompiledSchema
+
+__all__ = ["Annotations", "Registry", "Tool", "ToolConfig"]
+
+# MCP tool-name rules (2025-11-25): 1-128 characters of ASCII letters, digits, '_', '-', '.'.
+TOOL_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")
+# A NATS subject under the command prefix: dot-separated tokens, no wildcards, no spaces.
+SUBJECT = re.compile(r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+class Annotations(_Strict):
+    """MCP tool annotations (hints for clients, never security)."""
+
+    title: str | None = None
+    read_only_hint: bool | None = Field(default=None, alias="readOnlyHint")
+    destructive_hint: bool | None = Field(default=None, alias="destructiveHint")
+    idempotent_hint: bool | None = Field(default=None, alias="idempotentHint")
+    open_world_hint: bool | None = Field(default=None, alias="openWorldHint")
+
+
+class ToolConfig(_Strict):
+    """One tool as a backend team declares it in `config/tools/*.yaml`."""
+
+    name: str = Field(description="MCP tool name: 1-128 of A-Z a-z 0-9 _ - .")
+    title: str | None = None
+    description: str = Field(min_length=1)
+    version: str = "1"
+    subject: str = Field(description="NATS subject the command goes to, under '<prefix>.cmd.'")
+    timeout: float = Field(default=30.0, gt=0, le=86_400, description="seconds a call waits for the result")
+    deadline: float | None = Field(default=None, gt=0, description="seconds the work may take; default: timeout")
+    strict: bool = Field(default=True, description="close object schemas that do not say otherwise")
+    annotations: Annotations | None = None
+    input_schema: dict[str, Any]
+    output_schema: dict[str, Any] | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _name_rules(cls, value: str) -> str:
+        if not TOOL_NAME.match(value):
+            raise ValueError(f"{value!r} is not a valid MCP tool name (1-128 characters of A-Z a-z 0-9 _ - .)")
+        return value
+
+    @field_validator("subject")
+    @classmethod
+    def _subject_rules(cls, value: str) -> str:
+        if not SUBJECT.match(value):
+            raise ValueError(f"{value!r} is not a NATS subject (dot-separated tokens of A-Z a-z 0-9 _ -, no wildcards)")
+        return value
+
+
+@dataclass(frozen=True, slots=True)
+class Tool:
+    """A checked tool, ready to serve: compiled validators and the MCP listing built once."""
+
+    config: ToolConfig
+    source: str
+    input: CompiledSchema
+    output: CompiledSchema | None
+    listing: types.Tool
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+    @property
+    def deadline_seconds(self) -> float:
+        return self.config.deadline or self.config.timeout
+
+
+@dataclass(frozen=True, slots=True)
+class Registry(Mapping[str, Tool]):
+    """Every tool by name, in the order the files declared them."""
+
+    tools: dict[str, Tool] = field(default_factory=dict[str, "Tool"])
+    listing: tuple[types.Tool, ...] = ()
+
+    def __getitem__(self, name: str) -> Tool:
+        return self.tools[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.tools)
+
+    def __len__(self) -> int:
+        return len(self.tools)
+
+    @classmethod
+    def of(cls, tools: list[Tool]) -> Registry:
+        return cls({t.name: t for t in tools}, tuple(t.listing for t in tools))
+
+

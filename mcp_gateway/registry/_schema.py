@@ -1,0 +1,106 @@
+"""JSON Schema 2020-12 handling: checking a schema, closing open objects, compiled validation."""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from typing import Any
+
+import jsonschema_rs
+
+__all__ = ["CompiledSchema", "SchemaViolation", "check_schema", "close_objects"]
+
+DRAFT_2020_12 = "https://json-schema.org/draft/2020-12/schema"
+_OPENNESS_KEYWORDS = ("additionalProperties", "unevaluatedProperties", "patternProperties")
+_COMBINATORS = ("allOf", "anyOf", "oneOf", "$ref", "if", "dependentSchemas")
+_SUBSCHEMA_MAPS = ("properties", "$defs", "definitions", "patternProperties", "dependentSchemas")
+_SUBSCHEMA_LISTS = ("allOf", "anyOf", "oneOf", "prefixItems")
+_SUBSCHEMA_SINGLE = ("items", "not", "if", "then", "else", "contains", "additionalProperties", "propertyNames")
+
+
+@dataclass(frozen=True, slots=True)
+class SchemaViolation:
+    """One way a JSON value breaks a schema: where in the value (a JSON pointer) and what was expected."""
+
+    path: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.path or '/'}: {self.message}"
+
+
+def _pointer(parts: list[str | int]) -> str:
+    return "".join("/" + str(p).replace("~", "~0").replace("/", "~1") for p in parts)
+
+
+def check_schema(schema: Any) -> list[str]:
+    """Problems with `schema` itself as a JSON Schema 2020-12 document (empty when it is fine)."""
+    if not isinstance(schema, dict):
+        return [f"must be a JSON Schema object, got {type(schema).__name__}"]
+    declared = schema.get("$schema")
+    if declared is not None and str(declared).rstrip("#") != DRAFT_2020_12:
+        return [f"$schema must be {DRAFT_2020_12!r} (JSON Schema 2020-12), got {declared!r}"]
+    try:
+        jsonschema_rs.meta.validate({"$schema": DRAFT_2020_12, **schema})
+    except jsonschema_rs.ValidationError as exc:
+        where = _pointer(list(exc.instance_path)) or "/"
+        return [f"invalid JSON Schema at {where}: {exc.message}"]
+    try:
+        jsonschema_rs.Draft202012Validator(schema)
+    except (jsonschema_rs.ValidationError, ValueError, jsonschema_rs.ReferencingError) as exc:
+        return [f"invalid JSON Schema: {exc}"]
+    return []
+
+
+def close_objects(schema: dict[str, Any]) -> dict[str, Any]:
+    """A copy of `schema` where every plain object schema that says nothing about extra properties refuses them.
+
+    A node is closed when it declares `properties` or `type: object`, sets none of `additionalProperties`,
+    `unevaluatedProperties`, `patternProperties`, and is not composed (`allOf`, `anyOf`, `oneOf`, `$ref`, `if`):
+    closing a composed node would reject properties its parts allow. Sub-schemas are closed the same way.
+    """
+    closed = copy.deepcopy(schema)
+    _close(closed)
+    return closed
+
+
+def _close(node: Any) -> None:
+    if not isinstance(node, dict):
+        return
+    is_object = "properties" in node or node.get("type") == "object"
+    composed = any(k in node for k in _COMBINATORS)
+    if is_object and not composed and not any(k in node for k in _OPENNESS_KEYWORDS):
+        node["additionalProperties"] = False
+    for key in _SUBSCHEMA_MAPS:
+        children = node.get(key)
+        if isinstance(children, dict):
+            for child in children.values():
+                _close(child)
+    for key in _SUBSCHEMA_LISTS:
+        children = node.get(key)
+        if isinstance(children, list):
+            for child in children:
+                _close(child)
+    for key in _SUBSCHEMA_SINGLE:
+        _close(node.get(key))
+
+
+class CompiledSchema:
+    """A schema compiled once (jsonschema-rs, Rust) and used for every call."""
+
+    __slots__ = ("_validator", "schema")
+
+    def __init__(self, schema: dict[str, Any]) -> None:
+        self.schema = schema
+        self._validator = jsonschema_rs.Draft202012Validator(schema)
+
+    def violations(self, value: Any, limit: int = 50) -> list[SchemaViolation]:
+        """Every violation (up to `limit`), each with its JSON pointer; empty when `value` is valid."""
+        if self._validator.is_valid(value):
+            return []
+        found: list[SchemaViolation] = []
+        for error in self._validator.iter_errors(value):
+            found.append(SchemaViolation(_pointer(list(error.instance_path)), error.message))
+            if len(found) >= limit:
+                break
+        return found

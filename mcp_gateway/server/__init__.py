@@ -1,0 +1,7 @@
+"""The MCP surface: the SDK's low-level `Server` with the gateway's handlers, served over stdio or HTTP."""
+
+from mcp_gateway.server._handlers import build_server, outcome_to_result
+from mcp_gateway.server._http import build_http_app
+from mcp_gateway.server._stdio import serve_stdio
+
+__all__ = ["build_http_app", "build_server", "outcome_to_result", "serve_stdio"]

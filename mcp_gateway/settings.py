@@ -1,0 +1,94 @@
+"""Gateway settings: defaults, then `config/gateway.yaml` (or `--config FILE`), then `MCPGW_*` environment
+variables, then command-line flags. Relative paths in a settings file are relative to that file's folder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import Field, ValidationError
+from pydantic_settings import BaseSettings, InitSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
+
+from mcp_gateway.errors import ConfigError, ConfigProblem
+
+__all__ = ["DEFAULT_SETTINGS_FILE", "Settings", "load_settings"]
+
+DEFAULT_SETTINGS_FILE = Path("config/gateway.yaml")
+_PATH_KEYS = ("data_dir", "tools_dir")
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="MCPGW_", extra="forbid", frozen=True)
+
+    nats_url: str | None = Field(default=None, description="NATS server; none: start an embedded one")
+    database_url: str | None = Field(default=None, description="postgresql://...; none: start an embedded one")
+    data_dir: Path = Field(default=Path(".data"), description="where embedded servers keep their data")
+    tools_dir: Path = Field(default=Path("config/tools"), description="folder of tool YAML files")
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=0, le=65535)
+    subject_prefix: str = Field(default="mcpgw", pattern=r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$")
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_format: Literal["json", "console"] = "json"
+    migrate_on_start: bool = True
+    outbox_relay_after: float = Field(default=5.0, gt=0, description="seconds before the relay re-publishes")
+    duplicate_window: float = Field(default=3_600.0, gt=0, description="JetStream de-duplication window, seconds")
+    db_pool_size: int = Field(default=10, ge=1)
+    allowed_hosts: list[str] = Field(default_factory=list[str], description="extra Host values, e.g. gw.example:443")
+    allowed_origins: list[str] = Field(default_factory=list[str])
+    max_request_body: int = Field(default=4 * 1024 * 1024, ge=1024)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        file_values: dict[str, Any] = getattr(cls, "_file_values", {})
+        return (init_settings, env_settings, InitSettingsSource(settings_cls, init_kwargs=file_values))
+
+
+def _read_file(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise ConfigError([ConfigProblem(str(path), "not valid YAML: " + " ".join(str(exc).split()))]) from None
+    except OSError as exc:
+        raise ConfigError([ConfigProblem(str(path), f"cannot be read: {exc}")]) from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError([ConfigProblem(str(path), f"must be a mapping of settings, got {type(data).__name__}")])
+    for key in _PATH_KEYS:
+        if isinstance(data.get(key), str) and not Path(data[key]).is_absolute():
+            data[key] = str((path.parent / data[key]).resolve())
+    return data
+
+
+def load_settings(path: Path | None = None, **overrides: Any) -> Settings:
+    """Settings from `path` (default `config/gateway.yaml` when it exists), the environment and `overrides`."""
+    file = path if path is not None else (DEFAULT_SETTINGS_FILE if DEFAULT_SETTINGS_FILE.is_file() else None)
+    if path is not None and not path.is_file():
+        raise ConfigError([ConfigProblem(str(path), "settings file does not exist")])
+    file_values = _read_file(file) if file is not None else {}
+    source = str(file) if file is not None else "environment"
+
+    class _Loaded(Settings):
+        _file_values = file_values
+
+    try:
+        loaded = _Loaded(**{k: v for k, v in overrides.items() if v is not None})
+    except ValidationError as exc:
+        problems = [
+            ConfigProblem(
+                source if str(err["loc"][0]) in file_values else f"{source} / MCPGW_* / flags",
+                "unknown setting" if err["type"] == "extra_forbidden" else err["msg"],
+                key_path=".".join(str(p) for p in err["loc"]),
+            )
+            for err in exc.errors()
+        ]
+        raise ConfigError(problems) from None
+    return Settings.model_validate(loaded.model_dump())

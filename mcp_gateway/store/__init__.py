@@ -1,0 +1,23 @@
+"""Workflow state in PostgreSQL, behind one small interface (`WorkflowStore`) with one implementation."""
+
+from mcp_gateway.store._interface import (
+    Applied,
+    EventRecord,
+    NewWorkflow,
+    OutboxMessage,
+    WorkflowRecord,
+    WorkflowStore,
+)
+from mcp_gateway.store._postgres import PostgresStore, asyncpg_url, run_migrations
+
+__all__ = [
+    "Applied",
+    "EventRecord",
+    "NewWorkflow",
+    "OutboxMessage",
+    "PostgresStore",
+    "WorkflowRecord",
+    "WorkflowStore",
+    "asyncpg_url",
+    "run_migrations",
+]

@@ -1,0 +1,106 @@
+"""The store's interface and the records it hands out (frozen, slotted)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Protocol
+
+from mcp_gateway.contract import Event
+from mcp_gateway.core.states import Fold, Status, WorkflowState
+
+__all__ = ["Applied", "EventRecord", "NewWorkflow", "OutboxMessage", "WorkflowRecord", "WorkflowStore"]
+
+
+@dataclass(frozen=True, slots=True)
+class NewWorkflow:
+    id: str
+    tool: str
+    tool_version: str
+    arguments: dict[str, Any]
+    caller: str
+    request_id: str | None
+    trace_id: str | None
+    deadline: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxMessage:
+    """A message to publish, committed with the change that asked for it."""
+
+    workflow_id: str
+    subject: str
+    msg_id: str
+    headers: dict[str, str]
+    payload: bytes
+    id: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class WorkflowRecord:
+    id: str
+    tool: str
+    tool_version: str
+    arguments: dict[str, Any]
+    caller: str
+    request_id: str | None
+    trace_id: str | None
+    created_at: datetime
+    updated_at: datetime
+    deadline: datetime
+    state: WorkflowState
+
+    @property
+    def status(self) -> Status:
+        return self.state.status
+
+
+@dataclass(frozen=True, slots=True)
+class EventRecord:
+    id: int
+    workflow_id: str
+    event_key: str
+    kind: str
+    status: str | None
+    data: dict[str, Any]
+    note: str | None
+    at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Applied:
+    """The outcome of applying a worker event: the fold's decision, or a duplicate that changed nothing."""
+
+    workflow_id: str
+    tool: str
+    fold: Fold
+    duplicate: bool
+
+
+Decide = Callable[[str, WorkflowState], Fold]
+"""Given the workflow's tool and current state, fold the event: the store calls it under the row lock."""
+
+
+class WorkflowStore(Protocol):
+    async def create(self, workflow: NewWorkflow, command: OutboxMessage) -> int:
+        """Record a new workflow and its command in one transaction; returns the outbox id."""
+        ...
+
+    async def mark_published(self, outbox_ids: Sequence[int]) -> None:
+        """The outbox entries are on the bus: remove them and move pending workflows to dispatched."""
+        ...
+
+    async def unpublished(self, older_than_seconds: float, limit: int) -> list[OutboxMessage]:
+        """Outbox entries older than the given age (a crashed publisher's leftovers)."""
+        ...
+
+    async def apply(self, event: Event, decide: Decide) -> Applied | None:
+        """Record `event` once and fold it into its workflow; None when the workflow is unknown."""
+        ...
+
+    async def get(self, workflow_id: str) -> WorkflowRecord | None: ...
+
+    async def events(self, workflow_id: str, after_id: int = 0) -> list[EventRecord]: ...
+
+    async def list(self, *, status: Status | None = None, limit: int = 50) -> list[WorkflowRecord]: ...

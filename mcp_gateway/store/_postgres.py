@@ -1,0 +1,331 @@
+"""`WorkflowStore` on PostgreSQL (SQLAlchemy 2 async, asyncpg), with few round trips per call.
+
+The hot path costs one autocommit statement to record a workflow with its outbox entry, one (batched) to mark
+entries published, and one short transaction (lock, record + update, commit) per worker event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import structlog
+from sqlalchemy import Row, bindparam, text
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.types import BigInteger, LargeBinary
+
+from mcp_gateway.contract import Event
+from mcp_gateway.core.states import Status, WorkflowState
+from mcp_gateway.errors import StoreError
+from mcp_gateway.store._interface import (
+    Applied,
+    Decide,
+    EventRecord,
+    NewWorkflow,
+    OutboxMessage,
+    WorkflowRecord,
+)
+
+__all__ = ["PostgresStore", "asyncpg_url", "run_migrations"]
+
+log = structlog.get_logger(__name__)
+
+MIGRATIONS = Path(__file__).resolve().parents[2] / "migrations"
+
+_CREATE = text(
+    """
+    WITH wf AS (
+        INSERT INTO workflows (id, tool, tool_version, arguments, status, caller, request_id, trace_id, deadline)
+        VALUES (:id, :tool, :tool_version, :arguments, 'pending', :caller, :request_id, :trace_id, :deadline)
+        RETURNING id
+    ), ev AS (
+        INSERT INTO workflow_events (workflow_id, event_key, kind, status, data)
+        SELECT id, 'created', 'created', 'pending', :event_data FROM wf
+    )
+    INSERT INTO outbox (workflow_id, subject, msg_id, headers, payload)
+    SELECT id, :subject, :msg_id, :headers, :payload FROM wf
+    RETURNING id
+    """
+).bindparams(
+    bindparam("arguments", type_=JSONB),
+    bindparam("event_data", type_=JSONB),
+    bindparam("headers", type_=JSONB),
+    bindparam("payload", type_=LargeBinary),
+)
+
+_MARK_PUBLISHED = text(
+    """
+    WITH sent AS (
+        DELETE FROM outbox WHERE id = ANY(:ids) RETURNING workflow_id
+    ), moved AS (
+        UPDATE workflows w SET status = 'dispatched', updated_at = now(), version = w.version + 1
+        FROM sent WHERE w.id = sent.workflow_id AND w.status = 'pending'
+        RETURNING w.id
+    )
+    INSERT INTO workflow_events (workflow_id, event_key, kind, status)
+    SELECT sent.workflow_id, 'dispatched', 'dispatched', CASE WHEN moved.id IS NULL THEN NULL ELSE 'dispatched' END
+    FROM sent LEFT JOIN moved ON moved.id = sent.workflow_id
+    ON CONFLICT (workflow_id, event_key) DO NOTHING
+    """
+).bindparams(bindparam("ids", type_=ARRAY(BigInteger)))
+
+_UNPUBLISHED = text(
+    """
+    SELECT id, workflow_id, subject, msg_id, headers, payload FROM outbox
+    WHERE created_at < now() - make_interval(secs => :age)
+    ORDER BY id LIMIT :limit
+    """
+)
+
+_LOCK = text(
+    """
+    SELECT tool, status, attempt, last_seq, progress, progress_total, progress_message, result, error, version
+    FROM workflows WHERE id = :id FOR UPDATE
+    """
+)
+
+_RECORD_EVENT = text(
+    """
+    INSERT INTO workflow_events (workflow_id, event_key, kind, status, data, note, at)
+    VALUES (:id, :key, :kind, :status, :data, :note, :at)
+    ON CONFLICT (workflow_id, event_key) DO NOTHING
+    RETURNING id
+    """
+).bindparams(bindparam("data", type_=JSONB))
+
+_UPDATE = text(
+    """
+    UPDATE workflows SET status = :status, attempt = :attempt, last_seq = :last_seq, progress = :progress,
+        progress_total = :total, progress_message = :message, result = :result, error = :error,
+        version = :version, updated_at = now()
+    WHERE id = :id
+    """
+).bindparams(bindparam("result", type_=JSONB), bindparam("error", type_=JSONB))
+
+_COLUMNS = (
+    "id, tool, tool_version, arguments, caller, request_id, trace_id, created_at, updated_at, deadline, "
+    "status, attempt, last_seq, progress, progress_total, progress_message, result, error, version"
+)
+
+
+def asyncpg_url(url: str) -> str:
+    """`postgresql://...` (libpq form, as users write it) to SQLAlchemy's asyncpg form."""
+    for prefix in ("postgresql+asyncpg://", "postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+asyncpg://" + url.removeprefix(prefix)
+    raise StoreError(f"database URL {url!r} must start with postgresql:// (a PostgreSQL server)")
+
+
+def _record(row: Row[Any]) -> WorkflowRecord:
+    m = row._mapping
+    state = WorkflowState(
+        status=Status(m["status"]),
+        attempt=m["attempt"],
+        last_seq=m["last_seq"],
+        progress=m["progress"],
+        total=m["progress_total"],
+        message=m["progress_message"],
+        result=m["result"],
+        error=m["error"],
+        version=m["version"],
+    )
+    return WorkflowRecord(
+        id=m["id"],
+        tool=m["tool"],
+        tool_version=m["tool_version"],
+        arguments=m["arguments"],
+        caller=m["caller"],
+        request_id=m["request_id"],
+        trace_id=m["trace_id"],
+        created_at=m["created_at"],
+        updated_at=m["updated_at"],
+        deadline=m["deadline"],
+        state=state,
+    )
+
+
+def _event_data(event: Event) -> dict[str, Any]:
+    return event.model_dump(mode="json", exclude_none=True, exclude={"v", "workflow_id", "kind", "at"})
+
+
+class PostgresStore:
+    """The one `WorkflowStore`. Use as an async context manager: it owns the connection pool."""
+
+    def __init__(self, url: str, *, pool_size: int = 10, max_overflow: int = 10) -> None:
+        self._url = asyncpg_url(url)
+        self._pool_size = pool_size
+        self._max_overflow = max_overflow
+        self._engine: AsyncEngine | None = None
+
+    async def __aenter__(self) -> PostgresStore:
+        self._engine = create_async_engine(
+            self._url, pool_size=self._pool_size, max_overflow=self._max_overflow, pool_pre_ping=True
+        )
+        try:
+            async with self._autocommit() as conn:
+                await conn.execute(text("SELECT 1 FROM workflows LIMIT 0"))
+        except BaseException:
+            await self._engine.dispose()
+            raise
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._engine is not None:
+            await self._engine.dispose()
+            self._engine = None
+
+    @property
+    def engine(self) -> AsyncEngine:
+        if self._engine is None:
+            raise StoreError("the store is not open (use it inside 'async with')")
+        return self._engine
+
+    @asynccontextmanager
+    async def _autocommit(self) -> AsyncIterator[AsyncConnection]:
+        try:
+            async with self.engine.connect() as conn:
+                yield await conn.execution_options(isolation_level="AUTOCOMMIT")
+        except (DBAPIError, OSError) as exc:
+            raise StoreError(f"PostgreSQL failed: {exc}") from exc
+
+    @asynccontextmanager
+    async def _transaction(self) -> AsyncIterator[AsyncConnection]:
+        try:
+            async with self.engine.begin() as conn:
+                yield conn
+        except (DBAPIError, OSError) as exc:
+            raise StoreError(f"PostgreSQL failed: {exc}") from exc
+
+    async def create(self, workflow: NewWorkflow, command: OutboxMessage) -> int:
+        async with self._autocommit() as conn:
+            result = await conn.execute(
+                _CREATE,
+                {
+                    "id": workflow.id,
+                    "tool": workflow.tool,
+                    "tool_version": workflow.tool_version,
+                    "arguments": workflow.arguments,
+                    "caller": workflow.caller,
+                    "request_id": workflow.request_id,
+                    "trace_id": workflow.trace_id,
+                    "deadline": workflow.deadline,
+                    "event_data": {"tool": workflow.tool, "version": workflow.tool_version},
+                    "subject": command.subject,
+                    "msg_id": command.msg_id,
+                    "headers": command.headers,
+                    "payload": command.payload,
+                },
+            )
+            return int(result.scalar_one())
+
+    async def mark_published(self, outbox_ids: Sequence[int]) -> None:
+        if outbox_ids:
+            async with self._autocommit() as conn:
+                await conn.execute(_MARK_PUBLISHED, {"ids": list(outbox_ids)})
+
+    async def unpublished(self, older_than_seconds: float, limit: int) -> list[OutboxMessage]:
+        async with self._autocommit() as conn:
+            rows = await conn.execute(_UNPUBLISHED, {"age": older_than_seconds, "limit": limit})
+            return [
+                OutboxMessage(
+                    id=r.id, workflow_id=r.workflow_id, subject=r.subject, msg_id=r.msg_id,
+                    headers=dict(r.headers), payload=bytes(r.payload),
+                )
+                for r in rows
+            ]
+
+    async def apply(self, event: Event, decide: Decide) -> Applied | None:
+        async with self._transaction() as conn:
+            row = (await conn.execute(_LOCK, {"id": event.workflow_id})).first()
+            if row is None:
+                return None
+            m = row._mapping
+            current = WorkflowState(
+                status=Status(m["status"]), attempt=m["attempt"], last_seq=m["last_seq"], progress=m["progress"],
+                total=m["progress_total"], message=m["progress_message"], result=m["result"], error=m["error"],
+                version=m["version"],
+            )
+            decision = decide(m["tool"], current)
+            new = decision.state
+            recorded = await conn.execute(
+                _RECORD_EVENT,
+                {
+                    "id": event.workflow_id,
+                    "key": event.key,
+                    "kind": event.kind.value,
+                    "status": new.status.value if decision.changed else None,
+                    "data": _event_data(event),
+                    "note": decision.note,
+                    "at": event.at,
+                },
+            )
+            if recorded.first() is None:
+                return Applied(event.workflow_id, m["tool"], decision, duplicate=True)
+            if decision.changed:
+                await conn.execute(
+                    _UPDATE,
+                    {
+                        "id": event.workflow_id, "status": new.status.value, "attempt": new.attempt,
+                        "last_seq": new.last_seq, "progress": new.progress, "total": new.total,
+                        "message": new.message, "result": new.result, "error": new.error, "version": new.version,
+                    },
+                )
+            return Applied(event.workflow_id, m["tool"], decision, duplicate=False)
+
+    async def get(self, workflow_id: str) -> WorkflowRecord | None:
+        async with self._autocommit() as conn:
+            row = (await conn.execute(text(f"SELECT {_COLUMNS} FROM workflows WHERE id = :id"), {"id": workflow_id})).first()
+            return _record(row) if row is not None else None
+
+    async def events(self, workflow_id: str, after_id: int = 0) -> list[EventRecord]:
+        async with self._autocommit() as conn:
+            rows = await conn.execute(
+                text(
+                    "SELECT id, workflow_id, event_key, kind, status, data, note, at FROM workflow_events "
+                    "WHERE workflow_id = :id AND id > :after ORDER BY id"
+                ),
+                {"id": workflow_id, "after": after_id},
+            )
+            return [
+                EventRecord(r.id, r.workflow_id, r.event_key, r.kind, r.status, dict(r.data), r.note, r.at)
+                for r in rows
+            ]
+
+    async def list(self, *, status: Status | None = None, limit: int = 50) -> list[WorkflowRecord]:
+        where = "WHERE status = :status" if status is not None else ""
+        async with self._autocommit() as conn:
+            rows = await conn.execute(
+                text(f"SELECT {_COLUMNS} FROM workflows {where} ORDER BY created_at DESC LIMIT :limit"),
+                {"status": status.value if status else None, "limit": limit},
+            )
+            return [_record(r) for r in rows]
+
+
+def _alembic_config(url: str) -> Any:
+    from alembic.config import Config
+
+    if not (MIGRATIONS / "env.py").is_file():
+        raise StoreError(f"migrations folder not found at {MIGRATIONS} (install the project from its repository)")
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    config.attributes["database_url"] = asyncpg_url(url)
+    return config
+
+
+async def run_migrations(url: str, revision: str = "head") -> None:
+    """Bring the database at `url` to `revision` (Alembic), in a worker thread (Alembic runs its own loop)."""
+    from alembic import command
+
+    config = _alembic_config(url)
+    try:
+        await asyncio.to_thread(command.upgrade, config, revision)
+    except (SQLAlchemyError, OSError) as exc:
+        raise StoreError(f"migrating {url} failed: {exc}") from exc
+    log.info("store.migrated", revision=revision)
+
+

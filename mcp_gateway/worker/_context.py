@@ -1,0 +1,59 @@
+"""What a handler sees: the command, and ways to report progress; and the typed failure it may raise."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from typing import Any
+
+from mcp_gateway.contract import Caller, Command, ErrorInfo, EventKind
+
+__all__ = ["ToolContext", "ToolFailure"]
+
+
+class ToolFailure(Exception):
+    """Raise from a handler to fail the workflow with a stable code the client sees."""
+
+    def __init__(self, code: str, message: str, *, retryable: bool = False, details: dict[str, Any] | None = None):
+        super().__init__(message)
+        self.info = ErrorInfo(code=code, message=message, retryable=retryable, details=details)
+
+
+Emit = Callable[..., Awaitable[object]]
+
+
+class ToolContext:
+    """One command being handled."""
+
+    def __init__(self, command: Command, emit: Emit) -> None:
+        self._command = command
+        self._emit = emit
+
+    @property
+    def workflow_id(self) -> str:
+        return self._command.workflow_id
+
+    @property
+    def idempotency_key(self) -> str:
+        """Use it for side effects elsewhere (payments, tickets): the same key on every redelivery."""
+        return f"{self._command.workflow_id}.{self._command.attempt}"
+
+    @property
+    def tool(self) -> str:
+        return self._command.tool
+
+    @property
+    def caller(self) -> Caller:
+        return self._command.caller
+
+    @property
+    def deadline(self) -> datetime:
+        return self._command.deadline
+
+    @property
+    def attempt(self) -> int:
+        return self._command.attempt
+
+    async def progress(self, progress: float, total: float | None = None, message: str | None = None) -> None:
+        """Report progress; the client sees it as an MCP progress notification."""
+        await self._emit(EventKind.PROGRESS, progress=progress, total=total, message=message)

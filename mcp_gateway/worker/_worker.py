@@ -1,0 +1,283 @@
+"""The worker: one durable pull consumer per subject, bounded concurrency, ack after the result is on the bus.
+
+Semantics (docs/bus-contract.md): a command is acknowledged only after its terminal event is stored by
+JetStream; while a handler runs, the command's ack deadline is extended. A redelivered command whose result
+this process already published is answered again from memory, not run twice. On stop, the worker stops
+fetching, lets running handlers finish within `drain_timeout`, and hands back (naks) the rest.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import nats
+import structlog
+from nats.aio.client import Client as NatsClient
+from nats.aio.msg import Msg
+from nats.errors import TimeoutError as NatsTimeoutError
+from nats.js import JetStreamContext
+from nats.js.api import AckPolicy, ConsumerConfig
+
+from mcp_gateway.contract import (
+    ContractError,
+    ErrorInfo,
+    Event,
+    EventKind,
+    Headers,
+    Subjects,
+    decode_command,
+    encode,
+    ensure_streams,
+)
+from mcp_gateway.worker._context import ToolContext, ToolFailure
+
+__all__ = ["Handler", "Worker"]
+
+log = structlog.get_logger(__name__)
+
+Handler = Callable[[ToolContext, dict[str, Any]], Awaitable[dict[str, Any]]]
+
+
+@dataclass(frozen=True, slots=True)
+class _Route:
+    tool: str
+    subject: str
+    handler: Handler
+
+
+class Worker:
+    def __init__(
+        self,
+        name: str,
+        *,
+        prefix: str = "mcpgw",
+        max_concurrency: int = 16,
+        ack_wait: float = 30.0,
+        max_deliver: int = 5,
+        drain_timeout: float = 10.0,
+        remembered_results: int = 10_000,
+    ) -> None:
+        self.name = name
+        self.subjects = Subjects(prefix)
+        self._routes: dict[str, _Route] = {}
+        self._max_concurrency = max_concurrency
+        self._ack_wait = ack_wait
+        self._max_deliver = max_deliver
+        self._drain_timeout = drain_timeout
+        self._slots = asyncio.Semaphore(max_concurrency)
+        self._running: set[asyncio.Task[None]] = set()
+        self._done: OrderedDict[str, bytes] = OrderedDict()
+        self._remembered = remembered_results
+        self._nc: NatsClient | None = None
+        self._js: JetStreamContext | None = None
+        self._stopping = asyncio.Event()
+
+    def tool(self, name: str, *, subject: str) -> Callable[[Handler], Handler]:
+        """Register the handler of tool `name`, whose commands arrive on `subject` (as in the tool's config)."""
+
+        def register(handler: Handler) -> Handler:
+            if name in self._routes:
+                raise ValueError(f"worker {self.name!r} already has a handler for tool {name!r}")
+            self._routes[name] = _Route(name, subject, handler)
+            return handler
+
+        return register
+
+    def with_prefix(self, prefix: str) -> Worker:
+        """A fresh worker with the same handlers under another subject prefix (another gateway, or a test)."""
+        clone = Worker(self.name, prefix=prefix, max_concurrency=self._max_concurrency, ack_wait=self._ack_wait,
+                       max_deliver=self._max_deliver, drain_timeout=self._drain_timeout,
+                       remembered_results=self._remembered)
+        clone._routes = dict(self._routes)
+        return clone
+
+    @property
+    def tools(self) -> list[str]:
+        return list(self._routes)
+
+    @asynccontextmanager
+    async def connect(self, url: str) -> AsyncIterator[Worker]:
+        """Connect, ensure streams and consumers, handle commands until the block ends; then drain."""
+        self._nc = await nats.connect(url, name=f"mcpgw-worker-{self.name}", max_reconnect_attempts=-1,
+                                      reconnect_time_wait=0.5)
+        self._js = self._nc.jetstream()
+        self._stopping.clear()
+        try:
+            await ensure_streams(self._js, self.subjects)
+            subjects = sorted({r.subject for r in self._routes.values()})
+            subs = [await self._subscribe(s) for s in subjects]
+            loops = [asyncio.create_task(self._fetch_loop(sub)) for sub in subs]
+            log.info("worker.started", worker=self.name, tools=self.tools, url=url)
+            try:
+                yield self
+            finally:
+                self._stopping.set()
+                for loop in loops:
+                    loop.cancel()
+                for loop in loops:
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await loop
+                await self._drain()
+                for sub in subs:  # messages pulled but not started are redelivered after ack_wait
+                    with contextlib.suppress(Exception):
+                        await sub.unsubscribe()
+        finally:
+            # Every command is settled by now; a plain flush and close (nats-py's drain waits on pull
+            # subscriptions for its whole timeout).
+            with contextlib.suppress(Exception):
+                await self._nc.flush(timeout=2)
+            await self._nc.close()
+            log.info("worker.stopped", worker=self.name)
+
+    async def run(self, url: str) -> None:
+        """Handle commands until cancelled."""
+        async with self.connect(url):
+            await asyncio.Event().wait()
+
+    async def _subscribe(self, subject: str) -> JetStreamContext.PullSubscription:
+        assert self._js is not None
+        durable = "mcpgw-worker-" + subject.replace(".", "_")
+        return await self._js.pull_subscribe(
+            self.subjects.command(subject),
+            durable=durable,
+            stream=self.subjects.command_stream,
+            config=ConsumerConfig(
+                ack_policy=AckPolicy.EXPLICIT,
+                ack_wait=self._ack_wait,
+                max_deliver=self._max_deliver,
+                max_ack_pending=max(self._max_concurrency * 4, 64),
+            ),
+        )
+
+    async def _fetch_loop(self, sub: JetStreamContext.PullSubscription) -> None:
+        # Slots are taken per message, after the fetch: a loop idling in a fetch holds none, so the loops of
+        # several subjects share `max_concurrency` without starving each other.
+        while not self._stopping.is_set():
+            await self._slots.acquire()  # wait for capacity before asking for work
+            self._slots.release()
+            want = max(1, self._max_concurrency - len(self._running))
+            try:
+                msgs = await sub.fetch(want, timeout=1.0)
+            except (NatsTimeoutError, TimeoutError):
+                continue
+            except Exception as exc:
+                log.warning("worker.fetch_failed", error=str(exc) or type(exc).__name__)
+                await asyncio.sleep(0.5)
+                continue
+            for msg in msgs:
+                await self._slots.acquire()
+                task = asyncio.create_task(self._handle(msg))
+                self._running.add(task)
+                task.add_done_callback(self._finished)
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        self._running.discard(task)
+        self._slots.release()
+
+    async def _drain(self) -> None:
+        if not self._running:
+            return
+        _, pending = await asyncio.wait(set(self._running), timeout=self._drain_timeout)
+        for task in pending:
+            task.cancel()  # the handler's message is nak'ed by _handle, for another worker to take
+        if pending:
+            await asyncio.wait(pending)
+
+    async def _handle(self, msg: Msg) -> None:
+        try:
+            command = decode_command(msg.data)
+        except ContractError as exc:
+            log.error("worker.bad_command", error=str(exc), subject=msg.subject)
+            await msg.term()
+            return
+        key = f"{command.workflow_id}.{command.attempt}"
+        bound = log.bind(workflow_id=command.workflow_id, tool=command.tool, attempt=command.attempt,
+                         trace=(msg.headers or {}).get(Headers.TRACEPARENT))
+        if key in self._done:
+            bound.info("worker.redelivered_done")
+            await self._publish_raw(command.reply_subject, self._done[key], msg.headers)
+            await msg.ack()
+            return
+        seq = 0
+
+        async def emit(kind: EventKind, **fields: Any) -> bytes:
+            nonlocal seq
+            event = Event(workflow_id=command.workflow_id, attempt=command.attempt, seq=seq, kind=kind,
+                          at=datetime.now(UTC), **fields)
+            seq += 1
+            data = encode(event)
+            await self._publish_raw(command.reply_subject, data, msg.headers, event.key)
+            return data
+
+        heartbeat = asyncio.create_task(self._heartbeat(msg))
+        try:
+            route = self._routes.get(command.tool)
+            if route is None:
+                final = await emit(EventKind.FAILED, error=ErrorInfo(
+                    code="unknown_tool", message=f"worker {self.name!r} has no handler for tool {command.tool!r}"))
+            elif command.deadline <= datetime.now(UTC):
+                final = await emit(EventKind.FAILED, error=ErrorInfo(
+                    code="deadline_exceeded", message="the command arrived after its deadline"))
+            else:
+                final = await self._run_handler(route, command.arguments, ToolContext(command, emit), emit, bound)
+        except asyncio.CancelledError:
+            heartbeat.cancel()
+            await msg.nak()
+            bound.info("worker.handed_back")
+            raise
+        except Exception as exc:  # the bus failed under us: leave the command for redelivery
+            heartbeat.cancel()
+            bound.warning("worker.publish_failed", error=str(exc) or type(exc).__name__)
+            await msg.nak(delay=1.0)
+            return
+        heartbeat.cancel()
+        self._remember(key, final)
+        await msg.ack_sync()
+
+    async def _run_handler(self, route: _Route, arguments: dict[str, Any], ctx: ToolContext,
+                           emit: Callable[..., Awaitable[bytes]], bound: Any) -> bytes:
+        await emit(EventKind.STARTED)
+        try:
+            result = await route.handler(ctx, arguments)
+        except ToolFailure as failure:
+            bound.info("worker.failed", code=failure.info.code)
+            return await emit(EventKind.FAILED, error=failure.info)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            bound.exception("worker.handler_crashed")
+            return await emit(EventKind.FAILED, error=ErrorInfo(
+                code="worker_error", message=f"{type(exc).__name__}: {exc}"))
+        if not isinstance(result, dict):  # pyright: ignore[reportUnnecessaryIsInstance]
+            return await emit(EventKind.FAILED, error=ErrorInfo(
+                code="worker_error", message=f"handler returned {type(result).__name__}, expected a JSON object"))
+        return await emit(EventKind.COMPLETED, result=result)
+
+    async def _publish_raw(self, subject: str, data: bytes, command_headers: dict[str, str] | None,
+                           msg_id: str | None = None) -> None:
+        assert self._js is not None
+        headers = {Headers.SCHEMA: "1"}
+        if msg_id:
+            headers[Headers.MSG_ID] = msg_id
+        trace = (command_headers or {}).get(Headers.TRACEPARENT)
+        if trace:
+            headers[Headers.TRACEPARENT] = trace
+        await self._js.publish(subject, data, headers=headers, timeout=5.0)
+
+    async def _heartbeat(self, msg: Msg) -> None:
+        while True:
+            await asyncio.sleep(self._ack_wait / 3)
+            with contextlib.suppress(Exception):
+                await msg.in_progress()
+
+    def _remember(self, key: str, final: bytes) -> None:
+        self._done[key] = final
+        while len(self._done) > self._remembered:
+            self._done.popitem(last=False)

@@ -1,0 +1,125 @@
+"""Real NATS and PostgreSQL for the test session, started on free ports; a fresh database per test.
+
+One server of each per test session (per xdist worker); migrations run once into a template database, and
+each test gets `CREATE DATABASE ... TEMPLATE` (tens of ms) and its own subject prefix, so tests never share
+state and may run in parallel.
+"""
+
+from __future__ import annotations
+
+import shutil
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from mcp_gateway.app import Gateway, open_gateway
+from mcp_gateway.embedded import EmbeddedNats, EmbeddedPostgres
+from mcp_gateway.examples import all_workers
+from mcp_gateway.settings import Settings
+from mcp_gateway.store import run_migrations
+from tests import workers as test_workers
+
+ROOT = Path(__file__).resolve().parents[1]
+TEMPLATE = "mcpgw_template"
+
+
+@dataclass(frozen=True)
+class Servers:
+    nats_url: str
+    admin_url: str
+    tools_dir: Path
+
+    def database_url(self, name: str) -> str:
+        return self.admin_url.rsplit("/", 1)[0] + "/" + name
+
+
+@dataclass(frozen=True)
+class Env:
+    """One test's share of the servers: its own database and subject prefix."""
+
+    servers: Servers
+    database_url: str
+    prefix: str
+    data_dir: Path
+
+    @property
+    def nats_url(self) -> str:
+        return self.servers.nats_url
+
+    def settings(self, **overrides: object) -> Settings:
+        values: dict[str, object] = {
+            "nats_url": self.nats_url,
+            "database_url": self.database_url,
+            "subject_prefix": self.prefix,
+            "tools_dir": self.servers.tools_dir,
+            "data_dir": self.data_dir,
+            "migrate_on_start": False,
+            "outbox_relay_after": 0.3,
+        }
+        values.update(overrides)
+        return Settings.model_validate(values)
+
+    def env_vars(self) -> dict[str, str]:
+        """The same settings as MCPGW_* variables, for a gateway in a subprocess."""
+        return {
+            "MCPGW_NATS_URL": self.nats_url,
+            "MCPGW_DATABASE_URL": self.database_url,
+            "MCPGW_SUBJECT_PREFIX": self.prefix,
+            "MCPGW_TOOLS_DIR": str(self.servers.tools_dir),
+            "MCPGW_DATA_DIR": str(self.data_dir),
+            "MCPGW_MIGRATE_ON_START": "false",
+        }
+
+
+@pytest.fixture(scope="session")
+async def servers(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Servers]:
+    base = tmp_path_factory.mktemp("servers")
+    tools = base / "tools"
+    shutil.copytree(ROOT / "config" / "tools", tools / "config")
+    shutil.copytree(ROOT / "tests" / "tools", tools / "testing")
+    async with EmbeddedNats(base / "nats") as nats, EmbeddedPostgres(base / "pg", fsync=False) as pg:
+        conn = await asyncpg.connect(pg.admin_url)
+        try:
+            await conn.execute(f"CREATE DATABASE {TEMPLATE}")
+        finally:
+            await conn.close()
+        s = Servers(nats.url, pg.admin_url, tools)
+        await run_migrations(s.database_url(TEMPLATE))
+        yield s
+
+
+@pytest.fixture
+async def env(servers: Servers, tmp_path: Path) -> AsyncIterator[Env]:
+    name = "t_" + uuid.uuid4().hex[:12]
+    conn = await asyncpg.connect(servers.admin_url)
+    try:
+        await conn.execute(f"CREATE DATABASE {name} TEMPLATE {TEMPLATE}")
+    finally:
+        await conn.close()
+    yield Env(servers, servers.database_url(name), "t" + uuid.uuid4().hex[:10], tmp_path)
+    conn = await asyncpg.connect(servers.admin_url)
+    try:
+        await conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    finally:
+        await conn.close()
+
+
+@asynccontextmanager
+async def running_workers(env: Env) -> AsyncIterator[None]:
+    """The example workers and the test workers, on this test's subject prefix."""
+    async with AsyncExitStack() as stack:
+        for worker in [*all_workers(), test_workers.worker]:
+            await stack.enter_async_context(worker.with_prefix(env.prefix).connect(env.nats_url))
+        yield
+
+
+@pytest.fixture
+async def gateway(env: Env) -> AsyncIterator[Gateway]:
+    """A gateway in this process, with the workers running."""
+    async with open_gateway(env.settings()) as gw, running_workers(env):
+        yield gw

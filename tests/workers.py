@@ -1,0 +1,47 @@
+"""Workers for the tools in tests/tools: count executions, so tests can prove nothing ran twice."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from typing import Any
+
+from mcp_gateway.worker import ToolContext, ToolFailure, Worker
+
+executions: Counter[str] = Counter()
+gates: dict[str, asyncio.Event] = {}
+
+worker = Worker("testing", max_concurrency=32)
+
+
+@worker.tool("steps", subject="testing.steps")
+async def steps(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]:
+    executions[ctx.workflow_id] += 1
+    for i in range(1, args["count"] + 1):
+        await ctx.progress(i, args["count"], f"step {i}")
+    return {"count": args["count"]}
+
+
+@worker.tool("slow", subject="testing.slow")
+async def slow(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]:
+    executions[ctx.workflow_id] += 1
+    gate = gates.get(args.get("gate", ""))
+    if gate is not None:
+        await gate.wait()
+    else:
+        await asyncio.sleep(args["seconds"])
+    return {"slept": args["seconds"]}
+
+
+@worker.tool("bad_output", subject="testing.bad_output")
+async def bad_output(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]:
+    executions[ctx.workflow_id] += 1
+    return {"answer": "forty-two"}
+
+
+@worker.tool("explode", subject="testing.explode")
+async def explode(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]:
+    executions[ctx.workflow_id] += 1
+    if args.get("crash"):
+        raise RuntimeError("the handler crashed")
+    raise ToolFailure("out_of_stock", "the warehouse is empty", details={"sku": "KB-01"})
