@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import importlib
 import json
+import signal
 import sys
 from collections.abc import Coroutine, Sequence
 from contextlib import AsyncExitStack
@@ -64,12 +65,20 @@ def _fail(message: str, code: int = 2) -> int:
 
 
 def _run(coro: Coroutine[Any, Any, int | None]) -> int:
-    try:
-        import uvloop
+    """Run on uvloop (1.1-1.4x faster here for NATS and HTTP); SIGTERM stops as cleanly as Ctrl-C."""
+    import uvloop
 
-        return asyncio.run(coro, loop_factory=uvloop.new_event_loop) or 0
-    except ImportError:  # pragma: no cover - uvloop is a dependency on every supported platform
-        return asyncio.run(coro) or 0
+    async def main() -> int | None:
+        task = asyncio.current_task()
+        assert task is not None
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
+        try:
+            return await coro
+        except asyncio.CancelledError:
+            return 0
+
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(main()) or 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:

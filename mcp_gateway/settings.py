@@ -4,7 +4,7 @@ variables, then command-line flags. Relative paths in a settings file are relati
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import yaml
 from pydantic import Field, ValidationError
@@ -20,6 +20,7 @@ _PATH_KEYS = ("data_dir", "tools_dir")
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="MCPGW_", extra="forbid", frozen=True)
+    _file_values: ClassVar[dict[str, Any]] = {}
 
     nats_url: str | None = Field(default=None, description="NATS server; none: start an embedded one")
     database_url: str | None = Field(default=None, description="postgresql://...; none: start an embedded one")
@@ -47,8 +48,7 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        file_values: dict[str, Any] = getattr(cls, "_file_values", {})
-        return (init_settings, env_settings, InitSettingsSource(settings_cls, init_kwargs=file_values))
+        return (init_settings, env_settings, InitSettingsSource(settings_cls, init_kwargs=cls._file_values))
 
 
 def _read_file(path: Path) -> dict[str, Any]:
@@ -77,7 +77,7 @@ def load_settings(path: Path | None = None, **overrides: Any) -> Settings:
     source = str(file) if file is not None else "environment"
 
     class _Loaded(Settings):
-        _file_values = file_values
+        _file_values: ClassVar[dict[str, Any]] = file_values
 
     try:
         loaded = _Loaded(**{k: v for k, v in overrides.items() if v is not None})

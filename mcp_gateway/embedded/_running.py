@@ -1,0 +1,41 @@
+"""Find the embedded servers a running gateway started, from their data folders (for `worker` and `db-url`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from mcp_gateway.embedded.nats import _client_url  # pyright: ignore[reportPrivateUsage]
+
+__all__ = ["running_nats_url", "running_postgres_url"]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return bool(Path(f"/proc/{pid}/cmdline").read_bytes())
+    except OSError:
+        return False
+
+
+def _pid(path: Path) -> int | None:
+    try:
+        pid = int(path.read_text().strip())
+    except (OSError, ValueError):
+        return None
+    return pid if _alive(pid) else None
+
+
+def running_nats_url(data_dir: Path) -> str | None:
+    """The URL of the embedded NATS running on `data_dir`, if one runs."""
+    pid = _pid(data_dir / "nats.pid")
+    return _client_url(data_dir / f"nats-server_{pid}.ports") if pid is not None else None
+
+
+def running_postgres_url(data_dir: Path, database: str = "mcp_gateway", host: str = "127.0.0.1") -> str | None:
+    """The URL of the embedded PostgreSQL running on `data_dir`, if one runs."""
+    if _pid(data_dir / "postgres.pid") is None:
+        return None
+    try:
+        port = int((data_dir / "postgres.port").read_text().strip())
+    except (OSError, ValueError):
+        return None
+    return f"postgresql://postgres@{host}:{port}/{database}"
