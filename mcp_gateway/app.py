@@ -95,12 +95,12 @@ async def open_gateway(settings: Settings, registry: Registry | None = None) -> 
             NatsBus(urls.nats, subjects, duplicate_window=settings.duplicate_window)
         )
         waiters = Waiters()
-        await bus.subscribe_changes(waiters.on_message)
+        await store.subscribe_changes(waiters.on_message)
         dispatcher = await stack.enter_async_context(
             Dispatcher(store, bus, relay_after=settings.outbox_relay_after)
         )
         gateway = Gateway(settings, registry, urls, store, bus, waiters, dispatcher)
-        await stack.enter_async_context(EventFolder(store, bus, lambda: gateway.registry, waiters))
+        await stack.enter_async_context(EventFolder(store, bus, lambda: gateway.registry))
         log.info("gateway.started", tools=len(registry), nats=urls.nats, database=_redact(urls.database))
         yield gateway
         log.info("gateway.stopping")

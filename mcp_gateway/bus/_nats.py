@@ -1,10 +1,9 @@
-"""`Bus` on NATS: publish commands (JetStream), pull worker events (a durable consumer shared by every gateway
-process), and fan workflow changes out to every gateway process (core NATS)."""
+"""`Bus` on NATS: publish commands (JetStream) and pull worker events (a durable consumer shared by every gateway
+process)."""
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -12,7 +11,6 @@ import nats
 import structlog
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
-from nats.aio.subscription import Subscription
 from nats.errors import ConnectionClosedError, NoServersError, OutboundBufferLimitError
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
@@ -54,9 +52,6 @@ class Bus(Protocol):
 
     async def fetch_events(self, batch: int, timeout: float) -> list[Delivery]: ...
 
-    async def publish_change(self, workflow_id: str, payload: bytes) -> None: ...
-
-    async def subscribe_changes(self, callback: Callable[[bytes], Awaitable[None]]) -> None: ...
 
 
 class NatsBus:
@@ -81,7 +76,10 @@ class NatsBus:
         self._nc: NatsClient | None = None
         self._js: JetStreamContext | None = None
         self._events: JetStreamContext.PullSubscription | None = None
-        self._changes: Subscription | None = None
+
+    @property
+    def connected(self) -> bool:
+        return self._nc is not None and self._nc.is_connected
 
     @property
     def subjects(self) -> Subjects:
@@ -142,10 +140,6 @@ class NatsBus:
     async def _on_reconnected(self) -> None:
         log.info("bus.reconnected", url=self._url)
 
-    @property
-    def connected(self) -> bool:
-        return self._nc is not None and self._nc.is_connected
-
     def _jetstream(self) -> JetStreamContext:
         if self._js is None:
             raise BusError("the bus is not open (use it inside 'async with')")
@@ -167,17 +161,3 @@ class NatsBus:
         except (NatsTimeoutError, TimeoutError):
             return []
         return [Delivery(m.data, dict(m.headers or {}), m.metadata.num_delivered, m) for m in msgs]
-
-    async def publish_change(self, workflow_id: str, payload: bytes) -> None:
-        if self._nc is None:
-            raise BusError("the bus is not open (use it inside 'async with')")
-        await self._nc.publish(self._subjects.changed(workflow_id), payload)
-
-    async def subscribe_changes(self, callback: Callable[[bytes], Awaitable[None]]) -> None:
-        if self._nc is None:
-            raise BusError("the bus is not open (use it inside 'async with')")
-
-        async def on_message(msg: Msg) -> None:
-            await callback(msg.data)
-
-        self._changes = await self._nc.subscribe(self._subjects.all_changes, cb=on_message, pending_msgs_limit=65_536)

@@ -29,7 +29,6 @@ class Subjects:
 
     - commands: `<prefix>.cmd.<tool subject>`; stream `<PREFIX>_COMMANDS` captures `<prefix>.cmd.>`
     - events:   `<prefix>.evt.<workflow id>`;   stream `<PREFIX>_EVENTS` captures `<prefix>.evt.>`
-    - changes:  `<prefix>.changed.<workflow id>` (core NATS, gateway to gateway, not persisted)
     """
 
     prefix: str = "mcpgw"
@@ -54,15 +53,8 @@ class Subjects:
     def all_events(self) -> str:
         return f"{self.prefix}.evt.>"
 
-    @property
-    def all_changes(self) -> str:
-        return f"{self.prefix}.changed.>"
-
     def command(self, tool_subject: str) -> str:
         return f"{self.prefix}.cmd.{tool_subject}"
 
     def event(self, workflow_id: str) -> str:
         return f"{self.prefix}.evt.{workflow_id}"
-
-    def changed(self, workflow_id: str) -> str:
-        return f"{self.prefix}.changed.{workflow_id}"

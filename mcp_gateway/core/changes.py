@@ -1,7 +1,7 @@
 """Workflow changes: what the folder announces after each commit, and the local waiters that listen for them.
 
-Every gateway process receives every change (core NATS fan-out), so a call waiting in one process hears about
-events folded in another. Each waiter has a bounded queue: when it is full, the oldest progress is dropped;
+Every gateway process receives every change (the store announces each one after its commit, in commit order),
+so a call waiting in one process hears about events folded in another. Each waiter has a bounded queue: when it is full, the oldest progress is dropped;
 a terminal change always gets in.
 """
 
@@ -111,8 +111,8 @@ class Waiters:
         for w in self._watches.get(change.workflow_id, ()):
             w.offer(change, truncated)
 
-    async def on_message(self, data: bytes) -> None:
-        """Callback for the bus's change subscription."""
+    def on_message(self, data: bytes) -> None:
+        """Callback for the store's change subscription."""
         try:
             change, truncated = Change.decode(data)
         except (ValueError, KeyError, TypeError) as exc:

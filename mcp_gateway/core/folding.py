@@ -17,7 +17,6 @@ import structlog
 
 from mcp_gateway.bus import Bus, Delivery
 from mcp_gateway.contract import ContractError, Event, decode_event
-from mcp_gateway.core.changes import Change, Waiters
 from mcp_gateway.core.states import Fold, WorkflowState, fold
 from mcp_gateway.errors import StoreError
 from mcp_gateway.registry import Registry
@@ -27,6 +26,10 @@ __all__ = ["EventFolder"]
 
 log = structlog.get_logger(__name__)
 
+MAX_DEFERRALS = 5
+"""An event that skips ahead of its predecessors is put back at most this many times, then folded anyway."""
+DEFER_DELAY = 0.02
+
 
 class EventFolder:
     def __init__(
@@ -34,7 +37,6 @@ class EventFolder:
         store: WorkflowStore,
         bus: Bus,
         registry: Callable[[], Registry],
-        waiters: Waiters,
         *,
         batch: int = 128,
         retry_delay: float = 1.0,
@@ -42,7 +44,6 @@ class EventFolder:
         self._store = store
         self._bus = bus
         self._registry = registry
-        self._waiters = waiters
         self._batch = batch
         self._retry_delay = retry_delay
         self._task: asyncio.Task[None] | None = None
@@ -86,18 +87,18 @@ class EventFolder:
         for event, delivery in items:
             await self._fold_one(event, delivery)
 
-    def _decide(self, event: Event) -> Callable[[str, WorkflowState], Fold]:
+    def _decide(self, event: Event, may_defer: bool) -> Callable[[str, WorkflowState], Fold]:
         def decide(tool_name: str, state: WorkflowState) -> Fold:
             tool = self._registry().get(tool_name)
             check = tool.output.violations if tool is not None and tool.output is not None else None
-            return fold(state, event, check)
+            return fold(state, event, check, may_defer=may_defer)
 
         return decide
 
     async def _fold_one(self, event: Event, delivery: Delivery) -> None:
         bound = log.bind(workflow_id=event.workflow_id, event=event.key, kind=event.kind.value)
         try:
-            applied = await self._store.apply(event, self._decide(event))
+            applied = await self._store.apply(event, self._decide(event, delivery.attempts <= MAX_DEFERRALS))
         except StoreError as exc:
             bound.warning("fold.store_failed", error=str(exc))
             await delivery.nak(self._retry_delay)
@@ -106,13 +107,9 @@ class EventFolder:
             bound.error("fold.unknown_workflow")
             await delivery.term()
             return
+        if applied.fold.defer:
+            await delivery.nak(DEFER_DELAY)
+            return
         if applied.fold.note:
             bound.info("fold.noted", note=applied.fold.note, duplicate=applied.duplicate)
-        if applied.fold.changed and not applied.duplicate:
-            change = Change(event.workflow_id, applied.fold.state)
-            self._waiters.deliver(change)  # local waiters hear at once; other processes through the bus
-            try:
-                await self._bus.publish_change(event.workflow_id, change.encode())
-            except Exception as exc:  # waiters elsewhere re-read the store at their timeout
-                bound.warning("fold.announce_failed", error=str(exc) or type(exc).__name__)
         await delivery.ack()

@@ -68,6 +68,8 @@ class Fold:
     state: WorkflowState
     changed: bool
     note: str | None = None
+    defer: bool = False
+    """Earlier events of this attempt have not arrived yet: put this one back and fold it a moment later."""
 
 
 OutputCheck = Callable[[dict[str, Any]], Sequence[object]]
@@ -78,13 +80,20 @@ def _ignored(state: WorkflowState, note: str) -> Fold:
     return Fold(state, False, note)
 
 
-def fold(state: WorkflowState, event: Event, check_output: OutputCheck | None = None) -> Fold:
-    """Apply one worker event to `state`."""
+def fold(state: WorkflowState, event: Event, check_output: OutputCheck | None = None, *, may_defer: bool = False) -> Fold:
+    """Apply one worker event to `state`.
+
+    A worker numbers its events 0, 1, 2... per attempt. With `may_defer`, an event that skips ahead (its
+    predecessors are still in flight, e.g. being folded by another gateway process) is deferred rather than
+    applied, so that no progress step is lost behind a later one; the caller bounds how often it defers.
+    """
     if event.attempt < state.attempt:
         return _ignored(state, f"stale: attempt {event.attempt} < current attempt {state.attempt}")
     if state.status in TERMINAL:
         return _ignored(state, f"ignored: workflow already {state.status}")
     base = state if event.attempt == state.attempt else replace(state, attempt=event.attempt, last_seq=-1)
+    if may_defer and event.seq > base.last_seq + 1:
+        return Fold(state, False, f"deferred: seq {event.seq} arrived before seq {base.last_seq + 1}", defer=True)
     newer = event.seq > base.last_seq
     match event.kind:
         case EventKind.STARTED | EventKind.PROGRESS:

@@ -7,11 +7,13 @@ entries published, and one short transaction (lock, record + update, commit) per
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Sequence
+import contextlib
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import structlog
 from sqlalchemy import Row, bindparam, text
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
@@ -20,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 from sqlalchemy.types import BigInteger, LargeBinary
 
 from mcp_gateway.contract import Event
+from mcp_gateway.core.changes import Change
 from mcp_gateway.core.states import Status, WorkflowState
 from mcp_gateway.errors import StoreError
 from mcp_gateway.store._interface import (
@@ -98,14 +101,23 @@ _RECORD_EVENT = text(
     """
 ).bindparams(bindparam("data", type_=JSONB))
 
+# The change is announced in the same transaction: PostgreSQL delivers a NOTIFY only after commit, and in
+# commit order, to every listening gateway process, so waiters see a workflow's changes in the order they happened.
 _UPDATE = text(
     """
-    UPDATE workflows SET status = :status, attempt = :attempt, last_seq = :last_seq, progress = :progress,
-        progress_total = :total, progress_message = :message, result = :result, error = :error,
-        version = :version, updated_at = now()
-    WHERE id = :id
+    WITH changed AS (
+        UPDATE workflows SET status = :status, attempt = :attempt, last_seq = :last_seq, progress = :progress,
+            progress_total = :total, progress_message = :message, result = :result, error = :error,
+            version = :version, updated_at = now()
+        WHERE id = :id
+        RETURNING id
+    )
+    SELECT pg_notify(:channel, :change) FROM changed
     """
 ).bindparams(bindparam("result", type_=JSONB), bindparam("error", type_=JSONB))
+
+CHANGES_CHANNEL = "mcpgw_changes"
+NOTIFY_LIMIT = 7_500  # PostgreSQL's payload limit is 8000 bytes
 
 _COLUMNS = (
     "id, tool, tool_version, arguments, caller, request_id, trace_id, created_at, updated_at, deadline, "
@@ -161,6 +173,7 @@ class PostgresStore:
         self._pool_size = pool_size
         self._max_overflow = max_overflow
         self._engine: AsyncEngine | None = None
+        self._listener: asyncio.Task[None] | None = None
 
     async def __aenter__(self) -> PostgresStore:
         self._engine = create_async_engine(
@@ -175,6 +188,11 @@ class PostgresStore:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
+        if self._listener is not None:
+            self._listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._listener
+            self._listener = None
         if self._engine is not None:
             await self._engine.dispose()
             self._engine = None
@@ -200,6 +218,39 @@ class PostgresStore:
                 yield conn
         except (DBAPIError, OSError) as exc:
             raise StoreError(f"PostgreSQL failed: {exc}") from exc
+
+    async def subscribe_changes(self, callback: Callable[[bytes], None]) -> None:
+        """Call `callback` with every workflow change committed by any gateway process, in commit order.
+
+        One dedicated connection LISTENs; when it is lost, it reconnects (waiters re-read the store at their
+        timeout, so a change missed meanwhile delays a reply, never loses it)."""
+        ready = asyncio.Event()
+        self._listener = asyncio.create_task(self._listen(callback, ready))
+        await ready.wait()
+
+    async def _listen(self, callback: Callable[[bytes], None], ready: asyncio.Event) -> None:
+        dsn = self._url.replace("postgresql+asyncpg://", "postgresql://", 1)
+
+        def on_notify(conn: object, pid: int, channel: str, payload: str) -> None:
+            callback(payload.encode())
+
+        while True:
+            lost = asyncio.Event()
+            try:
+                conn = await asyncpg.connect(dsn)
+            except (OSError, asyncpg.PostgresError) as exc:
+                log.warning("store.listen_failed", error=str(exc))
+                await asyncio.sleep(1.0)
+                continue
+            try:
+                conn.add_termination_listener(lambda _c: lost.set())
+                await conn.add_listener(CHANGES_CHANNEL, on_notify)
+                ready.set()
+                await lost.wait()
+                log.warning("store.listen_lost")
+            finally:
+                with contextlib.suppress(Exception):
+                    await conn.close(timeout=2)
 
     async def create(self, workflow: NewWorkflow, command: OutboxMessage) -> int:
         async with self._autocommit() as conn:
@@ -251,6 +302,8 @@ class PostgresStore:
                 version=m["version"],
             )
             decision = decide(m["tool"], current)
+            if decision.defer:
+                return Applied(event.workflow_id, m["tool"], decision, duplicate=False)
             new = decision.state
             recorded = await conn.execute(
                 _RECORD_EVENT,
@@ -273,6 +326,8 @@ class PostgresStore:
                         "id": event.workflow_id, "status": new.status.value, "attempt": new.attempt,
                         "last_seq": new.last_seq, "progress": new.progress, "total": new.total,
                         "message": new.message, "result": new.result, "error": new.error, "version": new.version,
+                        "channel": CHANGES_CHANNEL,
+                        "change": Change(event.workflow_id, new).encode(NOTIFY_LIMIT).decode(),
                     },
                 )
             return Applied(event.workflow_id, m["tool"], decision, duplicate=False)

@@ -1,0 +1,141 @@
+"""The MCP surface through the SDK's real `Client`: stdio and streamable HTTP, both protocol revisions.
+
+The stdio gateway runs in a subprocess (as Claude Desktop runs it) beside the in-process gateway of the
+`gateway` fixture: two gateway processes on one NATS and one PostgreSQL, like a real deployment.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+
+
+import mcp.types as types
+import pytest
+import uvicorn
+from mcp import Client, StdioServerParameters
+
+from mcp_gateway.app import Gateway
+from mcp_gateway.core.states import Status
+from mcp_gateway.server import build_http_app
+from tests.conftest import Env
+
+Connect = Callable[[], AbstractAsyncContextManager[Client]]
+MODES = {"legacy": "2025-11-25", "auto": "2026-07-28"}
+
+
+@asynccontextmanager
+async def http_server(gateway: Gateway) -> AsyncIterator[str]:
+    app = build_http_app(gateway.mcp_server(), host="127.0.0.1", port=0, ready=gateway.ready)
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_config=None, lifespan="on"))
+    task = asyncio.create_task(server.serve())
+    try:
+        async with asyncio.timeout(10):
+            while not server.started:
+                await asyncio.sleep(0.01)
+        port = server.servers[0].sockets[0].getsockname()[1]
+        yield f"http://127.0.0.1:{port}/mcp"
+    finally:
+        server.should_exit = True
+        await task
+
+
+@pytest.fixture(params=["http-legacy", "http-auto", "stdio-legacy", "stdio-auto"])
+async def connect(request: pytest.FixtureRequest, env: Env, gateway: Gateway) -> AsyncIterator[Connect]:
+    transport, mode = str(request.param).split("-")
+    if transport == "http":
+        async with http_server(gateway) as url:
+            yield lambda: Client(url, mode=mode, read_timeout_seconds=30)
+    else:
+        params = StdioServerParameters(
+            command=sys.executable,
+            args=["-m", "mcp_gateway", "serve", "--transport", "stdio"],
+            env={**os.environ, **env.env_vars()},
+        )
+        yield lambda: Client(params, mode=mode, read_timeout_seconds=30)
+
+
+def workflow_id(result: types.CallToolResult) -> str:
+    assert result.meta is not None
+    value = result.meta["io.mcp-gateway/workflowId"]
+    assert isinstance(value, str)
+    return value
+
+
+async def test_list_tools_with_schemas(connect: Connect) -> None:
+    async with connect() as client:
+        assert client.protocol_version in MODES.values()
+        tools = {t.name: t for t in (await client.list_tools()).tools}
+    assert {"echo", "classify_ticket", "lookup_order", "refund_order", "steps"} <= tools.keys()
+    lookup = tools["lookup_order"]
+    assert lookup.input_schema["required"] == ["order_id"]
+    assert lookup.input_schema["additionalProperties"] is False  # closed by default
+    assert lookup.output_schema is not None and "items" in lookup.output_schema["properties"]
+    assert lookup.annotations is not None and lookup.annotations.read_only_hint is True
+
+
+async def test_call_end_to_end_with_progress(connect: Connect, gateway: Gateway) -> None:
+    seen: list[tuple[float, float | None, str | None]] = []
+
+    async def on_progress(progress: float, total: float | None, message: str | None) -> None:
+        seen.append((progress, total, message))
+
+    async with connect() as client:
+        result = await client.call_tool(
+            "refund_order",
+            {"order_id": "ORD-1002", "amount_cents": 100, "reason": "late delivery", "step_delay": 0.01},
+            progress_callback=on_progress,
+        )
+    assert not result.is_error, result.content
+    assert result.structured_content is not None
+    assert result.structured_content["status"] == "refunded"
+    assert result.structured_content["amount_cents"] == 100
+    text = result.content[0]
+    assert isinstance(text, types.TextContent) and '"refunded"' in text.text
+    assert [p for p, _, _ in seen] == [1, 2, 3, 4]
+    assert seen[-1] == (4, 4, "done")
+
+    wid = workflow_id(result)
+    record = await gateway.store.get(wid)
+    assert record is not None and record.status is Status.COMPLETED
+    assert record.state.result == result.structured_content
+    history = await gateway.store.events(wid)
+    kinds = [e.kind for e in history]
+    assert kinds[0] == "created"
+    assert kinds.count("progress") == 4 and kinds.count("completed") == 1
+    assert history[-1].status == "completed"
+
+
+async def test_error_paths(connect: Connect, gateway: Gateway) -> None:
+    async with connect() as client:
+        invalid = await client.call_tool("lookup_order", {"order_id": 7, "colour": "red"})
+        failed = await client.call_tool("lookup_order", {"order_id": "ORD-9999"})
+        bad_output = await client.call_tool("bad_output", {})
+        timeout = await client.call_tool("slow", {"seconds": 2})
+
+    assert invalid.is_error and invalid.structured_content is not None
+    violations = invalid.structured_content["violations"]
+    assert {v["path"] for v in violations} == {"/", "/order_id"}
+    assert "io.mcp-gateway/workflowId" not in (invalid.meta or {})  # nothing was recorded
+
+    assert failed.is_error and failed.structured_content is not None
+    assert failed.structured_content["error"] == "order_not_found"
+    assert "ORD-9999" in str(failed.content[0])
+
+    assert bad_output.is_error and bad_output.structured_content is not None
+    assert bad_output.structured_content["error"] == "invalid_output"
+
+    assert timeout.is_error and timeout.structured_content is not None
+    assert timeout.structured_content["error"] == "still_running"
+    assert workflow_id(timeout) in str(timeout.content[0])
+
+    records = await gateway.store.list(limit=10)
+    assert sorted(r.tool for r in records) == ["bad_output", "lookup_order", "slow"]  # not the invalid call
+    statuses = {r.tool: r.status for r in records}
+    assert statuses["lookup_order"] is Status.FAILED
+    assert statuses["bad_output"] is Status.FAILED
+
+
