@@ -1,0 +1,197 @@
+"""The tool registry and settings: every broken file named by file, tool and key path; `check` exits non-zero."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from mcp_gateway.errors import ConfigError
+from mcp_gateway.registry import load_registry
+from mcp_gateway.settings import load_settings
+
+ROOT = Path(__file__).resolve().parents[1]
+
+GOOD = """
+tools:
+  - name: {name}
+    description: A tool.
+    subject: team.{name}
+    input_schema: {{type: object, properties: {{x: {{type: string}}}}}}
+"""
+
+
+def problems(tmp_path: Path, **files: str) -> list[str]:
+    for name, text in files.items():
+        (tmp_path / f"{name}.yaml").write_text(text)
+    with pytest.raises(ConfigError) as info:
+        load_registry(tmp_path)
+    return [str(p) for p in info.value.problems]
+
+
+def test_the_shipped_config_loads() -> None:
+    registry = load_registry(ROOT / "config" / "tools")
+    assert {"echo", "classify_ticket", "lookup_order", "refund_order"} <= set(registry)
+
+
+def test_bad_yaml_names_the_file_and_line(tmp_path: Path) -> None:
+    (found,) = problems(tmp_path, broken="tools: [ {name: x")
+    assert "broken.yaml" in found and "not valid YAML" in found and "line 1" in found
+
+
+def test_unknown_key_missing_subject_bad_name(tmp_path: Path) -> None:
+    found = problems(
+        tmp_path,
+        team="""
+tools:
+  - name: "bad name!"
+    description: x
+    input_schema: {type: object}
+    colour: red
+""",
+    )
+    joined = "\n".join(found)
+    assert "team.yaml: tool 'bad name!': tools[0].name:" in joined and "not a valid MCP tool name" in joined
+    assert "tools[0].subject: required key is missing" in joined
+    assert "tools[0].colour: unknown key" in joined
+    assert len(found) == 3
+
+
+def test_invalid_json_schema_names_the_key_path(tmp_path: Path) -> None:
+    (found,) = problems(
+        tmp_path,
+        team="""
+tools:
+  - name: t
+    description: x
+    subject: a.b
+    input_schema: {type: object, properties: {x: {type: strin}}}
+""",
+    )
+    assert "tool 't': tools[0].input_schema: invalid JSON Schema at /properties/x/type" in found
+
+
+def test_schema_root_must_be_object_and_draft_2020_12(tmp_path: Path) -> None:
+    found = problems(
+        tmp_path,
+        team="""
+tools:
+  - name: a
+    description: x
+    subject: a.b
+    input_schema: {type: array}
+  - name: b
+    description: x
+    subject: a.c
+    input_schema: {$schema: "http://json-schema.org/draft-07/schema#", type: object}
+""",
+    )
+    assert any("tool 'a'" in p and '"type": "object"' in p for p in found)
+    assert any("tool 'b'" in p and "2020-12" in p for p in found)
+
+
+def test_duplicate_names_across_files(tmp_path: Path) -> None:
+    (found,) = problems(tmp_path, one=GOOD.format(name="dup"), two=GOOD.format(name="dup"))
+    assert "two.yaml: tool 'dup': tools[0].name: duplicate tool name, first declared in" in found
+    assert "one.yaml" in found
+
+
+def test_every_problem_is_reported_at_once(tmp_path: Path) -> None:
+    found = problems(tmp_path, a="tools: 3", b="- just a list", c=GOOD.format(name="fine"))
+    assert len(found) == 2
+    assert any("a.yaml: tools: must be a list" in p for p in found)
+    assert any("b.yaml: must be a mapping" in p for p in found)
+
+
+def test_bad_subject_and_timeout(tmp_path: Path) -> None:
+    found = problems(
+        tmp_path,
+        team="""
+tools:
+  - name: t
+    description: x
+    subject: "a.*"
+    timeout: -1
+    input_schema: {type: object}
+""",
+    )
+    assert any("tools[0].subject" in p and "not a NATS subject" in p for p in found)
+    assert any("tools[0].timeout" in p and "greater than 0" in p for p in found)
+
+
+def test_strict_closes_objects_unless_told(tmp_path: Path) -> None:
+    (tmp_path / "t.yaml").write_text(
+        """
+tools:
+  - name: closed
+    description: x
+    subject: a.b
+    input_schema: {type: object, properties: {x: {type: object, properties: {y: {type: string}}}}}
+  - name: open
+    description: x
+    subject: a.c
+    input_schema: {type: object, additionalProperties: true}
+  - name: loose
+    description: x
+    subject: a.d
+    strict: false
+    input_schema: {type: object, properties: {x: {type: string}}}
+"""
+    )
+    registry = load_registry(tmp_path)
+    assert registry["closed"].input.violations({"x": {"y": "ok", "z": 1}})[0].path == "/x"
+    assert registry["closed"].input.violations({"x": {}, "w": 1})[0].path == ""
+    assert registry["open"].input.violations({"anything": 1}) == []
+    assert registry["loose"].input.violations({"x": "a", "more": 1}) == []
+
+
+def test_settings_file_errors(tmp_path: Path) -> None:
+    bad = tmp_path / "gateway.yaml"
+    bad.write_text("port: many\ncolour: red\n")
+    with pytest.raises(ConfigError) as info:
+        load_settings(bad)
+    joined = str(info.value)
+    assert "gateway.yaml: port: Input should be a valid integer" in joined
+    assert "colour: unknown setting" in joined
+
+
+def test_settings_relative_paths_follow_the_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "conf").mkdir()
+    (tmp_path / "conf" / "gateway.yaml").write_text("tools_dir: tools\ndata_dir: ../state\n")
+    monkeypatch.setenv("MCPGW_PORT", "9001")
+    settings = load_settings(tmp_path / "conf" / "gateway.yaml")
+    assert settings.tools_dir == tmp_path / "conf" / "tools"
+    assert settings.data_dir == tmp_path / "state"
+    assert settings.port == 9001
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "mcp_gateway", *args], capture_output=True, text=True, cwd=ROOT, timeout=60
+    )
+
+
+def test_check_command_passes_on_the_shipped_config() -> None:
+    done = run_cli("check")
+    assert done.returncode == 0, done.stderr
+    assert "refund_order v1.0.0 -> support.orders.refund" in done.stdout
+
+
+def test_check_command_fails_with_every_problem(tmp_path: Path) -> None:
+    (tmp_path / "a.yaml").write_text("tools:\n  - name: x\n    description: d\n    input_schema: {type: object}\n")
+    (tmp_path / "b.yaml").write_text("tools: [")
+    done = run_cli("check", "--tools-dir", str(tmp_path))
+    assert done.returncode == 1
+    assert "2 config problem(s)" in done.stderr
+    assert "a.yaml: tool 'x': tools[0].subject: required key is missing" in done.stderr
+    assert "b.yaml: not valid YAML" in done.stderr
+    assert done.stdout == ""
+
+
+def test_serve_refuses_a_broken_registry(tmp_path: Path) -> None:
+    (tmp_path / "a.yaml").write_text("tools:\n  - {name: x, description: d, subject: s, input_schema: {type: 1}}\n")
+    done = run_cli("serve", "--tools-dir", str(tmp_path))
+    assert done.returncode == 1
+    assert "a.yaml: tool 'x': tools[0].input_schema: invalid JSON Schema" in done.stderr

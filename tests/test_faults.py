@@ -1,0 +1,118 @@
+"""Faults: a gateway stopped between commit and publish, or between publish and result, loses nothing;
+bad worker events are refused with a reason and break nothing."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import nats
+from structlog.testing import capture_logs
+
+from mcp_gateway.app import Gateway, open_gateway
+from mcp_gateway.contract import Caller, Subjects
+from mcp_gateway.core.changes import Watch
+from mcp_gateway.core.service import OutcomeKind
+from mcp_gateway.core.states import Status
+from mcp_gateway.store import OutboxMessage
+from tests import workers as test_workers
+from tests.conftest import Env, running_workers
+
+CALLER = Caller(subject="tester")
+
+
+async def until(watch: Watch, status: set[Status], seconds: float = 15) -> Status:
+    async with asyncio.timeout(seconds):
+        async for change, _ in watch.changes():
+            if change.state.status in status or change.terminal:
+                return change.state.status
+    raise AssertionError("the watch ended without reaching the status")
+
+
+async def first_workflow_id(gateway: Gateway) -> str:
+    async with asyncio.timeout(10):
+        while not (records := await gateway.store.list(limit=1)):
+            await asyncio.sleep(0.01)
+    return records[0].id
+
+
+async def test_restart_between_commit_and_publish(env: Env) -> None:
+    async with open_gateway(env.settings()) as first:
+        stuck = asyncio.Event()
+
+        async def die_before_publishing(message: OutboxMessage) -> bool:
+            stuck.set()
+            await asyncio.Event().wait()  # the process "dies" here: the command is committed, never published
+            return False
+
+        first.dispatcher.send = die_before_publishing  # type: ignore[method-assign]
+        call = asyncio.create_task(first.service.call("steps", {"count": 2}, caller=CALLER))
+        async with asyncio.timeout(10):
+            await stuck.wait()
+        call.cancel()
+        workflow_id = await first_workflow_id(first)
+        record = await first.store.get(workflow_id)
+        assert record is not None and record.status is Status.PENDING
+        assert len(await first.store.unpublished(0, 10)) == 1
+
+    async with open_gateway(env.settings()) as second:
+        with second.waiters.watch(workflow_id) as watch:
+            async with running_workers(env):  # the relay publishes the leftover; a worker runs it
+                assert await until(watch, {Status.COMPLETED}) is Status.COMPLETED
+        assert test_workers.executions[workflow_id] == 1
+        assert await second.store.unpublished(0, 10) == []
+        kinds = [e.kind for e in await second.store.events(workflow_id)]
+        assert kinds.count("created") == 1 and kinds.count("completed") == 1 and kinds.count("dispatched") == 1
+
+
+async def test_restart_between_publish_and_result(env: Env) -> None:
+    gate = test_workers.gates.setdefault(env.prefix, asyncio.Event())
+    async with running_workers(env):
+        async with open_gateway(env.settings()) as first:
+            call = asyncio.create_task(first.service.call("slow", {"seconds": 0, "gate": env.prefix}, caller=CALLER))
+            workflow_id = await first_workflow_id(first)
+            with first.waiters.watch(workflow_id) as watch:
+                assert await until(watch, {Status.RUNNING}) is Status.RUNNING
+            outcome = await call  # the call's wait budget (0.5 s) runs out: the work continues
+            assert outcome.kind is OutcomeKind.STILL_RUNNING
+        # No gateway runs now; the worker finishes and its result waits in JetStream.
+        gate.set()
+        async with open_gateway(env.settings()) as second:
+            with second.waiters.watch(workflow_id) as watch:
+                record = await second.store.get(workflow_id)
+                assert record is not None
+                if record.status is not Status.COMPLETED:
+                    assert await until(watch, {Status.COMPLETED}) is Status.COMPLETED
+            record = await second.store.get(workflow_id)
+            assert record is not None and record.state.result == {"slept": 0}
+            kinds = [e.kind for e in await second.store.events(workflow_id)]
+    assert test_workers.executions[workflow_id] == 1
+    assert kinds.count("completed") == 1
+
+
+async def test_bad_worker_events_are_refused_and_nothing_breaks(gateway: Gateway, env: Env) -> None:
+    subjects = Subjects(env.prefix)
+    nc = await nats.connect(env.nats_url)
+    js = nc.jetstream()
+    bad: list[bytes] = [
+        b"not json at all",
+        b'{"workflow_id": "abc", "seq": 0, "kind": "exploded", "at": "2026-01-01T00:00:00Z"}',
+        b'{"workflow_id": "abc", "seq": 1, "kind": "completed", "at": "2026-01-01T00:00:00Z"}',
+        b'{"workflow_id": "nosuchworkflow", "seq": 0, "kind": "started", "at": "2026-01-01T00:00:00Z"}',
+    ]
+    with capture_logs() as logs:
+        for body in bad:
+            await js.publish(subjects.event("abc"), body)
+        outcome = await gateway.service.call("echo", {"text": "still fine"}, caller=CALLER)
+        async with asyncio.timeout(10):
+            while len([e for e in logs if e["log_level"] == "error"]) < len(bad):
+                await asyncio.sleep(0.01)
+    await nc.close()
+    assert outcome.kind is OutcomeKind.COMPLETED
+    errors: list[dict[str, Any]] = [e for e in logs if e["log_level"] == "error"]
+    reasons = [str(e.get("error", e["event"])) for e in errors]
+    assert any("body is not JSON" in r for r in reasons)
+    assert any("kind: Input should be" in r for r in reasons)
+    assert any("needs 'result'" in r for r in reasons)
+    assert any(e["event"] == "fold.unknown_workflow" for e in errors)
+    assert [r.id for r in await gateway.store.list()] == [outcome.workflow_id]

@@ -1,0 +1,117 @@
+"""The state machine and the contract's decoding: plain code, no servers."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from mcp_gateway.contract import ContractError, Event, EventKind, decode_command, decode_event
+from mcp_gateway.core.changes import Change, Waiters
+from mcp_gateway.core.states import TERMINAL, Status, WorkflowState, can_move, fold
+
+NOW = datetime(2026, 11, 21, tzinfo=UTC)
+
+
+def event(kind: EventKind, seq: int, attempt: int = 1, **fields: Any) -> Event:
+    return Event(workflow_id="w1", attempt=attempt, seq=seq, kind=kind, at=NOW, **fields)
+
+
+def test_terminal_states_never_move() -> None:
+    for status in TERMINAL:
+        assert not any(can_move(status, target) for target in Status)
+    assert can_move(Status.PENDING, Status.DISPATCHED)
+    assert not can_move(Status.RUNNING, Status.DISPATCHED)
+    assert not can_move(Status.RUNNING, Status.PENDING)
+
+
+def test_a_normal_run() -> None:
+    state = WorkflowState(Status.DISPATCHED)
+    state = fold(state, event(EventKind.STARTED, 0)).state
+    assert state.status is Status.RUNNING
+    state = fold(state, event(EventKind.PROGRESS, 1, progress=1, total=2, message="half")).state
+    assert (state.progress, state.total, state.message) == (1, 2, "half")
+    done = fold(state, event(EventKind.COMPLETED, 2, result={"ok": True}))
+    assert done.changed and done.state.status is Status.COMPLETED and done.state.result == {"ok": True}
+    assert done.state.version == 3
+
+
+def test_events_after_the_end_change_nothing() -> None:
+    ended = fold(WorkflowState(Status.RUNNING), event(EventKind.COMPLETED, 1, result={})).state
+    late = fold(ended, event(EventKind.FAILED, 2, error={"code": "x", "message": "late"}))
+    assert not late.changed and late.state == ended and late.note == "ignored: workflow already completed"
+
+
+def test_older_progress_does_not_win_over_newer() -> None:
+    state = fold(WorkflowState(Status.RUNNING), event(EventKind.PROGRESS, 3, progress=3)).state
+    older = fold(state, event(EventKind.PROGRESS, 2, progress=2))
+    assert not older.changed and older.state.progress == 3
+
+
+def test_a_late_started_still_marks_running() -> None:
+    state = WorkflowState(Status.DISPATCHED, last_seq=1)
+    assert fold(state, event(EventKind.STARTED, 0)).state.status is Status.RUNNING
+
+
+def test_events_of_an_older_attempt_are_stale() -> None:
+    state = WorkflowState(Status.RUNNING, attempt=2)
+    stale = fold(state, event(EventKind.COMPLETED, 5, attempt=1, result={}))
+    assert not stale.changed and stale.note is not None and stale.note.startswith("stale")
+
+
+def test_a_result_that_breaks_the_output_schema_fails_the_workflow() -> None:
+    ended = fold(WorkflowState(Status.RUNNING), event(EventKind.COMPLETED, 1, result={"a": 1}), lambda r: ["/a: bad"])
+    assert ended.state.status is Status.FAILED
+    assert ended.state.error is not None and ended.state.error["code"] == "invalid_output"
+    assert ended.state.error["details"] == {"violations": ["/a: bad"]}
+
+
+def test_an_event_that_skips_ahead_is_deferred_when_allowed() -> None:
+    state = WorkflowState(Status.RUNNING, last_seq=1)
+    early = event(EventKind.COMPLETED, 3, result={})
+    assert fold(state, early, may_defer=True).defer
+    assert fold(state, early, may_defer=False).state.status is Status.COMPLETED
+    assert not fold(state, event(EventKind.PROGRESS, 2, progress=2), may_defer=True).defer
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        (b"not json", "body is not JSON"),
+        (b"[1]", "must be a JSON object"),
+        (b'{"workflow_id": "w", "seq": 0, "kind": "started"}', "at: Field required"),
+        (b'{"workflow_id": "w", "seq": 0, "kind": "exploded", "at": "2026-01-01T00:00:00Z"}', "kind: Input should be"),
+        (b'{"workflow_id": "w", "seq": 1, "kind": "completed", "at": "2026-01-01T00:00:00Z"}', "needs 'result'"),
+        (b'{"workflow_id": "w.x", "seq": 1, "kind": "started", "at": "2026-01-01T00:00:00Z"}', "workflow_id"),
+        (b'{"workflow_id": "w", "seq": 0, "kind": "started", "at": "2026-01-01T00:00:00Z", "x": 1}', "x: Extra"),
+        (b'{"v": 2, "workflow_id": "w", "seq": 0, "kind": "started", "at": "2026-01-01T00:00:00Z"}', "v: Input"),
+    ],
+)
+def test_bad_events_are_refused_with_the_reason(body: bytes, expected: str) -> None:
+    with pytest.raises(ContractError) as info:
+        decode_event(body)
+    assert expected in str(info.value)
+    assert str(info.value).startswith("invalid event")
+
+
+def test_bad_command_is_refused() -> None:
+    with pytest.raises(ContractError, match="invalid command: workflow_id: Field required"):
+        decode_command(b'{"tool": "t"}')
+
+
+def test_waiters_deliver_in_version_order_and_drop_the_oldest_when_full() -> None:
+    waiters = Waiters(capacity=2)
+    with waiters.watch("w1") as watch:
+        for version in (1, 3, 2, 4):  # 2 arrives after 3: dropped
+            waiters.on_message(Change("w1", WorkflowState(Status.RUNNING, version=version)).encode())
+        waiters.on_message(b"garbage")  # logged, ignored
+        queued = [watch._queue.get_nowait()[0].state.version for _ in range(watch._queue.qsize())]  # pyright: ignore[reportPrivateUsage]
+    assert queued == [3, 4]
+    assert len(waiters) == 0
+
+
+def test_large_changes_leave_their_result_to_the_store() -> None:
+    big = Change("w1", WorkflowState(Status.COMPLETED, result={"blob": "x" * 10_000}, version=1))
+    change, truncated = Change.decode(big.encode(max_size=1000))
+    assert truncated and change.state.result is None and change.state.status is Status.COMPLETED
