@@ -8,7 +8,7 @@ database closes, the embedded servers stop.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -41,7 +41,7 @@ class ServerUrls:
 
 
 @asynccontextmanager
-async def open_servers(settings: Settings) -> AsyncIterator[ServerUrls]:
+async def open_servers(settings: Settings) -> AsyncGenerator[ServerUrls]:
     """The NATS and PostgreSQL URLs: configured ones as they are, embedded servers started for the others."""
     async with AsyncExitStack() as stack:
         nats_url = settings.nats_url
@@ -56,8 +56,16 @@ async def open_servers(settings: Settings) -> AsyncIterator[ServerUrls]:
 class Gateway:
     """The running gateway's parts. Built by `open_gateway`; transports get their MCP server from `mcp_server`."""
 
-    def __init__(self, settings: Settings, registry: Registry, urls: ServerUrls, store: PostgresStore, bus: NatsBus,
-                 waiters: Waiters, dispatcher: Dispatcher) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        registry: Registry,
+        urls: ServerUrls,
+        store: PostgresStore,
+        bus: NatsBus,
+        waiters: Waiters,
+        dispatcher: Dispatcher,
+    ) -> None:
         self.settings = settings
         self.registry = registry
         self.urls = urls
@@ -83,7 +91,7 @@ class Gateway:
 
 
 @asynccontextmanager
-async def open_gateway(settings: Settings, registry: Registry | None = None) -> AsyncIterator[Gateway]:
+async def open_gateway(settings: Settings, registry: Registry | None = None) -> AsyncGenerator[Gateway]:
     registry = registry if registry is not None else load_registry(settings.tools_dir)
     async with AsyncExitStack() as stack:
         urls = await stack.enter_async_context(open_servers(settings))
@@ -91,14 +99,10 @@ async def open_gateway(settings: Settings, registry: Registry | None = None) -> 
             await run_migrations(urls.database)
         store = await stack.enter_async_context(PostgresStore(urls.database, pool_size=settings.db_pool_size))
         subjects = Subjects(settings.subject_prefix)
-        bus = await stack.enter_async_context(
-            NatsBus(urls.nats, subjects, duplicate_window=settings.duplicate_window)
-        )
+        bus = await stack.enter_async_context(NatsBus(urls.nats, subjects, duplicate_window=settings.duplicate_window))
         waiters = Waiters()
         await store.subscribe_changes(waiters.on_message)
-        dispatcher = await stack.enter_async_context(
-            Dispatcher(store, bus, relay_after=settings.outbox_relay_after)
-        )
+        dispatcher = await stack.enter_async_context(Dispatcher(store, bus, relay_after=settings.outbox_relay_after))
         gateway = Gateway(settings, registry, urls, store, bus, waiters, dispatcher)
         await stack.enter_async_context(EventFolder(store, bus, lambda: gateway.registry))
         log.info("gateway.started", tools=len(registry), nats=urls.nats, database=_redact(urls.database))

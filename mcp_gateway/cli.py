@@ -147,8 +147,15 @@ async def _serve(settings: Settings, registry: Any, transport: str, examples: bo
             allowed_origins=settings.allowed_origins,
             max_request_body_size=settings.max_request_body,
         )
-        config = uvicorn.Config(app, host=settings.host, port=settings.port, log_config=None, lifespan="on",
-                                access_log=False, timeout_graceful_shutdown=10)
+        config = uvicorn.Config(
+            app,
+            host=settings.host,
+            port=settings.port,
+            log_config=None,
+            lifespan="on",
+            access_log=False,
+            timeout_graceful_shutdown=10,
+        )
         server = uvicorn.Server(config)
         log.info("serve.http", url=f"http://{settings.host}:{settings.port}/mcp", database=gateway.urls.database)
         await server.serve()
@@ -212,17 +219,34 @@ async def _workflows(settings: Settings, args: argparse.Namespace) -> int:
         if args.action == "list":
             status = Status(args.status) if args.status else None
             for r in await store.list(status=status, limit=args.limit):
-                progress = f"{r.state.progress:g}/{r.state.total:g}" if r.state.progress is not None and r.state.total else ""
+                progress = (
+                    f"{r.state.progress:g}/{r.state.total:g}" if r.state.progress is not None and r.state.total else ""
+                )
                 print(f"{r.id}  {r.status.value:<14} {r.tool:<20} {r.created_at:%Y-%m-%d %H:%M:%S}  {progress}")
             return 0
         record = await store.get(args.workflow_id)
         if record is None:
             return _fail(f"no workflow {args.workflow_id!r}", 1)
         s = record.state
-        print(json.dumps({"id": record.id, "tool": record.tool, "status": s.status.value, "arguments": record.arguments,
-                          "progress": s.progress, "total": s.total, "message": s.message, "result": s.result,
-                          "error": s.error, "caller": record.caller, "created_at": record.created_at.isoformat(),
-                          "deadline": record.deadline.isoformat()}, indent=2))
+        print(
+            json.dumps(
+                {
+                    "id": record.id,
+                    "tool": record.tool,
+                    "status": s.status.value,
+                    "arguments": record.arguments,
+                    "progress": s.progress,
+                    "total": s.total,
+                    "message": s.message,
+                    "result": s.result,
+                    "error": s.error,
+                    "caller": record.caller,
+                    "created_at": record.created_at.isoformat(),
+                    "deadline": record.deadline.isoformat(),
+                },
+                indent=2,
+            )
+        )
         for e in await store.events(record.id):
             print(f"  {e.at:%H:%M:%S.%f}  {e.kind:<11} {e.status or '':<10} {json.dumps(e.data)} {e.note or ''}")
         return 0

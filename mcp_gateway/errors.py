@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-__all__ = ["ConfigError", "ConfigProblem", "EmbeddedServerError", "GatewayError", "StoreError", "BusError"]
+__all__ = ["BusError", "ConfigError", "ConfigProblem", "EmbeddedServerError", "GatewayError", "StoreError"]
 
 
 class GatewayError(Exception):

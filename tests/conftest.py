@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import shutil
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -77,7 +77,7 @@ class Env:
 
 
 @pytest.fixture(scope="session")
-async def servers(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Servers]:
+async def servers(tmp_path_factory: pytest.TempPathFactory) -> AsyncGenerator[Servers]:
     base = tmp_path_factory.mktemp("servers")
     tools = base / "tools"
     shutil.copytree(ROOT / "config" / "tools", tools / "config")
@@ -94,7 +94,7 @@ async def servers(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Ser
 
 
 @pytest.fixture
-async def env(servers: Servers, tmp_path: Path) -> AsyncIterator[Env]:
+async def env(servers: Servers, tmp_path: Path) -> AsyncGenerator[Env]:
     name = "t_" + uuid.uuid4().hex[:12]
     conn = await asyncpg.connect(servers.admin_url)
     try:
@@ -110,7 +110,7 @@ async def env(servers: Servers, tmp_path: Path) -> AsyncIterator[Env]:
 
 
 @asynccontextmanager
-async def running_workers(env: Env) -> AsyncIterator[None]:
+async def running_workers(env: Env) -> AsyncGenerator[None]:
     """The example workers and the test workers, on this test's subject prefix."""
     async with AsyncExitStack() as stack:
         for worker in [*all_workers(), test_workers.worker]:
@@ -119,7 +119,7 @@ async def running_workers(env: Env) -> AsyncIterator[None]:
 
 
 @pytest.fixture
-async def gateway(env: Env) -> AsyncIterator[Gateway]:
+async def gateway(env: Env) -> AsyncGenerator[Gateway]:
     """A gateway in this process, with the workers running."""
     async with open_gateway(env.settings()) as gw, running_workers(env):
         yield gw

@@ -4,16 +4,14 @@ bad worker events are refused with a reason and break nothing."""
 from __future__ import annotations
 
 import asyncio
-from typing import Any
 
 import nats
 from structlog.testing import capture_logs
 
 from mcp_gateway.app import Gateway, open_gateway
 from mcp_gateway.contract import Caller, Subjects
-from mcp_gateway.core.changes import Watch
 from mcp_gateway.core.service import OutcomeKind
-from mcp_gateway.core.states import Status
+from mcp_gateway.core.states import TERMINAL, Status
 from mcp_gateway.store import OutboxMessage
 from tests import workers as test_workers
 from tests.conftest import Env, running_workers
@@ -21,17 +19,23 @@ from tests.conftest import Env, running_workers
 CALLER = Caller(subject="tester")
 
 
-async def until(watch: Watch, status: set[Status], seconds: float = 15) -> Status:
-    async with asyncio.timeout(seconds):
-        async for change, _ in watch.changes():
-            if change.state.status in status or change.terminal:
-                return change.state.status
+async def reach(gateway: Gateway, workflow_id: str, wanted: Status, seconds: float = 15) -> Status:
+    """Wait until the workflow is in `wanted` (or ended); watch first, then look, so no change slips between."""
+    with gateway.waiters.watch(workflow_id) as watch:
+        record = await gateway.store.get(workflow_id)
+        assert record is not None
+        if record.status is wanted or record.status in TERMINAL:
+            return record.status
+        async with asyncio.timeout(seconds):
+            async for change, _ in watch.changes():
+                if change.state.status is wanted or change.terminal:
+                    return change.state.status
     raise AssertionError("the watch ended without reaching the status")
 
 
 async def first_workflow_id(gateway: Gateway) -> str:
     async with asyncio.timeout(10):
-        while not (records := await gateway.store.list(limit=1)):
+        while not (records := await gateway.store.list(limit=1)):  # noqa: ASYNC110 - polling the database: no event to await
             await asyncio.sleep(0.01)
     return records[0].id
 
@@ -56,9 +60,8 @@ async def test_restart_between_commit_and_publish(env: Env) -> None:
         assert len(await first.store.unpublished(0, 10)) == 1
 
     async with open_gateway(env.settings()) as second:
-        with second.waiters.watch(workflow_id) as watch:
-            async with running_workers(env):  # the relay publishes the leftover; a worker runs it
-                assert await until(watch, {Status.COMPLETED}) is Status.COMPLETED
+        async with running_workers(env):  # the relay publishes the leftover; a worker runs it
+            assert await reach(second, workflow_id, Status.COMPLETED) is Status.COMPLETED
         assert test_workers.executions[workflow_id] == 1
         assert await second.store.unpublished(0, 10) == []
         kinds = [e.kind for e in await second.store.events(workflow_id)]
@@ -71,18 +74,13 @@ async def test_restart_between_publish_and_result(env: Env) -> None:
         async with open_gateway(env.settings()) as first:
             call = asyncio.create_task(first.service.call("slow", {"seconds": 0, "gate": env.prefix}, caller=CALLER))
             workflow_id = await first_workflow_id(first)
-            with first.waiters.watch(workflow_id) as watch:
-                assert await until(watch, {Status.RUNNING}) is Status.RUNNING
+            assert await reach(first, workflow_id, Status.RUNNING) is Status.RUNNING
             outcome = await call  # the call's wait budget (0.5 s) runs out: the work continues
             assert outcome.kind is OutcomeKind.STILL_RUNNING
         # No gateway runs now; the worker finishes and its result waits in JetStream.
         gate.set()
         async with open_gateway(env.settings()) as second:
-            with second.waiters.watch(workflow_id) as watch:
-                record = await second.store.get(workflow_id)
-                assert record is not None
-                if record.status is not Status.COMPLETED:
-                    assert await until(watch, {Status.COMPLETED}) is Status.COMPLETED
+            assert await reach(second, workflow_id, Status.COMPLETED) is Status.COMPLETED
             record = await second.store.get(workflow_id)
             assert record is not None and record.state.result == {"slept": 0}
             kinds = [e.kind for e in await second.store.events(workflow_id)]
@@ -105,11 +103,11 @@ async def test_bad_worker_events_are_refused_and_nothing_breaks(gateway: Gateway
             await js.publish(subjects.event("abc"), body)
         outcome = await gateway.service.call("echo", {"text": "still fine"}, caller=CALLER)
         async with asyncio.timeout(10):
-            while len([e for e in logs if e["log_level"] == "error"]) < len(bad):
+            while len([e for e in logs if e["log_level"] == "error"]) < len(bad):  # noqa: ASYNC110 - polling the database: no event to await
                 await asyncio.sleep(0.01)
     await nc.close()
     assert outcome.kind is OutcomeKind.COMPLETED
-    errors: list[dict[str, Any]] = [e for e in logs if e["log_level"] == "error"]
+    errors = [e for e in logs if e["log_level"] == "error"]
     reasons = [str(e.get("error", e["event"])) for e in errors]
     assert any("body is not JSON" in r for r in reasons)
     assert any("kind: Input should be" in r for r in reasons)

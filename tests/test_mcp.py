@@ -9,9 +9,8 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-
 
 import mcp.types as types
 import pytest
@@ -28,13 +27,13 @@ MODES = {"legacy": "2025-11-25", "auto": "2026-07-28"}
 
 
 @asynccontextmanager
-async def http_server(gateway: Gateway) -> AsyncIterator[str]:
+async def http_server(gateway: Gateway) -> AsyncGenerator[str]:
     app = build_http_app(gateway.mcp_server(), host="127.0.0.1", port=0, ready=gateway.ready)
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_config=None, lifespan="on"))
     task = asyncio.create_task(server.serve())
     try:
         async with asyncio.timeout(10):
-            while not server.started:
+            while not server.started:  # noqa: ASYNC110 - polling uvicorn's started flag
                 await asyncio.sleep(0.01)
         port = server.servers[0].sockets[0].getsockname()[1]
         yield f"http://127.0.0.1:{port}/mcp"
@@ -44,7 +43,7 @@ async def http_server(gateway: Gateway) -> AsyncIterator[str]:
 
 
 @pytest.fixture(params=["http-legacy", "http-auto", "stdio-legacy", "stdio-auto"])
-async def connect(request: pytest.FixtureRequest, env: Env, gateway: Gateway) -> AsyncIterator[Connect]:
+async def connect(request: pytest.FixtureRequest, env: Env, gateway: Gateway) -> AsyncGenerator[Connect]:
     transport, mode = str(request.param).split("-")
     if transport == "http":
         async with http_server(gateway) as url:
@@ -137,5 +136,3 @@ async def test_error_paths(connect: Connect, gateway: Gateway) -> None:
     statuses = {r.tool: r.status for r in records}
     assert statuses["lookup_order"] is Status.FAILED
     assert statuses["bad_output"] is Status.FAILED
-
-

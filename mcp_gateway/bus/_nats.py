@@ -50,8 +50,7 @@ class Delivery:
 class Bus(Protocol):
     async def publish_command(self, message: OutboxMessage) -> None: ...
 
-    async def fetch_events(self, batch: int, timeout: float) -> list[Delivery]: ...
-
+    async def fetch_events(self, batch: int, max_wait: float) -> list[Delivery]: ...
 
 
 class NatsBus:
@@ -153,11 +152,11 @@ class NatsBus:
         except (NatsTimeoutError, TimeoutError, APIError, ConnectionClosedError, OutboundBufferLimitError) as exc:
             raise BusError(f"publishing to {message.subject} failed: {exc or type(exc).__name__}") from exc
 
-    async def fetch_events(self, batch: int, timeout: float) -> list[Delivery]:
+    async def fetch_events(self, batch: int, max_wait: float) -> list[Delivery]:
         if self._events is None:
             raise BusError("the bus is not open (use it inside 'async with')")
         try:
-            msgs = await self._events.fetch(batch, timeout=timeout)
+            msgs = await self._events.fetch(batch, timeout=max_wait)
         except (NatsTimeoutError, TimeoutError):
             return []
         return [Delivery(m.data, dict(m.headers or {}), m.metadata.num_delivered, m) for m in msgs]

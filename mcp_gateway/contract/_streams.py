@@ -13,7 +13,9 @@ __all__ = ["ensure_streams", "stream_configs"]
 DAY = 86_400.0
 
 
-def stream_configs(subjects: Subjects, *, duplicate_window: float = 3_600.0, max_age: float = 7 * DAY) -> list[StreamConfig]:
+def stream_configs(
+    subjects: Subjects, *, duplicate_window: float = 3_600.0, max_age: float = 7 * DAY
+) -> list[StreamConfig]:
     """Commands and events: file storage, limits retention, de-duplication over `duplicate_window` seconds."""
     return [
         StreamConfig(

@@ -1,15 +1,15 @@
-"""Workflow changes: what the folder announces after each commit, and the local waiters that listen for them.
+"""Workflow changes: what the store announces after each commit, and the local waiters that listen for them.
 
 Every gateway process receives every change (the store announces each one after its commit, in commit order),
-so a call waiting in one process hears about events folded in another. Each waiter has a bounded queue: when it is full, the oldest progress is dropped;
-a terminal change always gets in.
+so a call waiting in one process hears about events folded in another. Each waiter has a bounded queue: when it
+is full, the oldest progress is dropped; a terminal change always gets in.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncGenerator, Generator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -37,8 +37,15 @@ class Change:
     def encode(self, max_size: int = 512 * 1024) -> bytes:
         s = self.state
         body: dict[str, Any] = {
-            "id": self.workflow_id, "status": s.status.value, "version": s.version, "attempt": s.attempt,
-            "progress": s.progress, "total": s.total, "message": s.message, "result": s.result, "error": s.error,
+            "id": self.workflow_id,
+            "status": s.status.value,
+            "version": s.version,
+            "attempt": s.attempt,
+            "progress": s.progress,
+            "total": s.total,
+            "message": s.message,
+            "result": s.result,
+            "error": s.error,
         }
         data = json.dumps(body, separators=(",", ":")).encode()
         if len(data) > max_size:
@@ -53,8 +60,14 @@ class Change:
         """The change and whether its result was left out for size."""
         b = json.loads(data)
         state = WorkflowState(
-            status=Status(b["status"]), attempt=b["attempt"], progress=b["progress"], total=b["total"],
-            message=b["message"], result=b["result"], error=b["error"], version=b["version"],
+            status=Status(b["status"]),
+            attempt=b["attempt"],
+            progress=b["progress"],
+            total=b["total"],
+            message=b["message"],
+            result=b["result"],
+            error=b["error"],
+            version=b["version"],
         )
         return cls(b["id"], state), bool(b.get("truncated"))
 
@@ -78,7 +91,7 @@ class Watch:
             except asyncio.QueueFull:
                 self._queue.get_nowait()  # drop the oldest: a newer state supersedes it
 
-    async def changes(self) -> AsyncIterator[tuple[Change, bool]]:
+    async def changes(self) -> AsyncGenerator[tuple[Change, bool]]:
         while True:
             item = await self._queue.get()
             yield item
@@ -94,7 +107,7 @@ class Waiters:
         self._watches: dict[str, set[Watch]] = {}
 
     @contextmanager
-    def watch(self, workflow_id: str) -> Iterator[Watch]:
+    def watch(self, workflow_id: str) -> Generator[Watch]:
         """Listen for a workflow's changes; register *before* the work can start, so nothing is missed."""
         w = Watch(workflow_id, self._capacity)
         self._watches.setdefault(workflow_id, set()).add(w)

@@ -63,7 +63,7 @@ class EventFolder:
     async def _run(self) -> None:
         while True:
             try:
-                deliveries = await self._bus.fetch_events(self._batch, timeout=1.0)
+                deliveries = await self._bus.fetch_events(self._batch, max_wait=1.0)
             except Exception as exc:  # a broken connection: NATS reconnects, we try again
                 log.warning("fold.fetch_failed", error=str(exc) or type(exc).__name__)
                 await asyncio.sleep(self._retry_delay)

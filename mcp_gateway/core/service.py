@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
@@ -18,7 +18,7 @@ from typing import Any
 import structlog
 
 from mcp_gateway.contract import Caller, Command, Headers, Subjects, encode
-from mcp_gateway.core.changes import Waiters
+from mcp_gateway.core.changes import Change, Waiters
 from mcp_gateway.core.dispatch import Dispatcher
 from mcp_gateway.core.states import TERMINAL, Status, WorkflowState
 from mcp_gateway.registry import Registry, SchemaViolation, Tool
@@ -87,8 +87,15 @@ class ToolCallService:
     def registry(self) -> Registry:
         return self._registry()
 
-    def _command(self, tool: Tool, workflow_id: str, arguments: dict[str, Any], caller: Caller, traceparent: str,
-                 deadline: datetime) -> OutboxMessage:
+    def _command(
+        self,
+        tool: Tool,
+        workflow_id: str,
+        arguments: dict[str, Any],
+        caller: Caller,
+        traceparent: str,
+        deadline: datetime,
+    ) -> OutboxMessage:
         command = Command(
             workflow_id=workflow_id,
             tool=tool.name,
@@ -105,8 +112,9 @@ class ToolCallService:
             Headers.TOOL: tool.name,
             Headers.TRACEPARENT: traceparent,
         }
-        return OutboxMessage(workflow_id, self._subjects.command(tool.config.subject), workflow_id, headers,
-                             encode(command))
+        return OutboxMessage(
+            workflow_id, self._subjects.command(tool.config.subject), workflow_id, headers, encode(command)
+        )
 
     async def call(
         self,
@@ -133,8 +141,16 @@ class ToolCallService:
         try:
             with self._waiters.watch(workflow_id) as watch:
                 outbox_id = await self._store.create(
-                    NewWorkflow(workflow_id, name, tool.config.version, args, caller.subject, caller.request_id,
-                                trace_id_of(traceparent), deadline),
+                    NewWorkflow(
+                        workflow_id,
+                        name,
+                        tool.config.version,
+                        args,
+                        caller.subject,
+                        caller.request_id,
+                        trace_id_of(traceparent),
+                        deadline,
+                    ),
                     message,
                 )
                 log.info("call.accepted")
@@ -144,11 +160,16 @@ class ToolCallService:
             structlog.contextvars.unbind_contextvars("workflow_id", "tool", "trace_id")
         return _outcome(name, workflow_id, state)
 
-    async def _wait(self, changes: Any, workflow_id: str, timeout: float,
-                    on_progress: ProgressCallback | None) -> WorkflowState | None:
+    async def _wait(
+        self,
+        changes: AsyncIterator[tuple[Change, bool]],
+        workflow_id: str,
+        budget: float,
+        on_progress: ProgressCallback | None,
+    ) -> WorkflowState | None:
         last: WorkflowState | None = None
         try:
-            async with asyncio.timeout(timeout):
+            async with asyncio.timeout(budget):
                 async for change, truncated in changes:
                     last = change.state
                     if change.terminal:
@@ -166,8 +187,9 @@ class ToolCallService:
 
 
 def _with_id(message: OutboxMessage, outbox_id: int) -> OutboxMessage:
-    return OutboxMessage(message.workflow_id, message.subject, message.msg_id, message.headers, message.payload,
-                         outbox_id)
+    return OutboxMessage(
+        message.workflow_id, message.subject, message.msg_id, message.headers, message.payload, outbox_id
+    )
 
 
 def _outcome(tool: str, workflow_id: str, state: WorkflowState | None) -> Outcome:

@@ -80,7 +80,9 @@ def _ignored(state: WorkflowState, note: str) -> Fold:
     return Fold(state, False, note)
 
 
-def fold(state: WorkflowState, event: Event, check_output: OutputCheck | None = None, *, may_defer: bool = False) -> Fold:
+def fold(
+    state: WorkflowState, event: Event, check_output: OutputCheck | None = None, *, may_defer: bool = False
+) -> Fold:
     """Apply one worker event to `state`.
 
     A worker numbers its events 0, 1, 2... per attempt. With `may_defer`, an event that skips ahead (its

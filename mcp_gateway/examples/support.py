@@ -16,12 +16,27 @@ __all__ = ["ORDERS", "worker"]
 worker = Worker("support")
 
 ORDERS: dict[str, dict[str, Any]] = {
-    "ORD-1001": {"status": "delivered", "customer": "ada@example.com", "total_cents": 4999, "currency": "EUR",
-                 "items": [{"sku": "KB-01", "name": "Mechanical keyboard", "quantity": 1, "price_cents": 4999}]},
-    "ORD-1002": {"status": "shipped", "customer": "alan@example.com", "total_cents": 2598, "currency": "EUR",
-                 "items": [{"sku": "MS-02", "name": "Mouse", "quantity": 2, "price_cents": 1299}]},
-    "ORD-1003": {"status": "processing", "customer": "grace@example.com", "total_cents": 12900, "currency": "USD",
-                 "items": [{"sku": "MN-27", "name": "27-inch monitor", "quantity": 1, "price_cents": 12900}]},
+    "ORD-1001": {
+        "status": "delivered",
+        "customer": "ada@example.com",
+        "total_cents": 4999,
+        "currency": "EUR",
+        "items": [{"sku": "KB-01", "name": "Mechanical keyboard", "quantity": 1, "price_cents": 4999}],
+    },
+    "ORD-1002": {
+        "status": "shipped",
+        "customer": "alan@example.com",
+        "total_cents": 2598,
+        "currency": "EUR",
+        "items": [{"sku": "MS-02", "name": "Mouse", "quantity": 2, "price_cents": 1299}],
+    },
+    "ORD-1003": {
+        "status": "processing",
+        "customer": "grace@example.com",
+        "total_cents": 12900,
+        "currency": "USD",
+        "items": [{"sku": "MN-27", "name": "27-inch monitor", "quantity": 1, "price_cents": 12900}],
+    },
 }
 _REFUNDS: dict[str, dict[str, Any]] = {}
 
@@ -66,8 +81,11 @@ async def refund_order(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]
     await ctx.progress(1, 4, "checking the order")
     refunded = sum(r["amount_cents"] for r in _REFUNDS.values() if r["order_id"] == order_id)
     if amount > order["total_cents"] - refunded:
-        raise ToolFailure("amount_too_large", f"at most {order['total_cents'] - refunded} cents can be refunded",
-                          details={"requested": amount, "refundable": order["total_cents"] - refunded})
+        raise ToolFailure(
+            "amount_too_large",
+            f"at most {order['total_cents'] - refunded} cents can be refunded",
+            details={"requested": amount, "refundable": order["total_cents"] - refunded},
+        )
     await asyncio.sleep(args.get("step_delay", 0.2))
     await ctx.progress(2, 4, "contacting the payment provider")
     refund = _REFUNDS.get(ctx.idempotency_key)  # the provider's idempotency: same key, same refund

@@ -62,13 +62,20 @@ def _build(entry: Any, index: int, source: str, problems: list[ConfigProblem]) -
         config = ToolConfig.model_validate(entry)
     except ValidationError as exc:
         for err in exc.errors():
-            message = "unknown key (not allowed here)" if err["type"] == "extra_forbidden" else err["msg"].removeprefix("Value error, ")
+            message = (
+                "unknown key (not allowed here)"
+                if err["type"] == "extra_forbidden"
+                else err["msg"].removeprefix("Value error, ")
+            )
             if err["type"] == "missing":
                 message = "required key is missing"
             problems.append(ConfigProblem(source, message, label, _key_path((base, *err["loc"]))))
         return None
     ok = True
-    schemas: dict[str, dict[str, Any] | None] = {"input_schema": config.input_schema, "output_schema": config.output_schema}
+    schemas: dict[str, dict[str, Any] | None] = {
+        "input_schema": config.input_schema,
+        "output_schema": config.output_schema,
+    }
     for key, schema in schemas.items():
         if schema is None:
             continue
@@ -76,7 +83,9 @@ def _build(entry: Any, index: int, source: str, problems: list[ConfigProblem]) -
             problems.append(ConfigProblem(source, message, label, f"{base}.{key}"))
             ok = False
         if ok and schema.get("type") != "object":
-            problems.append(ConfigProblem(source, "must have \"type\": \"object\" at its root (MCP)", label, f"{base}.{key}"))
+            problems.append(
+                ConfigProblem(source, 'must have "type": "object" at its root (MCP)', label, f"{base}.{key}")
+            )
             ok = False
     if not ok:
         return None
@@ -86,7 +95,9 @@ def _build(entry: Any, index: int, source: str, problems: list[ConfigProblem]) -
         served_output = close_objects(config.output_schema) if config.strict else config.output_schema
     annotations = None
     if config.annotations is not None:
-        annotations = types.ToolAnnotations.model_validate(config.annotations.model_dump(exclude_none=True, by_alias=True))
+        annotations = types.ToolAnnotations.model_validate(
+            config.annotations.model_dump(exclude_none=True, by_alias=True)
+        )
     listing = types.Tool(
         name=config.name,
         title=config.title,
@@ -94,7 +105,7 @@ def _build(entry: Any, index: int, source: str, problems: list[ConfigProblem]) -
         input_schema=served_input,
         output_schema=served_output,
         annotations=annotations,
-        meta={"io.mcp-gateway/version": config.version},
+        _meta={"io.mcp-gateway/version": config.version},
     )
     return Tool(
         config=config,
@@ -116,7 +127,9 @@ def load_registry(directory: Path) -> Registry:
         for index, entry in enumerate(_read(path, problems)):
             if not isinstance(entry, dict):
                 problems.append(
-                    ConfigProblem(str(path), f"must be a mapping, got {type(entry).__name__}", key_path=f"tools[{index}]")
+                    ConfigProblem(
+                        str(path), f"must be a mapping, got {type(entry).__name__}", key_path=f"tools[{index}]"
+                    )
                 )
                 continue
             tool = _build(entry, index, str(path), problems)
@@ -125,7 +138,9 @@ def load_registry(directory: Path) -> Registry:
             if tool.name in seen:
                 problems.append(
                     ConfigProblem(
-                        str(path), f"duplicate tool name, first declared in {seen[tool.name]}", tool.name,
+                        str(path),
+                        f"duplicate tool name, first declared in {seen[tool.name]}",
+                        tool.name,
                         f"tools[{index}].name",
                     )
                 )

@@ -102,5 +102,3 @@ class Registry(Mapping[str, Tool]):
     @classmethod
     def of(cls, tools: list[Tool]) -> Registry:
         return cls({t.name: t for t in tools}, tuple(t.listing for t in tools))
-
-

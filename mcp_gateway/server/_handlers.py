@@ -33,7 +33,7 @@ def outcome_to_result(outcome: Outcome) -> types.CallToolResult:
     match outcome.kind:
         case OutcomeKind.COMPLETED:
             result = outcome.result or {}
-            return types.CallToolResult(content=_text(result), structured_content=result, meta=meta)
+            return types.CallToolResult(content=_text(result), structured_content=result, _meta=meta)
         case OutcomeKind.INVALID_ARGUMENTS:
             detail = {
                 "error": "invalid_arguments",
@@ -48,12 +48,16 @@ def outcome_to_result(outcome: Outcome) -> types.CallToolResult:
             return types.CallToolResult(content=_text(detail["message"]), structured_content=detail, is_error=True)
         case OutcomeKind.FAILED:
             error = outcome.error or {}
-            detail = {"error": error.get("code", "failed"), "workflow_id": outcome.workflow_id,
-                      "status": outcome.status.value if outcome.status else None, **error}
+            detail = {
+                "error": error.get("code", "failed"),
+                "workflow_id": outcome.workflow_id,
+                "status": outcome.status.value if outcome.status else None,
+                **error,
+            }
             message = f"Tool {outcome.tool!r} failed ({detail['error']}): {error.get('message', '')}"
             if error.get("details"):
                 message += "\n" + json.dumps(error["details"], ensure_ascii=False)
-            return types.CallToolResult(content=_text(message), structured_content=detail, is_error=True, meta=meta)
+            return types.CallToolResult(content=_text(message), structured_content=detail, is_error=True, _meta=meta)
         case OutcomeKind.STILL_RUNNING:
             detail = {
                 "error": "still_running",
@@ -61,8 +65,9 @@ def outcome_to_result(outcome: Outcome) -> types.CallToolResult:
                 "status": outcome.status.value if outcome.status else None,
                 "message": f"workflow {outcome.workflow_id} did not finish within the tool's timeout; it still runs",
             }
-            return types.CallToolResult(content=_text(detail["message"]), structured_content=detail, is_error=True,
-                                        meta=meta)
+            return types.CallToolResult(
+                content=_text(detail["message"]), structured_content=detail, is_error=True, _meta=meta
+            )
 
 
 def _caller(ctx: ServerRequestContext[Any], default_subject: str) -> Caller:
@@ -71,8 +76,7 @@ def _caller(ctx: ServerRequestContext[Any], default_subject: str) -> Caller:
 
 
 def _traceparent(ctx: ServerRequestContext[Any]) -> str | None:
-    meta = ctx.meta or {}
-    value = meta.get("traceparent") if isinstance(meta, dict) else None
+    value = (ctx.meta or {}).get("traceparent")
     if value is None and ctx.request is not None:
         headers = getattr(ctx.request, "headers", None)
         value = headers.get("traceparent") if headers is not None else None
@@ -82,7 +86,9 @@ def _traceparent(ctx: ServerRequestContext[Any]) -> str | None:
 def build_server(service: ToolCallService, *, caller_subject: str = "anonymous") -> Server[Any]:
     """The low-level MCP server: tools from the registry, calls through the service."""
 
-    async def list_tools(ctx: ServerRequestContext[Any], params: types.PaginatedRequestParams | None) -> types.ListToolsResult:
+    async def list_tools(
+        ctx: ServerRequestContext[Any], params: types.PaginatedRequestParams | None
+    ) -> types.ListToolsResult:
         return types.ListToolsResult(tools=list(service.registry.listing))
 
     async def call_tool(ctx: ServerRequestContext[Any], params: types.CallToolRequestParams) -> types.CallToolResult:

@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncGenerator, Callable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import asyncpg
 import structlog
-from sqlalchemy import Row, bindparam, text
+from sqlalchemy import RowMapping, bindparam, text
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
@@ -133,8 +133,7 @@ def asyncpg_url(url: str) -> str:
     raise StoreError(f"database URL {url!r} must start with postgresql:// (a PostgreSQL server)")
 
 
-def _record(row: Row[Any]) -> WorkflowRecord:
-    m = row._mapping
+def _record(m: RowMapping) -> WorkflowRecord:
     state = WorkflowState(
         status=Status(m["status"]),
         attempt=m["attempt"],
@@ -159,6 +158,13 @@ def _record(row: Row[Any]) -> WorkflowRecord:
         deadline=m["deadline"],
         state=state,
     )
+
+
+def _setter(event: asyncio.Event) -> Callable[[object], None]:
+    def set_event(_connection: object) -> None:
+        event.set()
+
+    return set_event
 
 
 def _event_data(event: Event) -> dict[str, Any]:
@@ -204,7 +210,7 @@ class PostgresStore:
         return self._engine
 
     @asynccontextmanager
-    async def _autocommit(self) -> AsyncIterator[AsyncConnection]:
+    async def _autocommit(self) -> AsyncGenerator[AsyncConnection]:
         try:
             async with self.engine.connect() as conn:
                 yield await conn.execution_options(isolation_level="AUTOCOMMIT")
@@ -212,7 +218,7 @@ class PostgresStore:
             raise StoreError(f"PostgreSQL failed: {exc}") from exc
 
     @asynccontextmanager
-    async def _transaction(self) -> AsyncIterator[AsyncConnection]:
+    async def _transaction(self) -> AsyncGenerator[AsyncConnection]:
         try:
             async with self.engine.begin() as conn:
                 yield conn
@@ -243,7 +249,7 @@ class PostgresStore:
                 await asyncio.sleep(1.0)
                 continue
             try:
-                conn.add_termination_listener(lambda _c: lost.set())
+                conn.add_termination_listener(_setter(lost))
                 await conn.add_listener(CHANGES_CHANNEL, on_notify)
                 ready.set()
                 await lost.wait()
@@ -284,21 +290,30 @@ class PostgresStore:
             rows = await conn.execute(_UNPUBLISHED, {"age": older_than_seconds, "limit": limit})
             return [
                 OutboxMessage(
-                    id=r.id, workflow_id=r.workflow_id, subject=r.subject, msg_id=r.msg_id,
-                    headers=dict(r.headers), payload=bytes(r.payload),
+                    id=r.id,
+                    workflow_id=r.workflow_id,
+                    subject=r.subject,
+                    msg_id=r.msg_id,
+                    headers=dict(r.headers),
+                    payload=bytes(r.payload),
                 )
                 for r in rows
             ]
 
     async def apply(self, event: Event, decide: Decide) -> Applied | None:
         async with self._transaction() as conn:
-            row = (await conn.execute(_LOCK, {"id": event.workflow_id})).first()
-            if row is None:
+            m = (await conn.execute(_LOCK, {"id": event.workflow_id})).mappings().first()
+            if m is None:
                 return None
-            m = row._mapping
             current = WorkflowState(
-                status=Status(m["status"]), attempt=m["attempt"], last_seq=m["last_seq"], progress=m["progress"],
-                total=m["progress_total"], message=m["progress_message"], result=m["result"], error=m["error"],
+                status=Status(m["status"]),
+                attempt=m["attempt"],
+                last_seq=m["last_seq"],
+                progress=m["progress"],
+                total=m["progress_total"],
+                message=m["progress_message"],
+                result=m["result"],
+                error=m["error"],
                 version=m["version"],
             )
             decision = decide(m["tool"], current)
@@ -323,9 +338,16 @@ class PostgresStore:
                 await conn.execute(
                     _UPDATE,
                     {
-                        "id": event.workflow_id, "status": new.status.value, "attempt": new.attempt,
-                        "last_seq": new.last_seq, "progress": new.progress, "total": new.total,
-                        "message": new.message, "result": new.result, "error": new.error, "version": new.version,
+                        "id": event.workflow_id,
+                        "status": new.status.value,
+                        "attempt": new.attempt,
+                        "last_seq": new.last_seq,
+                        "progress": new.progress,
+                        "total": new.total,
+                        "message": new.message,
+                        "result": new.result,
+                        "error": new.error,
+                        "version": new.version,
                         "channel": CHANGES_CHANNEL,
                         "change": Change(event.workflow_id, new).encode(NOTIFY_LIMIT).decode(),
                     },
@@ -334,7 +356,8 @@ class PostgresStore:
 
     async def get(self, workflow_id: str) -> WorkflowRecord | None:
         async with self._autocommit() as conn:
-            row = (await conn.execute(text(f"SELECT {_COLUMNS} FROM workflows WHERE id = :id"), {"id": workflow_id})).first()
+            query = text(f"SELECT {_COLUMNS} FROM workflows WHERE id = :id")
+            row = (await conn.execute(query, {"id": workflow_id})).mappings().first()
             return _record(row) if row is not None else None
 
     async def events(self, workflow_id: str, after_id: int = 0) -> list[EventRecord]:
@@ -358,7 +381,7 @@ class PostgresStore:
                 text(f"SELECT {_COLUMNS} FROM workflows {where} ORDER BY created_at DESC LIMIT :limit"),
                 {"status": status.value if status else None, "limit": limit},
             )
-            return [_record(r) for r in rows]
+            return [_record(r) for r in rows.mappings()]
 
 
 def _alembic_config(url: str) -> Any:
@@ -382,5 +405,3 @@ async def run_migrations(url: str, revision: str = "head") -> None:
     except (SQLAlchemyError, OSError) as exc:
         raise StoreError(f"migrating {url} failed: {exc}") from exc
     log.info("store.migrated", revision=revision)
-
-

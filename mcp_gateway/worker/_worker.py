@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -92,9 +92,15 @@ class Worker:
 
     def with_prefix(self, prefix: str) -> Worker:
         """A fresh worker with the same handlers under another subject prefix (another gateway, or a test)."""
-        clone = Worker(self.name, prefix=prefix, max_concurrency=self._max_concurrency, ack_wait=self._ack_wait,
-                       max_deliver=self._max_deliver, drain_timeout=self._drain_timeout,
-                       remembered_results=self._remembered)
+        clone = Worker(
+            self.name,
+            prefix=prefix,
+            max_concurrency=self._max_concurrency,
+            ack_wait=self._ack_wait,
+            max_deliver=self._max_deliver,
+            drain_timeout=self._drain_timeout,
+            remembered_results=self._remembered,
+        )
         clone._routes = dict(self._routes)
         return clone
 
@@ -103,10 +109,11 @@ class Worker:
         return list(self._routes)
 
     @asynccontextmanager
-    async def connect(self, url: str) -> AsyncIterator[Worker]:
+    async def connect(self, url: str) -> AsyncGenerator[Worker]:
         """Connect, ensure streams and consumers, handle commands until the block ends; then drain."""
-        self._nc = await nats.connect(url, name=f"mcpgw-worker-{self.name}", max_reconnect_attempts=-1,
-                                      reconnect_time_wait=0.5)
+        self._nc = await nats.connect(
+            url, name=f"mcpgw-worker-{self.name}", max_reconnect_attempts=-1, reconnect_time_wait=0.5
+        )
         self._js = self._nc.jetstream()
         self._stopping.clear()
         try:
@@ -198,8 +205,12 @@ class Worker:
             await msg.term()
             return
         key = f"{command.workflow_id}.{command.attempt}"
-        bound = log.bind(workflow_id=command.workflow_id, tool=command.tool, attempt=command.attempt,
-                         trace=(msg.headers or {}).get(Headers.TRACEPARENT))
+        bound = log.bind(
+            workflow_id=command.workflow_id,
+            tool=command.tool,
+            attempt=command.attempt,
+            trace=(msg.headers or {}).get(Headers.TRACEPARENT),
+        )
         if key in self._done:
             bound.info("worker.redelivered_done")
             await self._publish_raw(command.reply_subject, self._done[key], msg.headers)
@@ -209,8 +220,14 @@ class Worker:
 
         async def emit(kind: EventKind, **fields: Any) -> bytes:
             nonlocal seq
-            event = Event(workflow_id=command.workflow_id, attempt=command.attempt, seq=seq, kind=kind,
-                          at=datetime.now(UTC), **fields)
+            event = Event(
+                workflow_id=command.workflow_id,
+                attempt=command.attempt,
+                seq=seq,
+                kind=kind,
+                at=datetime.now(UTC),
+                **fields,
+            )
             seq += 1
             data = encode(event)
             await self._publish_raw(command.reply_subject, data, msg.headers, event.key)
@@ -220,11 +237,17 @@ class Worker:
         try:
             route = self._routes.get(command.tool)
             if route is None:
-                final = await emit(EventKind.FAILED, error=ErrorInfo(
-                    code="unknown_tool", message=f"worker {self.name!r} has no handler for tool {command.tool!r}"))
+                final = await emit(
+                    EventKind.FAILED,
+                    error=ErrorInfo(
+                        code="unknown_tool", message=f"worker {self.name!r} has no handler for tool {command.tool!r}"
+                    ),
+                )
             elif command.deadline <= datetime.now(UTC):
-                final = await emit(EventKind.FAILED, error=ErrorInfo(
-                    code="deadline_exceeded", message="the command arrived after its deadline"))
+                final = await emit(
+                    EventKind.FAILED,
+                    error=ErrorInfo(code="deadline_exceeded", message="the command arrived after its deadline"),
+                )
             else:
                 final = await self._run_handler(route, command.arguments, ToolContext(command, emit), emit, bound)
         except asyncio.CancelledError:
@@ -241,8 +264,14 @@ class Worker:
         self._remember(key, final)
         await msg.ack_sync()
 
-    async def _run_handler(self, route: _Route, arguments: dict[str, Any], ctx: ToolContext,
-                           emit: Callable[..., Awaitable[bytes]], bound: Any) -> bytes:
+    async def _run_handler(
+        self,
+        route: _Route,
+        arguments: dict[str, Any],
+        ctx: ToolContext,
+        emit: Callable[..., Awaitable[bytes]],
+        bound: Any,
+    ) -> bytes:
         await emit(EventKind.STARTED)
         try:
             result = await route.handler(ctx, arguments)
@@ -253,15 +282,21 @@ class Worker:
             raise
         except Exception as exc:
             bound.exception("worker.handler_crashed")
-            return await emit(EventKind.FAILED, error=ErrorInfo(
-                code="worker_error", message=f"{type(exc).__name__}: {exc}"))
+            return await emit(
+                EventKind.FAILED, error=ErrorInfo(code="worker_error", message=f"{type(exc).__name__}: {exc}")
+            )
         if not isinstance(result, dict):  # pyright: ignore[reportUnnecessaryIsInstance]
-            return await emit(EventKind.FAILED, error=ErrorInfo(
-                code="worker_error", message=f"handler returned {type(result).__name__}, expected a JSON object"))
+            return await emit(
+                EventKind.FAILED,
+                error=ErrorInfo(
+                    code="worker_error", message=f"handler returned {type(result).__name__}, expected a JSON object"
+                ),
+            )
         return await emit(EventKind.COMPLETED, result=result)
 
-    async def _publish_raw(self, subject: str, data: bytes, command_headers: dict[str, str] | None,
-                           msg_id: str | None = None) -> None:
+    async def _publish_raw(
+        self, subject: str, data: bytes, command_headers: dict[str, str] | None, msg_id: str | None = None
+    ) -> None:
         assert self._js is not None
         headers = {Headers.SCHEMA: "1"}
         if msg_id:
