@@ -23,7 +23,7 @@ from mcp_gateway.core.changes import Waiters
 from mcp_gateway.core.dispatch import Dispatcher
 from mcp_gateway.core.folding import EventFolder
 from mcp_gateway.core.service import ToolCallService
-from mcp_gateway.embedded import EmbeddedNats, EmbeddedPostgres
+from mcp_gateway.embedded import EmbeddedNats, EmbeddedPostgres, running_nats_url, running_postgres_url
 from mcp_gateway.registry import Registry, load_registry
 from mcp_gateway.server import build_server
 from mcp_gateway.settings import Settings
@@ -42,14 +42,20 @@ class ServerUrls:
 
 @asynccontextmanager
 async def open_servers(settings: Settings) -> AsyncGenerator[ServerUrls]:
-    """The NATS and PostgreSQL URLs: configured ones as they are, embedded servers started for the others."""
+    """The NATS and PostgreSQL URLs: configured ones as they are; for the others, the embedded servers that another
+    gateway process already runs on this data dir (several processes share them), else embedded servers started now."""
     async with AsyncExitStack() as stack:
-        nats_url = settings.nats_url
+        nats_dir, postgres_dir = settings.data_dir / "nats", settings.data_dir / "postgres"
+        nats_url = settings.nats_url or running_nats_url(nats_dir)
         if nats_url is None:
-            nats_url = (await stack.enter_async_context(EmbeddedNats(settings.data_dir / "nats"))).url
-        database_url = settings.database_url
+            nats_url = (await stack.enter_async_context(EmbeddedNats(nats_dir))).url
+        elif settings.nats_url is None:
+            log.info("embedded.nats.shared", url=nats_url, note="started by another gateway process on this data dir")
+        database_url = settings.database_url or running_postgres_url(postgres_dir)
         if database_url is None:
-            database_url = (await stack.enter_async_context(EmbeddedPostgres(settings.data_dir / "postgres"))).url
+            database_url = (await stack.enter_async_context(EmbeddedPostgres(postgres_dir))).url
+        elif settings.database_url is None:
+            log.info("embedded.postgres.shared", url=database_url, note="started by another gateway process")
         yield ServerUrls(nats_url, database_url)
 
 
