@@ -301,9 +301,16 @@ def _first_blocked_dir(path: Path, uid: int, gid: int) -> Path | None:
 
 async def _runs(postgres: str, run_as: RunAs) -> bool:
     """Whether `postgres --version` runs as run_as (the binaries and their libraries are reachable)."""
-    code = await run_to_completion(
-        [postgres, "--version"], log_path=Path(os.devnull), cwd=Path("/"), run_as=run_as, seconds=PROBE_TIMEOUT_SECONDS
-    )
+    try:
+        code = await run_to_completion(
+            [postgres, "--version"],
+            log_path=Path(os.devnull),
+            cwd=Path("/"),
+            run_as=run_as,
+            seconds=PROBE_TIMEOUT_SECONDS,
+        )
+    except OSError:  # the exec itself failed: e.g. the binary sits under a folder the account cannot enter
+        return False
     return code == 0
 
 
