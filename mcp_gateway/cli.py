@@ -8,12 +8,13 @@ import importlib
 import json
 import signal
 import sys
-from collections.abc import Coroutine, Sequence
-from contextlib import AsyncExitStack
+from collections.abc import Coroutine, Generator, Sequence
+from contextlib import AsyncExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
 import structlog
+import uvicorn
 
 from mcp_gateway.core.states import Status
 from mcp_gateway.errors import ConfigError, GatewayError
@@ -125,8 +126,6 @@ def _check(settings: Settings) -> int:
 
 
 async def _serve(settings: Settings, registry: Any, transport: str, examples: bool) -> int:
-    import uvicorn
-
     from mcp_gateway.app import open_gateway
     from mcp_gateway.examples import all_workers
     from mcp_gateway.server import build_http_app, serve_stdio
@@ -156,10 +155,25 @@ async def _serve(settings: Settings, registry: Any, transport: str, examples: bo
             access_log=False,
             timeout_graceful_shutdown=10,
         )
-        server = uvicorn.Server(config)
+        server = _Uvicorn(config)
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):  # stop accepting, finish requests, then unwind the gateway
+            loop.add_signal_handler(sig, server.stop)
         log.info("serve.http", url=f"http://{settings.host}:{settings.port}/mcp", database=gateway.urls.database)
         await server.serve()
         return 0 if server.started else _fail(f"could not serve on {settings.host}:{settings.port} (see the log)")
+
+
+class _Uvicorn(uvicorn.Server):
+    """uvicorn, minus its own signal handling: the CLI decides what a signal means (a graceful stop)."""
+
+    @contextmanager
+    def capture_signals(self) -> Generator[None]:
+        yield
+
+    def stop(self) -> None:
+        self.force_exit = self.should_exit  # a second Ctrl-C stops at once
+        self.should_exit = True
 
 
 async def _migrate(settings: Settings) -> int:

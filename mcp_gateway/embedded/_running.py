@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import fcntl
+import os
 from pathlib import Path
 
 from mcp_gateway.embedded.nats import _client_url  # pyright: ignore[reportPrivateUsage]
@@ -16,7 +18,24 @@ def _alive(pid: int) -> bool:
         return False
 
 
+def _held(lock_path: Path) -> bool:
+    """Whether a live launcher holds the data dir's lock (a server without one is an orphan, not shared)."""
+    try:
+        fd = os.open(lock_path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+    return False
+
+
 def _pid(path: Path) -> int | None:
+    if not _held(path.with_suffix(".lock")):
+        return None
     try:
         pid = int(path.read_text().strip())
     except (OSError, ValueError):
