@@ -53,6 +53,8 @@ STOP_TIMEOUT = 30.0
 LOAD_STARTUP = 1.0
 """Seconds between starting the load processes and their first call (Python start, connect, handshake)."""
 CLK_TCK = os.sysconf("SC_CLK_TCK")
+NOISE_SHARE = 0.15
+"""Above this share of all CPUs taken by processes outside the benchmark, the output says the machine was busy."""
 
 BASELINE_SERVER = """
 import sys
@@ -416,6 +418,20 @@ def format_table(summaries: Sequence[Summary]) -> list[str]:
     return lines
 
 
+def format_noise(summaries: Sequence[Summary], duration: float, rounds: int) -> list[str]:
+    """A note for each run during which processes outside the benchmark took a noticeable share of the CPUs."""
+    capacity = duration * rounds * len(os.sched_getaffinity(0))
+    lines: list[str] = []
+    for s in summaries:
+        share = s.cpu_ms_per_call.get("other", 0.0) * s.calls / 1000 / capacity
+        if share > NOISE_SHARE:
+            lines.append(
+                f"note: during {s.target} c={s.concurrency}, {share:.0%} of the CPUs went to other processes "
+                "(or softirq); the machine was not quiet, so compare ratios with care"
+            )
+    return lines
+
+
 def format_ratios(summaries: Sequence[Summary], concurrencies: Sequence[int]) -> list[str]:
     by_key = {(s.target, s.concurrency): s for s in summaries}
     lines = ["gateway / baseline   calls/s      p50      p99"]
@@ -520,6 +536,9 @@ def run(args: argparse.Namespace, workdir: Path) -> None:
         print("\n".join(format_table(summaries)))
         print()
         print("\n".join(format_ratios(summaries, args.concurrencies)))
+        if noise := format_noise(summaries, args.duration, args.rounds):
+            print()
+            print("\n".join(noise))
     finally:
         stop_all(servers, workdir)
 
