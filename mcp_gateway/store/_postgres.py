@@ -133,8 +133,8 @@ def asyncpg_url(url: str) -> str:
     raise StoreError(f"database URL {url!r} must start with postgresql:// (a PostgreSQL server)")
 
 
-def _record(m: RowMapping) -> WorkflowRecord:
-    state = WorkflowState(
+def _state(m: RowMapping) -> WorkflowState:
+    return WorkflowState(
         status=Status(m["status"]),
         attempt=m["attempt"],
         last_seq=m["last_seq"],
@@ -145,6 +145,10 @@ def _record(m: RowMapping) -> WorkflowRecord:
         error=m["error"],
         version=m["version"],
     )
+
+
+def _record(m: RowMapping) -> WorkflowRecord:
+    state = _state(m)
     return WorkflowRecord(
         id=m["id"],
         tool=m["tool"],
@@ -305,18 +309,7 @@ class PostgresStore:
             m = (await conn.execute(_LOCK, {"id": event.workflow_id})).mappings().first()
             if m is None:
                 return None
-            current = WorkflowState(
-                status=Status(m["status"]),
-                attempt=m["attempt"],
-                last_seq=m["last_seq"],
-                progress=m["progress"],
-                total=m["progress_total"],
-                message=m["progress_message"],
-                result=m["result"],
-                error=m["error"],
-                version=m["version"],
-            )
-            decision = decide(m["tool"], current)
+            decision = decide(m["tool"], _state(m))
             if decision.defer:
                 return Applied(event.workflow_id, m["tool"], decision, duplicate=False)
             new = decision.state
