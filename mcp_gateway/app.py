@@ -20,12 +20,14 @@ from sqlalchemy import text
 from mcp_gateway.bus import NatsBus
 from mcp_gateway.contract import Subjects
 from mcp_gateway.core.changes import Waiters
+from mcp_gateway.core.deadlines import DeadlineKeeper
 from mcp_gateway.core.dispatch import Dispatcher
 from mcp_gateway.core.folding import EventFolder
 from mcp_gateway.core.service import ToolCallService
+from mcp_gateway.core.workflows import Workflows
 from mcp_gateway.embedded import EmbeddedNats, EmbeddedPostgres, running_nats_url, running_postgres_url
 from mcp_gateway.registry import Registry, load_registry
-from mcp_gateway.server import build_server
+from mcp_gateway.server import ResourceFeed, build_server
 from mcp_gateway.settings import Settings
 from mcp_gateway.store import PostgresStore, run_migrations
 
@@ -79,10 +81,12 @@ class Gateway:
         self.bus = bus
         self.waiters = waiters
         self.dispatcher = dispatcher
-        self.service = ToolCallService(lambda: self.registry, store, dispatcher, waiters, bus.subjects)
+        self.workflows = Workflows(store, bus, waiters)
+        self.feed = ResourceFeed(waiters)
+        self.service = ToolCallService(lambda: self.registry, store, dispatcher, waiters, bus.subjects, self.workflows)
 
     def mcp_server(self, caller_subject: str = "anonymous") -> Server[Any]:
-        return build_server(self.service, caller_subject=caller_subject)
+        return build_server(self.service, self.workflows, self.feed, caller_subject=caller_subject)
 
     async def ready(self) -> dict[str, Any]:
         checks: dict[str, Any] = {}
@@ -111,6 +115,9 @@ async def open_gateway(settings: Settings, registry: Registry | None = None) -> 
         dispatcher = await stack.enter_async_context(Dispatcher(store, bus, relay_after=settings.outbox_relay_after))
         gateway = Gateway(settings, registry, urls, store, bus, waiters, dispatcher)
         await stack.enter_async_context(EventFolder(store, bus, lambda: gateway.registry))
+        await stack.enter_async_context(DeadlineKeeper(gateway.workflows))
+        await stack.enter_async_context(gateway.feed)
+        stack.callback(setattr, gateway.service, "stopping", True)  # first thing on the way out
         log.info("gateway.started", tools=len(registry), nats=urls.nats, database=_redact(urls.database))
         yield gateway
         log.info("gateway.stopping")

@@ -157,8 +157,13 @@ async def _serve(settings: Settings, registry: Any, transport: str, examples: bo
         )
         server = _Uvicorn(config)
         loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):  # stop accepting, finish requests, then unwind the gateway
-            loop.add_signal_handler(sig, server.stop)
+
+        def stop() -> None:  # stop accepting, hand back calls in flight (their work goes on), unwind the gateway
+            gateway.service.stopping = True
+            server.stop()
+
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop)
         log.info("serve.http", url=f"http://{settings.host}:{settings.port}/mcp", database=gateway.urls.database)
         await server.serve()
         return 0 if server.started else _fail(f"could not serve on {settings.host}:{settings.port} (see the log)")

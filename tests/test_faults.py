@@ -53,6 +53,7 @@ async def test_restart_between_commit_and_publish(env: Env) -> None:
         call = asyncio.create_task(first.service.call("steps", {"count": 2}, caller=CALLER))
         async with asyncio.timeout(10):
             await stuck.wait()
+        first.service.stopping = True  # the process dies: its calls end, their workflows must not
         call.cancel()
         workflow_id = await first_workflow_id(first)
         record = await first.store.get(workflow_id)

@@ -74,6 +74,10 @@ async def test_list_tools_with_schemas(connect: Connect) -> None:
     assert lookup.input_schema["additionalProperties"] is False  # closed by default
     assert lookup.output_schema is not None and "items" in lookup.output_schema["properties"]
     assert lookup.annotations is not None and lookup.annotations.read_only_hint is True
+    refund = tools["refund_order"].output_schema  # mode auto: the result, or a workflow handle
+    assert refund is not None and refund["anyOf"][0]["properties"]["status"] == {"type": "string", "const": "refunded"}
+    assert refund["anyOf"][1]["required"] == ["workflow"]
+    assert {"workflow_status", "workflow_result", "workflow_cancel", "workflow_list"} <= tools.keys()
 
 
 async def test_call_end_to_end_with_progress(connect: Connect, gateway: Gateway) -> None:

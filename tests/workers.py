@@ -22,14 +22,24 @@ async def steps(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]:
     return {"count": args["count"]}
 
 
+stopped: list[str] = []
+"""Workflows whose handler the gateway stopped (cancelled or timed out)."""
+
+
 @worker.tool("slow", subject="testing.slow")
+@worker.tool("long", subject="testing.slow")
+@worker.tool("background", subject="testing.slow")
 async def slow(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]:
     executions[ctx.workflow_id] += 1
     gate = gates.get(args.get("gate", ""))
-    if gate is not None:
-        await gate.wait()
-    else:
-        await asyncio.sleep(args["seconds"])
+    try:
+        if gate is not None:
+            await gate.wait()
+        else:
+            await asyncio.sleep(args["seconds"])
+    except asyncio.CancelledError:
+        stopped.append(ctx.workflow_id)
+        raise
     return {"slept": args["seconds"]}
 
 

@@ -2,8 +2,8 @@
 
 One process drives N connections; each connection sends one `tools/call` at a time and times it from the
 first byte written to the last byte read. tools/bench.py starts one or more of these processes as
-`python tools/_loadgen.py SPEC_JSON`; each prints one JSON line (the latencies of the calls that finished
-inside the measuring window, the errors), and the parent merges them.
+`python tools/_loadgen.py SPEC_JSON RESULT_PATH`; each writes one JSON object (the latencies of the calls
+that finished inside the measuring window, the errors) to its file, and the parent merges them.
 
 Two wires, the requests byte for byte what the SDK's own client sends (captured from mcp 2.3.0):
 - 2026-07-28 (`mcp.Client(url)`, mode auto): every call is a self-contained POST carrying the headers
@@ -28,9 +28,10 @@ import json
 import sys
 import time
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any, cast
 
-__all__ = ["WIRES", "CallError", "LoadResult", "LoadSpec", "call_once", "http_status", "run_load"]
+__all__ = ["GRACE_SECONDS", "WIRES", "CallError", "LoadResult", "LoadSpec", "call_once", "http_status", "run_load"]
 
 WIRES = {"2026": "2026-07-28", "2025": "2025-11-25"}
 """`--wire` choices and the protocol revision each one speaks."""
@@ -366,13 +367,16 @@ async def run_load(spec: LoadSpec) -> LoadResult:
 
 
 def main(argv: list[str]) -> int:
-    """`python tools/_loadgen.py SPEC_JSON`: run the load on uvloop, print the LoadResult as one JSON line."""
+    """`python tools/_loadgen.py SPEC_JSON RESULT_PATH`: run the load on uvloop, write the LoadResult as JSON.
+
+    A file, not stdout: uvloop leaves inherited pipes non-blocking, and a large unbuffered write to one is cut.
+    """
     import uvloop
 
     spec = LoadSpec(**json.loads(argv[1]))
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         result = runner.run(run_load(spec))
-    print(json.dumps(asdict(result)))
+    Path(argv[2]).write_text(json.dumps(asdict(result)))
     return 0
 
 

@@ -43,7 +43,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from _loadgen import WIRES, CallError, LoadResult, LoadSpec, call_once, http_status
+from _loadgen import GRACE_SECONDS, WIRES, CallError, LoadResult, LoadSpec, call_once, http_status
 
 HOST = "127.0.0.1"
 REPO = Path(__file__).resolve().parent.parent
@@ -223,7 +223,9 @@ def processes_mentioning(text: str) -> list[int]:
 class ProcStat:
     ppid: int
     comm: str
-    ticks: int  # utime + stime
+    ticks: int
+    """utime + stime + cutime + cstime: its own CPU and that of the children it reaped (postgres reaps each
+    backend it forks, so the CPU of connections opened and closed inside the window is not lost)."""
 
 
 def read_procs() -> dict[int, ProcStat]:
@@ -235,7 +237,7 @@ def read_procs() -> dict[int, ProcStat]:
             raw = (entry / "stat").read_text()
             comm = raw[raw.index("(") + 1 : raw.rindex(")")]
             fields = raw[raw.rindex(")") + 2 :].split()
-            procs[int(entry.name)] = ProcStat(int(fields[1]), comm, int(fields[11]) + int(fields[12]))
+            procs[int(entry.name)] = ProcStat(int(fields[1]), comm, sum(int(f) for f in fields[11:15]))
     return procs
 
 
@@ -267,26 +269,28 @@ class CpuSnapshot:
     def take(cls) -> CpuSnapshot:
         return cls(read_procs(), machine_ticks())
 
+    def group_ticks(self, server: ServerProcess, clients: Sequence[int]) -> dict[str, int]:
+        """Ticks so far of the server process, of its descendants by name (postgres, nats-server), of the client."""
+        groups: dict[str, int] = {}
+        for pid in descendants(self.procs, server.pid):
+            group = server.name if pid == server.pid else self.procs[pid].comm.split(":")[0]
+            groups[group] = groups.get(group, 0) + self.procs[pid].ticks
+        for root in clients:
+            for pid in descendants(self.procs, root):
+                groups["client"] = groups.get("client", 0) + self.procs[pid].ticks
+        return groups
+
 
 def cpu_groups(
     server: ServerProcess, clients: Sequence[int], before: CpuSnapshot, after: CpuSnapshot
 ) -> dict[str, float]:
-    """CPU seconds spent in the window by the server, its children by name (postgres, nats-server), the client
-    and the rest of the machine ("other": softirq for the loopback traffic, the idle target, other processes)."""
-    groups: dict[str, float] = {}
-
-    def add(group: str, pid: int) -> None:
-        ticks = after.procs[pid].ticks - (before.procs[pid].ticks if pid in before.procs else 0)
-        groups[group] = groups.get(group, 0.0) + ticks / CLK_TCK
-
-    for pid in descendants(after.procs, server.pid):
-        add(server.name if pid == server.pid else after.procs[pid].comm.split(":")[0], pid)
-    for root in clients:
-        for pid in descendants(after.procs, root):
-            add("client", pid)
+    """CPU seconds spent in the window by each group, and by the rest of the machine ("other": softirq for the
+    loopback traffic, the idle target, anything else running)."""
+    start, end = before.group_ticks(server, clients), after.group_ticks(server, clients)
+    seconds = {g: max(0, end.get(g, 0) - start.get(g, 0)) / CLK_TCK for g in start.keys() | end.keys()}
     machine_busy = (after.machine[0] - before.machine[0]) / CLK_TCK
-    groups["other"] = max(0.0, machine_busy - sum(groups.values()))  # the kernel, the idle target, anything else
-    return groups
+    seconds["other"] = max(0.0, machine_busy - sum(seconds.values()))
+    return seconds
 
 
 # --- One measurement ----------------------------------------------------------------------------------------
@@ -309,6 +313,11 @@ class Measurement:
     def rate(self) -> float:
         return self.calls / self.duration
 
+    @property
+    def other_share(self) -> float:
+        """The share of all CPUs that went to neither the target nor the client."""
+        return self.cpu_seconds.get("other", 0.0) / (self.duration * len(os.sched_getaffinity(0)))
+
 
 def client_procs(setting: str, concurrency: int) -> int:
     if setting != "auto":
@@ -324,27 +333,30 @@ def measure(server: ServerProcess, concurrency: int, args: argparse.Namespace) -
         LoadSpec(HOST, server.port, WIRES[args.wire], n, start_at, args.warmup, args.duration)
         for n in (concurrency // procs + (i < concurrency % procs) for i in range(procs))
     ]
+    outputs = [server.workdir / f"load-{server.name}-{concurrency}-{i}.json" for i in range(procs)]
     workers = [
-        subprocess.Popen([sys.executable, str(LOADGEN), json.dumps(asdict(spec))], stdout=subprocess.PIPE, text=True)
-        for spec in specs
+        subprocess.Popen([sys.executable, str(LOADGEN), json.dumps(asdict(spec)), str(out)])
+        for spec, out in zip(specs, outputs, strict=True)
     ]
     try:
         time.sleep(max(0.0, specs[0].measure_from - time.monotonic()))
         before = CpuSnapshot.take()
         time.sleep(max(0.0, specs[0].measure_until - time.monotonic()))
         after = CpuSnapshot.take()
-        outputs = [w.communicate(timeout=args.duration + 60)[0] for w in workers]
+        for w in workers:
+            w.wait(timeout=GRACE_SECONDS + 30)
     finally:
         for w in workers:
             if w.poll() is None:
                 w.kill()
                 w.wait()
     load = LoadResult()
-    for worker, output in zip(workers, outputs, strict=True):
-        if worker.returncode != 0 or not output.strip():
+    for worker, out in zip(workers, outputs, strict=True):
+        if worker.returncode != 0 or not out.is_file():
             load.add_error(f"load process exited with {worker.returncode}")
             continue
-        load.merge(LoadResult(**json.loads(output)))
+        load.merge(LoadResult(**json.loads(out.read_text())))
+        out.unlink()
     busy = (after.machine[0] - before.machine[0]) / max(1, after.machine[1] - before.machine[1])
     cpu = cpu_groups(server, [w.pid for w in workers], before, after)
     return Measurement(server.name, concurrency, args.duration, load, cpu, busy)
@@ -374,6 +386,7 @@ class Summary:
     errors: int
     cpu_ms_per_call: dict[str, float]
     machine_busy: float
+    other_share: float  # the worst round's
     error_samples: list[str]
 
     @classmethod
@@ -399,6 +412,7 @@ class Summary:
                 g: s * 1000 / max(1, calls) for g, s in sorted(cpu.items(), key=lambda kv: (kv[0] == "other", -kv[1]))
             },
             machine_busy=statistics.mean(r.machine_busy for r in runs),
+            other_share=max(r.other_share for r in runs),
             error_samples=samples[:5],
         )
 
@@ -418,18 +432,14 @@ def format_table(summaries: Sequence[Summary]) -> list[str]:
     return lines
 
 
-def format_noise(summaries: Sequence[Summary], duration: float, rounds: int) -> list[str]:
+def format_noise(summaries: Sequence[Summary]) -> list[str]:
     """A note for each run during which processes outside the benchmark took a noticeable share of the CPUs."""
-    capacity = duration * rounds * len(os.sched_getaffinity(0))
-    lines: list[str] = []
-    for s in summaries:
-        share = s.cpu_ms_per_call.get("other", 0.0) * s.calls / 1000 / capacity
-        if share > NOISE_SHARE:
-            lines.append(
-                f"note: during {s.target} c={s.concurrency}, {share:.0%} of the CPUs went to other processes "
-                "(or softirq); the machine was not quiet, so compare ratios with care"
-            )
-    return lines
+    return [
+        f"note: during {s.target} c={s.concurrency}, {s.other_share:.0%} of the CPUs went to other processes "
+        "(or softirq): the machine was not quiet, compare with care"
+        for s in summaries
+        if s.other_share > NOISE_SHARE
+    ]
 
 
 def format_ratios(summaries: Sequence[Summary], concurrencies: Sequence[int]) -> list[str]:
@@ -464,9 +474,13 @@ def machine_facts() -> list[str]:
     memory = "?"
     with contextlib.suppress(OSError, IndexError, ValueError):
         memory = f"{int(Path('/proc/meminfo').read_text().split()[1]) / 1024**2:.1f} GiB RAM"
+    busy_before, total_before = machine_ticks()
+    time.sleep(1.0)
+    busy_after, total_after = machine_ticks()
+    idle_check = (busy_after - busy_before) / max(1, total_after - total_before)
     return [
         f"machine:  nproc {os.cpu_count()} (usable {len(os.sched_getaffinity(0))}), {cpu_model}, {memory}, "
-        f"Linux {platform.release()}",
+        f"Linux {platform.release()}; {idle_check:.0%} of the CPUs busy in the second before the start",
         f"python:   {platform.python_implementation()} {platform.python_version()} ({sys.executable})",
         f"packages: {versions}",
     ]
@@ -536,7 +550,7 @@ def run(args: argparse.Namespace, workdir: Path) -> None:
         print("\n".join(format_table(summaries)))
         print()
         print("\n".join(format_ratios(summaries, args.concurrencies)))
-        if noise := format_noise(summaries, args.duration, args.rounds):
+        if noise := format_noise(summaries):
             print()
             print("\n".join(noise))
     finally:

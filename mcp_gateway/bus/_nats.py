@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Literal, Protocol
 
 import nats
 import structlog
@@ -17,7 +17,7 @@ from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.errors import APIError
 
-from mcp_gateway.contract import Subjects, ensure_streams
+from mcp_gateway.contract import Cancel, Subjects, encode, ensure_streams
 from mcp_gateway.errors import BusError
 from mcp_gateway.store import OutboxMessage
 
@@ -51,6 +51,8 @@ class Bus(Protocol):
     async def publish_command(self, message: OutboxMessage) -> None: ...
 
     async def fetch_events(self, batch: int, max_wait: float) -> list[Delivery]: ...
+
+    async def publish_cancel(self, workflow_id: str, reason: Literal["cancelled", "timed_out"]) -> None: ...
 
 
 class NatsBus:
@@ -160,3 +162,14 @@ class NatsBus:
         except (NatsTimeoutError, TimeoutError):
             return []
         return [Delivery(m.data, dict(m.headers or {}), m.metadata.num_delivered, m) for m in msgs]
+
+    async def publish_cancel(self, workflow_id: str, reason: Literal["cancelled", "timed_out"]) -> None:
+        """Tell every worker to stop this workflow's handler (best effort: core NATS, not stored)."""
+        if self._nc is None:
+            raise BusError("the bus is not open (use it inside 'async with')")
+        try:
+            await self._nc.publish(
+                self._subjects.cancel(workflow_id), encode(Cancel(workflow_id=workflow_id, reason=reason))
+            )
+        except (ConnectionClosedError, OutboundBufferLimitError) as exc:
+            raise BusError(f"telling workers to stop {workflow_id} failed: {exc}") from exc

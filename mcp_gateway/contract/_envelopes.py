@@ -16,11 +16,13 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 __all__ = [
     "CONTRACT_VERSION",
     "Caller",
+    "Cancel",
     "Command",
     "ContractError",
     "ErrorInfo",
     "Event",
     "EventKind",
+    "decode_cancel",
     "decode_command",
     "decode_event",
     "encode",
@@ -60,6 +62,18 @@ class Command(_Strict):
     attempt: int = Field(default=1, ge=1)
     reply_subject: str
     """Where the worker publishes this workflow's events (JetStream)."""
+
+
+class Cancel(_Strict):
+    """Stop working on a workflow: it was cancelled, or its deadline passed. Sent on core NATS, best effort."""
+
+    v: Literal[1] = 1
+    workflow_id: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")
+    reason: Literal["cancelled", "timed_out"]
+
+
+def decode_cancel(data: bytes) -> Cancel:
+    return _decode(data, Cancel, "cancel")
 
 
 class EventKind(StrEnum):

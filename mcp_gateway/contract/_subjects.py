@@ -29,6 +29,7 @@ class Subjects:
 
     - commands: `<prefix>.cmd.<tool subject>`; stream `<PREFIX>_COMMANDS` captures `<prefix>.cmd.>`
     - events:   `<prefix>.evt.<workflow id>`;   stream `<PREFIX>_EVENTS` captures `<prefix>.evt.>`
+    - cancels:  `<prefix>.ctl.cancel.<workflow id>` (core NATS, to every worker; stop that workflow's handler)
     """
 
     prefix: str = "mcpgw"
@@ -52,6 +53,13 @@ class Subjects:
     @property
     def all_events(self) -> str:
         return f"{self.prefix}.evt.>"
+
+    @property
+    def all_cancels(self) -> str:
+        return f"{self.prefix}.ctl.cancel.*"
+
+    def cancel(self, workflow_id: str) -> str:
+        return f"{self.prefix}.ctl.cancel.{workflow_id}"
 
     def command(self, tool_subject: str) -> str:
         return f"{self.prefix}.cmd.{tool_subject}"

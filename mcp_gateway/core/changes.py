@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncGenerator, Generator
+from collections.abc import AsyncGenerator, Callable, Generator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -105,6 +105,11 @@ class Waiters:
     def __init__(self, capacity: int = 32) -> None:
         self._capacity = capacity
         self._watches: dict[str, set[Watch]] = {}
+        self._listeners: list[Callable[[Change], None]] = []
+
+    def add_listener(self, listener: Callable[[Change], None]) -> None:
+        """Hear every change of every workflow (e.g. to notify resource subscribers); must not block."""
+        self._listeners.append(listener)
 
     @contextmanager
     def watch(self, workflow_id: str) -> Generator[Watch]:
@@ -123,6 +128,8 @@ class Waiters:
     def deliver(self, change: Change, truncated: bool = False) -> None:
         for w in self._watches.get(change.workflow_id, ()):
             w.offer(change, truncated)
+        for listener in self._listeners:
+            listener(change)
 
     def on_message(self, data: bytes) -> None:
         """Callback for the store's change subscription."""

@@ -21,6 +21,7 @@ from mcp_gateway.contract import Caller, Command, Headers, Subjects, encode
 from mcp_gateway.core.changes import Change, Waiters
 from mcp_gateway.core.dispatch import Dispatcher
 from mcp_gateway.core.states import TERMINAL, Status, WorkflowState
+from mcp_gateway.core.workflows import Viewer, Workflows
 from mcp_gateway.registry import Registry, SchemaViolation, Tool
 from mcp_gateway.store import NewWorkflow, OutboxMessage, WorkflowStore
 
@@ -35,6 +36,9 @@ class OutcomeKind(StrEnum):
     INVALID_ARGUMENTS = "invalid_arguments"
     UNKNOWN_TOOL = "unknown_tool"
     STILL_RUNNING = "still_running"
+    """A `sync` tool's call ran out of time; the work goes on until its deadline."""
+    HANDED_BACK = "handed_back"
+    """An `async` or `auto` tool's work continues; the caller follows it by workflow id (or task)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,12 +80,16 @@ class ToolCallService:
         dispatcher: Dispatcher,
         waiters: Waiters,
         subjects: Subjects,
+        workflows: Workflows,
     ) -> None:
         self._registry = registry
         self._store = store
         self._dispatcher = dispatcher
         self._waiters = waiters
         self._subjects = subjects
+        self._workflows = workflows
+        self.stopping = False
+        """Set when the gateway shuts down: calls cut short then are not cancellations; their work goes on."""
 
     @property
     def registry(self) -> Registry:
@@ -124,7 +132,11 @@ class ToolCallService:
         caller: Caller,
         traceparent: str | None = None,
         on_progress: ProgressCallback | None = None,
+        wait: bool = True,
     ) -> Outcome:
+        """Run a tool call. With `wait=False` (or a tool in `async` mode) it returns once the workflow is
+        recorded and its command sent. A call cancelled while it waits (the client cancelled, or closed the
+        request on the 2026-07-28 wire) cancels its workflow, unless the gateway is stopping."""
         tool = self.registry.get(name)
         if tool is None:
             return Outcome(OutcomeKind.UNKNOWN_TOOL, name)
@@ -138,6 +150,8 @@ class ToolCallService:
         deadline = datetime.now(UTC) + timedelta(seconds=tool.deadline_seconds)
         message = self._command(tool, workflow_id, args, caller, traceparent, deadline)
         structlog.contextvars.bind_contextvars(workflow_id=workflow_id, tool=name, trace_id=trace_id_of(traceparent))
+        budget = tool.config.timeout if wait and tool.config.mode != "async" else 0.0
+        recorded = False
         try:
             with self._waiters.watch(workflow_id) as watch:
                 outbox_id = await self._store.create(
@@ -153,12 +167,26 @@ class ToolCallService:
                     ),
                     message,
                 )
-                log.info("call.accepted")
-                await self._dispatcher.send(_with_id(message, outbox_id))
-                state = await self._wait(watch.changes(), workflow_id, tool.config.timeout, on_progress)
+                recorded = True
+                log.info("call.accepted", mode=tool.config.mode)
+                sent = await self._dispatcher.send(_with_id(message, outbox_id))
+                if budget > 0:
+                    state = await self._wait(watch.changes(), workflow_id, budget, on_progress)
+                else:
+                    state = WorkflowState(Status.DISPATCHED if sent else Status.PENDING)
+        except asyncio.CancelledError:
+            if recorded and not self.stopping:
+                await asyncio.shield(self._cancel_quietly(workflow_id, caller))
+            raise
         finally:
             structlog.contextvars.unbind_contextvars("workflow_id", "tool", "trace_id")
-        return _outcome(name, workflow_id, state)
+        return _outcome(name, workflow_id, state, tool.config.mode)
+
+    async def _cancel_quietly(self, workflow_id: str, caller: Caller) -> None:
+        try:
+            await self._workflows.cancel(workflow_id, Viewer(caller.subject), "the client cancelled the call")
+        except Exception as exc:  # the deadline still ends it; never mask the cancellation itself
+            log.warning("call.cancel_failed", workflow_id=workflow_id, error=str(exc))
 
     async def _wait(
         self,
@@ -192,9 +220,10 @@ def _with_id(message: OutboxMessage, outbox_id: int) -> OutboxMessage:
     )
 
 
-def _outcome(tool: str, workflow_id: str, state: WorkflowState | None) -> Outcome:
+def _outcome(tool: str, workflow_id: str, state: WorkflowState | None, mode: str) -> Outcome:
     if state is None or state.status not in TERMINAL:
-        return Outcome(OutcomeKind.STILL_RUNNING, tool, workflow_id, status=state.status if state else None)
+        kind = OutcomeKind.STILL_RUNNING if mode == "sync" else OutcomeKind.HANDED_BACK
+        return Outcome(kind, tool, workflow_id, status=state.status if state else None)
     if state.status is Status.COMPLETED:
         return Outcome(OutcomeKind.COMPLETED, tool, workflow_id, result=state.result, status=state.status)
     error = state.error or {"code": state.status.value, "message": f"the workflow ended {state.status.value}"}

@@ -14,7 +14,7 @@ from typing import Any
 
 from mcp_gateway.contract import ErrorInfo, Event, EventKind
 
-__all__ = ["TERMINAL", "Fold", "Status", "WorkflowState", "can_move", "fold"]
+__all__ = ["TERMINAL", "Fold", "Status", "WorkflowState", "can_move", "end", "fold"]
 
 
 class Status(StrEnum):
@@ -145,3 +145,13 @@ def _end(
         ),
         True,
     )
+
+
+def end(state: WorkflowState, status: Status, code: str, message: str) -> Fold:
+    """End a workflow from the gateway's side (cancelled, timed out): the one place such races are decided.
+
+    A workflow that already ended keeps its ending (a result that arrived first wins over a late cancel)."""
+    if not can_move(state.status, status):
+        return _ignored(state, f"{status.value} ignored: workflow already {state.status.value}")
+    error = {"code": code, "message": message}
+    return Fold(replace(state, status=status, error=error, version=state.version + 1), True)

@@ -1,7 +1,16 @@
 """The tool registry: tools declared in YAML under `config/`, checked at load, compiled for fast validation."""
 
-from mcp_gateway.registry._loader import load_registry
+from mcp_gateway.registry._loader import RESERVED_NAMES, load_registry
 from mcp_gateway.registry._model import Registry, Tool, ToolConfig
-from mcp_gateway.registry._schema import SchemaViolation, close_objects
+from mcp_gateway.registry._schema import HANDLE_SCHEMA, SchemaViolation, close_objects
 
-__all__ = ["Registry", "SchemaViolation", "Tool", "ToolConfig", "close_objects", "load_registry"]
+__all__ = [
+    "HANDLE_SCHEMA",
+    "RESERVED_NAMES",
+    "Registry",
+    "SchemaViolation",
+    "Tool",
+    "ToolConfig",
+    "close_objects",
+    "load_registry",
+]

@@ -11,11 +11,13 @@ from pydantic import ValidationError
 
 from mcp_gateway.errors import ConfigError, ConfigProblem
 from mcp_gateway.registry._model import Registry, Tool, ToolConfig
-from mcp_gateway.registry._schema import CompiledSchema, check_schema, close_objects
+from mcp_gateway.registry._schema import CompiledSchema, check_schema, close_objects, or_handle
 
 __all__ = ["load_registry"]
 
 _FILE_KEYS = {"tools"}
+RESERVED_NAMES = frozenset({"workflow_status", "workflow_result", "workflow_cancel", "workflow_list"})
+"""The gateway's built-in tools (for clients without the tasks extension)."""
 
 
 def _key_path(loc: tuple[int | str, ...]) -> str:
@@ -98,12 +100,15 @@ def _build(entry: Any, index: int, source: str, problems: list[ConfigProblem]) -
         annotations = types.ToolAnnotations.model_validate(
             config.annotations.model_dump(exclude_none=True, by_alias=True)
         )
+    listed_output = served_output
+    if served_output is not None and config.mode != "sync":
+        listed_output = or_handle(served_output)
     listing = types.Tool(
         name=config.name,
         title=config.title,
         description=config.description,
         input_schema=served_input,
-        output_schema=served_output,
+        output_schema=listed_output,
         annotations=annotations,
         _meta={"io.mcp-gateway/version": config.version},
     )
@@ -134,6 +139,16 @@ def load_registry(directory: Path) -> Registry:
                 continue
             tool = _build(entry, index, str(path), problems)
             if tool is None:
+                continue
+            if tool.name in RESERVED_NAMES:
+                problems.append(
+                    ConfigProblem(
+                        str(path),
+                        f"{tool.name!r} is a built-in tool of the gateway; choose another name",
+                        tool.name,
+                        f"tools[{index}].name",
+                    )
+                )
                 continue
             if tool.name in seen:
                 problems.append(

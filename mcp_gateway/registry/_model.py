@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import mcp.types as types
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -42,8 +42,15 @@ class ToolConfig(_Strict):
     description: str = Field(min_length=1)
     version: str = "1"
     subject: str = Field(description="NATS subject the command goes to, under '<prefix>.cmd.'")
+    mode: Literal["sync", "async", "auto"] = Field(
+        default="auto",
+        description="sync: wait for the result (up to timeout); async: hand back a workflow handle at once; "
+        "auto: wait up to timeout, then hand back a handle",
+    )
     timeout: float = Field(default=30.0, gt=0, le=86_400, description="seconds a call waits for the result")
-    deadline: float | None = Field(default=None, gt=0, description="seconds the work may take; default: timeout")
+    deadline: float | None = Field(
+        default=None, gt=0, description="seconds the work may take; default: timeout (sync), 1 hour or timeout"
+    )
     strict: bool = Field(default=True, description="close object schemas that do not say otherwise")
     annotations: Annotations | None = None
     input_schema: dict[str, Any]
@@ -80,7 +87,9 @@ class Tool:
 
     @property
     def deadline_seconds(self) -> float:
-        return self.config.deadline or self.config.timeout
+        if self.config.deadline is not None:
+            return self.config.deadline
+        return self.config.timeout if self.config.mode == "sync" else max(self.config.timeout, 3_600.0)
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,7 +8,7 @@ from typing import Any
 
 import jsonschema_rs
 
-__all__ = ["CompiledSchema", "SchemaViolation", "check_schema", "close_objects"]
+__all__ = ["HANDLE_SCHEMA", "CompiledSchema", "SchemaViolation", "check_schema", "close_objects", "or_handle"]
 
 DRAFT_2020_12 = "https://json-schema.org/draft/2020-12/schema"
 _OPENNESS_KEYWORDS = ("additionalProperties", "unevaluatedProperties", "patternProperties")
@@ -104,3 +104,35 @@ class CompiledSchema:
             if len(found) >= limit:
                 break
         return found
+
+
+HANDLE_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "description": "The work continues: follow it with the workflow tools or the workflow:// resource",
+    "properties": {
+        "workflow": {
+            "type": "object",
+            "properties": {
+                "id": {"type": "string"},
+                "status": {"type": "string"},
+                "uri": {"type": "string"},
+                "message": {"type": "string"},
+            },
+            "required": ["id", "status", "uri"],
+        }
+    },
+    "required": ["workflow"],
+    "additionalProperties": False,
+}
+
+
+def or_handle(output_schema: dict[str, Any]) -> dict[str, Any]:
+    """The output schema a client sees for a tool that may hand back a workflow handle: the result, or a handle.
+
+    `$defs` (and `$schema`) move to the root so that `#/$defs/...` references still resolve."""
+    declared = {k: v for k, v in output_schema.items() if k not in ("$defs", "$schema")}
+    wrapper: dict[str, Any] = {"type": "object", "anyOf": [declared, HANDLE_SCHEMA]}
+    for key in ("$schema", "$defs"):
+        if key in output_schema:
+            wrapper[key] = output_schema[key]
+    return wrapper

@@ -2,6 +2,7 @@
 
 from mcp_gateway.server._handlers import build_server, outcome_to_result
 from mcp_gateway.server._http import build_http_app
+from mcp_gateway.server._resources import ResourceFeed
 from mcp_gateway.server._stdio import serve_stdio
 
-__all__ = ["build_http_app", "build_server", "outcome_to_result", "serve_stdio"]
+__all__ = ["ResourceFeed", "build_http_app", "build_server", "outcome_to_result", "serve_stdio"]

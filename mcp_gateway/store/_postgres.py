@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import uuid
 from collections.abc import AsyncGenerator, Callable, Sequence
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +25,7 @@ from sqlalchemy.types import BigInteger, LargeBinary
 
 from mcp_gateway.contract import Event
 from mcp_gateway.core.changes import Change
-from mcp_gateway.core.states import Status, WorkflowState
+from mcp_gateway.core.states import Fold, Status, WorkflowState, end
 from mcp_gateway.errors import StoreError
 from mcp_gateway.store._interface import (
     Applied,
@@ -118,6 +120,14 @@ _UPDATE = text(
 
 CHANGES_CHANNEL = "mcpgw_changes"
 NOTIFY_LIMIT = 7_500  # PostgreSQL's payload limit is 8000 bytes
+
+_OVERDUE = text(
+    """
+    SELECT id FROM workflows
+    WHERE deadline < now() AND status NOT IN ('completed', 'failed', 'cancelled', 'timed_out', 'dead_lettered')
+    ORDER BY deadline LIMIT :limit
+    """
+)
 
 _COLUMNS = (
     "id, tool, tool_version, arguments, caller, request_id, trace_id, created_at, updated_at, deadline, "
@@ -305,33 +315,54 @@ class PostgresStore:
             ]
 
     async def apply(self, event: Event, decide: Decide) -> Applied | None:
+        return await self._transition(
+            event.workflow_id, event.key, event.kind.value, _event_data(event), event.at, decide
+        )
+
+    async def end(self, workflow_id: str, status: Status, code: str, message: str, by: str) -> Applied | None:
+        def decide(tool: str, state: WorkflowState) -> Fold:
+            return end(state, status, code, message)
+
+        key = f"{status.value}.{uuid.uuid4().hex[:8]}"
+        data = {"by": by, "code": code, "message": message}
+        return await self._transition(workflow_id, key, status.value, data, datetime.now(UTC), decide)
+
+    async def overdue(self, limit: int = 100) -> list[str]:
+        async with self._autocommit() as conn:
+            rows = await conn.execute(_OVERDUE, {"limit": limit})
+            return [r.id for r in rows]
+
+    async def _transition(
+        self, workflow_id: str, key: str, kind: str, data: dict[str, Any], at: datetime, decide: Decide
+    ) -> Applied | None:
+        """Lock the workflow, let `decide` fold the happening into its state, record it once, save and announce."""
         async with self._transaction() as conn:
-            m = (await conn.execute(_LOCK, {"id": event.workflow_id})).mappings().first()
+            m = (await conn.execute(_LOCK, {"id": workflow_id})).mappings().first()
             if m is None:
                 return None
             decision = decide(m["tool"], _state(m))
             if decision.defer:
-                return Applied(event.workflow_id, m["tool"], decision, duplicate=False)
+                return Applied(workflow_id, m["tool"], decision, duplicate=False)
             new = decision.state
             recorded = await conn.execute(
                 _RECORD_EVENT,
                 {
-                    "id": event.workflow_id,
-                    "key": event.key,
-                    "kind": event.kind.value,
+                    "id": workflow_id,
+                    "key": key,
+                    "kind": kind,
                     "status": new.status.value if decision.changed else None,
-                    "data": _event_data(event),
+                    "data": data,
                     "note": decision.note,
-                    "at": event.at,
+                    "at": at,
                 },
             )
             if recorded.first() is None:
-                return Applied(event.workflow_id, m["tool"], decision, duplicate=True)
+                return Applied(workflow_id, m["tool"], decision, duplicate=True)
             if decision.changed:
                 await conn.execute(
                     _UPDATE,
                     {
-                        "id": event.workflow_id,
+                        "id": workflow_id,
                         "status": new.status.value,
                         "attempt": new.attempt,
                         "last_seq": new.last_seq,
@@ -342,10 +373,10 @@ class PostgresStore:
                         "error": new.error,
                         "version": new.version,
                         "channel": CHANGES_CHANNEL,
-                        "change": Change(event.workflow_id, new).encode(NOTIFY_LIMIT).decode(),
+                        "change": Change(workflow_id, new).encode(NOTIFY_LIMIT).decode(),
                     },
                 )
-            return Applied(event.workflow_id, m["tool"], decision, duplicate=False)
+            return Applied(workflow_id, m["tool"], decision, duplicate=False)
 
     async def get(self, workflow_id: str) -> WorkflowRecord | None:
         async with self._autocommit() as conn:
@@ -367,12 +398,15 @@ class PostgresStore:
                 for r in rows
             ]
 
-    async def list(self, *, status: Status | None = None, limit: int = 50) -> list[WorkflowRecord]:
-        where = "WHERE status = :status" if status is not None else ""
+    async def list(
+        self, *, status: Status | None = None, caller: str | None = None, limit: int = 50
+    ) -> list[WorkflowRecord]:
+        conditions = [c for c, v in (("status = :status", status), ("caller = :caller", caller)) if v is not None]
+        where = ("WHERE " + " AND ".join(conditions)) if conditions else ""
         async with self._autocommit() as conn:
             rows = await conn.execute(
                 text(f"SELECT {_COLUMNS} FROM workflows {where} ORDER BY created_at DESC LIMIT :limit"),
-                {"status": status.value if status else None, "limit": limit},
+                {"status": status.value if status else None, "caller": caller, "limit": limit},
             )
             return [_record(r) for r in rows.mappings()]
 

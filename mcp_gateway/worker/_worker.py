@@ -1,7 +1,8 @@
 """The worker: one durable pull consumer per subject, bounded concurrency, ack after the result is on the bus.
 
 Semantics (docs/bus-contract.md): a command is acknowledged only after its terminal event is stored by
-JetStream; while a handler runs, the command's ack deadline is extended. A redelivered command whose result
+JetStream; while a handler runs, the command's ack deadline is extended. When the gateway cancels a workflow
+or its deadline passes, the handler is cancelled (it sees `asyncio.CancelledError`) and the command is settled. A redelivered command whose result
 this process already published is answered again from memory, not run twice. On stop, the worker stops
 fetching, lets running handlers finish within `drain_timeout`, and hands back (naks) the rest.
 """
@@ -11,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import OrderedDict
-from collections.abc import AsyncGenerator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable, Coroutine
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -32,6 +33,7 @@ from mcp_gateway.contract import (
     EventKind,
     Headers,
     Subjects,
+    decode_cancel,
     decode_command,
     encode,
     ensure_streams,
@@ -42,7 +44,7 @@ __all__ = ["Handler", "Worker"]
 
 log = structlog.get_logger(__name__)
 
-Handler = Callable[[ToolContext, dict[str, Any]], Awaitable[dict[str, Any]]]
+Handler = Callable[[ToolContext, dict[str, Any]], Coroutine[Any, Any, dict[str, Any]]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +76,8 @@ class Worker:
         self._slots = asyncio.Semaphore(max_concurrency)
         self._running: set[asyncio.Task[None]] = set()
         self._done: OrderedDict[str, bytes] = OrderedDict()
+        self._handlers: dict[str, asyncio.Task[dict[str, Any]]] = {}
+        self._stopped: OrderedDict[str, str] = OrderedDict()  # workflow id -> why the gateway stopped it
         self._remembered = remembered_results
         self._nc: NatsClient | None = None
         self._js: JetStreamContext | None = None
@@ -118,6 +122,7 @@ class Worker:
         self._stopping.clear()
         try:
             await ensure_streams(self._js, self.subjects)
+            await self._nc.subscribe(self.subjects.all_cancels, cb=self._on_cancel)
             subjects = sorted({r.subject for r in self._routes.values()})
             subs = [await self._subscribe(s) for s in subjects]
             loops = [asyncio.create_task(self._fetch_loop(sub)) for sub in subs]
@@ -197,6 +202,21 @@ class Worker:
         if pending:
             await asyncio.wait(pending)
 
+    async def _on_cancel(self, msg: Msg) -> None:
+        """The gateway ended a workflow (cancelled, timed out): stop its handler, or never start it."""
+        try:
+            cancel = decode_cancel(msg.data)
+        except ContractError as exc:
+            log.warning("worker.bad_cancel", error=str(exc))
+            return
+        self._stopped[cancel.workflow_id] = cancel.reason
+        while len(self._stopped) > self._remembered:
+            self._stopped.popitem(last=False)
+        handler = self._handlers.get(cancel.workflow_id)
+        if handler is not None:
+            log.info("worker.stopping_handler", workflow_id=cancel.workflow_id, reason=cancel.reason)
+            handler.cancel()
+
     async def _handle(self, msg: Msg) -> None:
         try:
             command = decode_command(msg.data)
@@ -243,6 +263,9 @@ class Worker:
                         code="unknown_tool", message=f"worker {self.name!r} has no handler for tool {command.tool!r}"
                     ),
                 )
+            elif command.workflow_id in self._stopped:
+                reason = self._stopped[command.workflow_id]
+                final = await emit(EventKind.FAILED, error=ErrorInfo(code=reason, message=f"not started: {reason}"))
             elif command.deadline <= datetime.now(UTC):
                 final = await emit(
                     EventKind.FAILED,
@@ -273,18 +296,28 @@ class Worker:
         bound: Any,
     ) -> bytes:
         await emit(EventKind.STARTED)
+        handler = asyncio.create_task(route.handler(ctx, arguments))
+        self._handlers[ctx.workflow_id] = handler
         try:
-            result = await route.handler(ctx, arguments)
+            result = await handler
         except ToolFailure as failure:
             bound.info("worker.failed", code=failure.info.code)
             return await emit(EventKind.FAILED, error=failure.info)
         except asyncio.CancelledError:
-            raise
+            current = asyncio.current_task()
+            if (current is not None and current.cancelling()) or ctx.workflow_id not in self._stopped:
+                handler.cancel()  # we are being stopped ourselves (drain): hand the command back
+                raise
+            reason = self._stopped[ctx.workflow_id]
+            bound.info("worker.stopped_by_gateway", reason=reason)
+            return await emit(EventKind.FAILED, error=ErrorInfo(code=reason, message=f"stopped: {reason}"))
         except Exception as exc:
             bound.exception("worker.handler_crashed")
             return await emit(
                 EventKind.FAILED, error=ErrorInfo(code="worker_error", message=f"{type(exc).__name__}: {exc}")
             )
+        finally:
+            self._handlers.pop(ctx.workflow_id, None)
         if not isinstance(result, dict):  # pyright: ignore[reportUnnecessaryIsInstance]
             return await emit(
                 EventKind.FAILED,

@@ -1,0 +1,133 @@
+"""Workflow resources: `workflow://{id}` (state, progress, result) and `workflow://{id}/events` (history),
+and the update notifications their subscribers get on every change, on both protocol revisions.
+
+2025-11-25 clients subscribe with `resources/subscribe` (the session is kept and notified); 2026-07-28 clients
+listen with `subscriptions/listen` (fed by the SDK's subscription bus). Changes come from the store, whichever
+gateway process folded them. Fan-out is bounded: when the queue is full, updates are dropped (and logged);
+a subscriber re-reads the resource anyway.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import re
+from types import TracebackType
+from typing import Any
+
+import mcp.types as types
+import structlog
+from mcp.server.session import ServerSession
+from mcp.server.subscriptions import InMemorySubscriptionBus, ResourceUpdated
+
+from mcp_gateway.core.changes import Change, Waiters
+from mcp_gateway.core.workflows import Viewer, Workflows
+from mcp_gateway.server._workflow_tools import summary, workflow_uri
+
+__all__ = ["TEMPLATES", "ResourceFeed", "parse_uri", "read_workflow_resource"]
+
+log = structlog.get_logger(__name__)
+
+_URI = re.compile(r"^workflow://([A-Za-z0-9_-]{1,64})(/events)?$")
+
+TEMPLATES = [
+    types.ResourceTemplate(
+        uri_template="workflow://{id}",
+        name="workflow",
+        title="Workflow",
+        description="A workflow's state, latest progress, and result or error (JSON).",
+        mime_type="application/json",
+    ),
+    types.ResourceTemplate(
+        uri_template="workflow://{id}/events",
+        name="workflow-events",
+        title="Workflow history",
+        description="A workflow's append-only event history (JSON).",
+        mime_type="application/json",
+    ),
+]
+
+
+def parse_uri(uri: str) -> tuple[str, bool] | None:
+    """(workflow id, whether the history is meant), or None for a URI that is not a workflow resource."""
+    match = _URI.match(uri)
+    return (match.group(1), match.group(2) is not None) if match else None
+
+
+async def read_workflow_resource(workflows: Workflows, viewer: Viewer, uri: str) -> dict[str, Any] | None:
+    parsed = parse_uri(uri)
+    if parsed is None:
+        return None
+    workflow_id, history = parsed
+    if history:
+        events = await workflows.events(workflow_id, viewer)
+        return {
+            "workflow_id": workflow_id,
+            "events": [
+                {"id": e.id, "kind": e.kind, "status": e.status, "at": e.at.isoformat(), "data": e.data, "note": e.note}
+                for e in events
+            ],
+        }
+    record = await workflows.get(workflow_id, viewer)
+    out = summary(record)
+    if record.state.result is not None:
+        out["result"] = record.state.result
+    return out
+
+
+def as_contents(uri: str, data: dict[str, Any]) -> types.ReadResourceResult:
+    text = json.dumps(data, ensure_ascii=False)
+    return types.ReadResourceResult(
+        contents=[types.TextResourceContents(uri=uri, mime_type="application/json", text=text)]
+    )
+
+
+class ResourceFeed:
+    """Tells resource subscribers (both wires) that a workflow resource changed."""
+
+    def __init__(self, waiters: Waiters, *, capacity: int = 4096) -> None:
+        self.bus = InMemorySubscriptionBus()
+        self._sessions: dict[str, set[ServerSession]] = {}
+        self._queue: asyncio.Queue[str] = asyncio.Queue(capacity)
+        self._task: asyncio.Task[None] | None = None
+        waiters.add_listener(self._on_change)
+
+    async def __aenter__(self) -> ResourceFeed:
+        self._task = asyncio.create_task(self._send_loop())
+        return self
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    def subscribe(self, session: ServerSession, uri: str) -> None:
+        self._sessions.setdefault(uri, set()).add(session)
+
+    def unsubscribe(self, session: ServerSession, uri: str) -> None:
+        sessions = self._sessions.get(uri)
+        if sessions is not None:
+            sessions.discard(session)
+            if not sessions:
+                del self._sessions[uri]
+
+    def _on_change(self, change: Change) -> None:
+        try:
+            self._queue.put_nowait(change.workflow_id)
+        except asyncio.QueueFull:
+            log.warning("resources.update_dropped", workflow_id=change.workflow_id)
+
+    async def _send_loop(self) -> None:
+        while True:
+            workflow_id = await self._queue.get()
+            for uri in (workflow_uri(workflow_id), workflow_uri(workflow_id) + "/events"):
+                await self.bus.publish(ResourceUpdated(uri=uri))
+                for session in list(self._sessions.get(uri, ())):
+                    try:
+                        await session.send_resource_updated(uri)
+                    except Exception:  # the session is gone: forget it
+                        self.unsubscribe(session, uri)
