@@ -7,19 +7,26 @@ state and may run in parallel.
 
 from __future__ import annotations
 
+import asyncio
+import os
 import shutil
+import sys
 import uuid
-from collections.abc import AsyncGenerator
-from contextlib import AsyncExitStack, asynccontextmanager
+from collections.abc import AsyncGenerator, Callable
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import pytest
+import uvicorn
+from mcp import Client, StdioServerParameters
 
 from mcp_gateway.app import Gateway, open_gateway
 from mcp_gateway.embedded import EmbeddedNats, EmbeddedPostgres
 from mcp_gateway.examples import all_workers
+from mcp_gateway.server import build_http_app
 from mcp_gateway.settings import Settings
 from mcp_gateway.store import run_migrations
 from tests import workers as test_workers
@@ -123,3 +130,47 @@ async def gateway(env: Env) -> AsyncGenerator[Gateway]:
     """A gateway in this process, with the workers running."""
     async with open_gateway(env.settings()) as gw, running_workers(env):
         yield gw
+
+
+Connect = Callable[..., AbstractAsyncContextManager[Client]]
+"""Opens an SDK `Client` on the transport and protocol revision of the test's parameter (kwargs go to Client)."""
+MODES = {"legacy": "2025-11-25", "auto": "2026-07-28"}
+
+
+@asynccontextmanager
+async def http_server(gateway: Gateway) -> AsyncGenerator[str]:
+    app = build_http_app(gateway.mcp_server(), host="127.0.0.1", port=0, ready=gateway.ready)
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_config=None, lifespan="on"))
+    task = asyncio.create_task(server.serve())
+    try:
+        async with asyncio.timeout(10):
+            while not server.started:  # noqa: ASYNC110 - polling uvicorn's started flag
+                await asyncio.sleep(0.01)
+        port = server.servers[0].sockets[0].getsockname()[1]
+        yield f"http://127.0.0.1:{port}/mcp"
+    finally:
+        server.should_exit = True
+        await task
+
+
+@pytest.fixture(params=["http-legacy", "http-auto", "stdio-legacy", "stdio-auto"])
+async def connect(request: pytest.FixtureRequest, env: Env, gateway: Gateway) -> AsyncGenerator[Connect]:
+    transport, mode = str(request.param).split("-")
+    if transport == "http":
+        async with http_server(gateway) as url:
+
+            def over_http(**kw: Any) -> Client:
+                return Client(url, mode=mode, read_timeout_seconds=30, **kw)
+
+            yield over_http
+    else:
+        params = StdioServerParameters(
+            command=sys.executable,
+            args=["-m", "mcp_gateway", "serve", "--transport", "stdio"],
+            env={**os.environ, **env.env_vars()},
+        )
+
+        def over_stdio(**kw: Any) -> Client:
+            return Client(params, mode=mode, read_timeout_seconds=30, **kw)
+
+        yield over_stdio

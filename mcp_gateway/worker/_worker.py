@@ -2,11 +2,11 @@
 
 Semantics (docs/bus-contract.md): a command is acknowledged only after its terminal event is stored by
 JetStream; while a handler runs, the command's ack deadline is extended. When the gateway cancels a workflow
-or its deadline passes, the handler is cancelled (it sees `asyncio.CancelledError`) and the command is settled. A redelivered command whose result
-this process already published is answered again from memory, not run twice. On stop, the worker stops
-fetching, lets running handlers finish within `drain_timeout`, and hands back (naks) the rest.
+or its deadline passes, the handler is cancelled (it sees `asyncio.CancelledError`) and the command is settled.
+A redelivered command whose result this process already published is answered again from memory, not run
+twice. On stop, the worker stops fetching, lets running handlers finish within `drain_timeout`, and hands
+back (naks) the rest.
 """
-
 from __future__ import annotations
 
 import asyncio
