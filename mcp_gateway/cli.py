@@ -142,6 +142,7 @@ async def _serve(settings: Settings, registry: Any, transport: str, examples: bo
             host=settings.host,
             port=settings.port,
             ready=gateway.ready,
+            workflows=gateway.workflows,
             allowed_hosts=settings.allowed_hosts,
             allowed_origins=settings.allowed_origins,
             max_request_body_size=settings.max_request_body,

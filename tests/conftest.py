@@ -139,7 +139,9 @@ MODES = {"legacy": "2025-11-25", "auto": "2026-07-28"}
 
 @asynccontextmanager
 async def http_server(gateway: Gateway) -> AsyncGenerator[str]:
-    app = build_http_app(gateway.mcp_server(), host="127.0.0.1", port=0, ready=gateway.ready)
+    app = build_http_app(
+        gateway.mcp_server(), host="127.0.0.1", port=0, ready=gateway.ready, workflows=gateway.workflows
+    )
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_config=None, lifespan="on"))
     task = asyncio.create_task(server.serve())
     try:

@@ -12,6 +12,7 @@ import pytest
 from mcp.shared.exceptions import MCPError
 
 from mcp_gateway.app import Gateway
+from mcp_gateway.contract import Caller
 from mcp_gateway.core.states import TERMINAL, Status
 from mcp_gateway.core.workflows import ADMIN, Viewer, WorkflowNotFound
 from tests import workers as test_workers
@@ -172,3 +173,47 @@ async def test_subscribers_hear_every_change(connect: Connect, env: Env) -> None
                             break
         result = await client.call_tool("workflow_result", {"workflow_id": workflow_id, "wait_seconds": 10})
         assert structured(result)["workflow"]["status"] == "completed"
+
+
+async def test_sse_feed_replays_then_follows_then_ends(gateway: Gateway, env: Env) -> None:
+    """GET /workflows/{id}/events: history after Last-Event-ID, then live events, ending with the workflow."""
+    import httpx2
+
+    from tests.conftest import http_server
+
+    gate_name, gate = gate_for(env)
+    outcome = await gateway.service.call(
+        "long", {"seconds": 0, "gate": gate_name}, caller=Caller(subject="anonymous"), wait=False
+    )
+    workflow_id = outcome.workflow_id
+    assert workflow_id is not None
+    assert await reach(gateway, workflow_id, {Status.RUNNING}) is Status.RUNNING
+    async with http_server(gateway) as url, httpx2.AsyncClient(timeout=15) as http:
+        base = url.removesuffix("/mcp")
+        seen: list[tuple[str, str]] = []
+        async with http.stream("GET", f"{base}/workflows/{workflow_id}/events") as response:
+            assert response.status_code == 200
+            event_id = kind = ""
+            async for line in response.aiter_lines():
+                if line.startswith("id:"):
+                    event_id = line.split(":", 1)[1].strip()
+                elif line.startswith("event:"):
+                    kind = line.split(":", 1)[1].strip()
+                elif line == "" and event_id:
+                    seen.append((event_id, kind))
+                    event_id = ""
+                    if kind == "started":
+                        gate.set()  # live from here on
+        kinds = [k for _, k in seen]
+        assert kinds[0] == "created" and kinds[-1] == "completed"
+        assert "dispatched" in kinds and "started" in kinds
+
+        # Resume after the second event: only what came after it.
+        replay = await http.get(f"{base}/workflows/{workflow_id}/events", headers={"Last-Event-ID": seen[1][0]})
+        replayed = [line.split(":", 1)[1].strip() for line in replay.text.splitlines() if line.startswith("id:")]
+        assert replayed == [i for i, _ in seen[2:]]
+
+        missing = await http.get(f"{base}/workflows/{'0' * 32}/events")
+        assert missing.status_code == 404 and missing.json()["error"] == "not_found"
+        bad = await http.get(f"{base}/workflows/{workflow_id}/events", headers={"Last-Event-ID": "abc"})
+        assert bad.status_code == 400 and "Last-Event-ID" in bad.json()["message"]

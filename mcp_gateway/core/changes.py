@@ -91,6 +91,10 @@ class Watch:
             except asyncio.QueueFull:
                 self._queue.get_nowait()  # drop the oldest: a newer state supersedes it
 
+    async def next(self) -> Change:
+        """The next change (waits for it)."""
+        return (await self._queue.get())[0]
+
     async def changes(self) -> AsyncGenerator[tuple[Change, bool]]:
         while True:
             item = await self._queue.get()

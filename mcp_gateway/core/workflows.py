@@ -8,6 +8,7 @@ arrived first wins) and then told to the workers.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from typing import Literal
 
@@ -102,3 +103,15 @@ class Workflows:
     async def events(self, workflow_id: str, viewer: Viewer, after_id: int = 0) -> list[EventRecord]:
         await self.get(workflow_id, viewer)
         return await self._store.events(workflow_id, after_id)
+
+    async def follow(self, workflow_id: str, viewer: Viewer, after_id: int = 0) -> AsyncGenerator[EventRecord]:
+        """The workflow's history after `after_id`, then each new event as it is recorded, until it ends."""
+        with self._waiters.watch(workflow_id) as watch:
+            status = (await self.get(workflow_id, viewer)).status
+            while True:
+                for event in await self._store.events(workflow_id, after_id):
+                    after_id = event.id
+                    yield event
+                if status in TERMINAL:
+                    return
+                status = (await watch.next()).state.status

@@ -2,19 +2,30 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import json
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import Any
 
 from mcp.server import Server
 from mcp.server.transport_security import TransportSecuritySettings
+from sse_starlette import EventSourceResponse
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+
+from mcp_gateway.core.workflows import Viewer, WorkflowNotFound, Workflows
 
 __all__ = ["build_http_app"]
 
+ANONYMOUS = Viewer("anonymous")
+"""Who an HTTP caller is until authentication names them."""
+
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
+
+
+def _problem(status: int, error: str, message: str) -> JSONResponse:
+    return JSONResponse({"error": error, "message": message}, status_code=status)
 
 
 def _security(host: str, port: int, allowed_hosts: list[str], allowed_origins: list[str]) -> TransportSecuritySettings:
@@ -34,14 +45,38 @@ def build_http_app(
     host: str,
     port: int,
     ready: Callable[[], Awaitable[dict[str, Any]]],
+    workflows: Workflows,
+    viewer: Viewer = ANONYMOUS,
+    heartbeat: float = 15.0,
     allowed_hosts: list[str] | None = None,
     allowed_origins: list[str] | None = None,
     max_request_body_size: int = 4 * 1024 * 1024,
 ) -> Starlette:
-    """`/mcp` (streamable HTTP, both protocol revisions), `/healthz` (alive), `/readyz` (NATS and PostgreSQL)."""
+    """`/mcp` (streamable HTTP, both protocol revisions), `/healthz` (alive), `/readyz` (NATS and PostgreSQL),
+    `/workflows/{id}/events` (SSE)."""
 
     async def healthz(request: Request) -> JSONResponse:
         return JSONResponse({"status": "ok"})
+
+    async def workflow_events(request: Request) -> Response:
+        """SSE for UIs and admins: the history after `Last-Event-ID`, then live events, ending with the workflow."""
+        workflow_id = request.path_params["workflow_id"]
+        raw = request.headers.get("last-event-id") or request.query_params.get("after") or "0"
+        if not raw.isdigit():
+            return _problem(400, "bad_last_event_id", f"Last-Event-ID must be an event id (digits), got {raw!r}")
+        try:
+            await workflows.get(workflow_id, viewer)
+        except WorkflowNotFound as exc:
+            return _problem(404, "not_found", str(exc))
+
+        async def stream() -> AsyncGenerator[dict[str, str]]:
+            async for event in workflows.follow(workflow_id, viewer, int(raw)):
+                data = {"kind": event.kind, "status": event.status, "at": event.at.isoformat(), "data": event.data}
+                if event.note:
+                    data["note"] = event.note
+                yield {"id": str(event.id), "event": event.kind, "data": json.dumps(data, ensure_ascii=False)}
+
+        return EventSourceResponse(stream(), ping=heartbeat)
 
     async def readyz(request: Request) -> JSONResponse:
         checks = await ready()
@@ -53,5 +88,9 @@ def build_http_app(
         host=host,
         transport_security=_security(host, port, allowed_hosts or [], allowed_origins or []),
         max_request_body_size=max_request_body_size,
-        custom_starlette_routes=[Route("/healthz", healthz), Route("/readyz", readyz)],
+        custom_starlette_routes=[
+            Route("/healthz", healthz),
+            Route("/readyz", readyz),
+            Route("/workflows/{workflow_id}/events", workflow_events),
+        ],
     )

@@ -7,6 +7,7 @@ A redelivered command whose result this process already published is answered ag
 twice. On stop, the worker stops fetching, lets running handlers finish within `drain_timeout`, and hands
 back (naks) the rest.
 """
+
 from __future__ import annotations
 
 import asyncio
