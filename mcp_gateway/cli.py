@@ -129,6 +129,7 @@ async def _serve(settings: Settings, registry: Any, transport: str, examples: bo
     from mcp_gateway.app import open_gateway
     from mcp_gateway.examples import all_workers
     from mcp_gateway.server import build_http_app, serve_stdio
+    from mcp_gateway.store import PostgresEventStore
 
     async with open_gateway(settings, registry) as gateway, AsyncExitStack() as workers:
         if examples:
@@ -143,6 +144,7 @@ async def _serve(settings: Settings, registry: Any, transport: str, examples: bo
             port=settings.port,
             ready=gateway.ready,
             workflows=gateway.workflows,
+            event_store=PostgresEventStore(gateway.store.engine),
             allowed_hosts=settings.allowed_hosts,
             allowed_origins=settings.allowed_origins,
             max_request_body_size=settings.max_request_body,

@@ -28,7 +28,7 @@ from mcp_gateway.embedded import EmbeddedNats, EmbeddedPostgres
 from mcp_gateway.examples import all_workers
 from mcp_gateway.server import build_http_app
 from mcp_gateway.settings import Settings
-from mcp_gateway.store import run_migrations
+from mcp_gateway.store import PostgresEventStore, run_migrations
 from tests import workers as test_workers
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -140,7 +140,12 @@ MODES = {"legacy": "2025-11-25", "auto": "2026-07-28"}
 @asynccontextmanager
 async def http_server(gateway: Gateway) -> AsyncGenerator[str]:
     app = build_http_app(
-        gateway.mcp_server(), host="127.0.0.1", port=0, ready=gateway.ready, workflows=gateway.workflows
+        gateway.mcp_server(),
+        host="127.0.0.1",
+        port=0,
+        ready=gateway.ready,
+        workflows=gateway.workflows,
+        event_store=PostgresEventStore(gateway.store.engine),
     )
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_config=None, lifespan="on"))
     task = asyncio.create_task(server.serve())

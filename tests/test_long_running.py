@@ -217,3 +217,56 @@ async def test_sse_feed_replays_then_follows_then_ends(gateway: Gateway, env: En
         assert missing.status_code == 404 and missing.json()["error"] == "not_found"
         bad = await http.get(f"{base}/workflows/{workflow_id}/events", headers={"Last-Event-ID": "abc"})
         assert bad.status_code == 400 and "Last-Event-ID" in bad.json()["message"]
+
+
+async def test_broken_stream_resumes_from_the_event_store(gateway: Gateway, env: Env) -> None:
+    """2025-11-25 wire: the client's SSE stream breaks mid-call; it reconnects with Last-Event-ID (GET) and
+    gets the progress and the result it missed, from the event store in PostgreSQL."""
+    import httpx2
+
+    from tests.conftest import http_server
+
+    gate_name, gate = gate_for(env)
+    headers = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
+    init = {
+        "jsonrpc": "2.0",
+        "id": 1,
+        "method": "initialize",
+        "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}},
+    }
+    call = {
+        "jsonrpc": "2.0",
+        "id": 2,
+        "method": "tools/call",
+        "params": {"name": "steps", "arguments": {"count": 3, "gate": gate_name}, "_meta": {"progressToken": "p"}},
+    }
+    async with http_server(gateway) as url, httpx2.AsyncClient(timeout=15) as http:
+        first = await http.post(url, json=init, headers=headers)
+        session = {**headers, "Mcp-Session-Id": first.headers["mcp-session-id"], "Mcp-Protocol-Version": "2025-11-25"}
+        await http.post(url, json={"jsonrpc": "2.0", "method": "notifications/initialized"}, headers=session)
+
+        last_id = ""
+        async with http.stream("POST", url, json=call, headers=session) as response:
+            async for line in response.aiter_lines():
+                if line.startswith("id:"):
+                    last_id = line.split(":", 1)[1].strip()
+                if line.startswith("data:") and '"progress":1' in line.replace(" ", ""):
+                    break  # the stream breaks here, after the first progress report
+        assert last_id
+        gate.set()
+        async with asyncio.timeout(15):
+            while not await gateway.store.list(status=Status.COMPLETED):  # noqa: ASYNC110 - polling the db
+                await asyncio.sleep(0.02)
+
+        replay: list[dict[str, Any]] = []
+        get_headers = {**session, "Accept": "text/event-stream", "Last-Event-ID": last_id}
+        async with http.stream("GET", url, headers=get_headers) as response:
+            assert response.status_code == 200
+            async for line in response.aiter_lines():
+                if line.startswith("data:") and line[5:].strip():
+                    replay.append(json.loads(line[5:]))
+                    if replay[-1].get("id") == 2:
+                        break
+    progress = [m["params"]["progress"] for m in replay if m.get("method") == "notifications/progress"]
+    assert progress == [2, 3]
+    assert replay[-1]["result"]["structuredContent"] == {"count": 3}

@@ -147,7 +147,7 @@ class ServerProcess:
             time.sleep(0.1)
         try:
             reply = asyncio.run(call_once(HOST, self.port, wire))
-        except (CallError, OSError) as exc:
+        except (CallError, OSError, EOFError, ValueError) as exc:
             raise RuntimeError(f"{self.name}: the first echo call failed: {exc}\n{self.log_tail()}") from exc
         return json.dumps(reply["result"].get("structuredContent"))
 
@@ -229,9 +229,14 @@ def processes_mentioning(text: str) -> list[int]:
 class ProcStat:
     ppid: int
     comm: str
-    ticks: int
-    """utime + stime + cutime + cstime: its own CPU and that of the children it reaped (postgres reaps each
-    backend it forks, so the CPU of connections opened and closed inside the window is not lost)."""
+    own: int  # utime + stime
+    reaped: int  # cutime + cstime: the children it reaped
+
+    @property
+    def ticks(self) -> int:
+        """Its own CPU and that of the children it reaped (postgres reaps each backend it forks, so the CPU of
+        connections opened and closed inside the window is not lost)."""
+        return self.own + self.reaped
 
 
 def read_procs() -> dict[int, ProcStat]:
@@ -243,7 +248,8 @@ def read_procs() -> dict[int, ProcStat]:
             raw = (entry / "stat").read_text()
             comm = raw[raw.index("(") + 1 : raw.rindex(")")]
             fields = raw[raw.rindex(")") + 2 :].split()
-            procs[int(entry.name)] = ProcStat(int(fields[1]), comm, sum(int(f) for f in fields[11:15]))
+            own, reaped = int(fields[11]) + int(fields[12]), int(fields[13]) + int(fields[14])
+            procs[int(entry.name)] = ProcStat(int(fields[1]), comm, own, reaped)
     return procs
 
 
@@ -302,14 +308,17 @@ def cpu_groups(
 def busiest_others(
     server: ServerProcess, clients: Sequence[int], before: CpuSnapshot, after: CpuSnapshot, top: int = 3
 ) -> list[tuple[str, float]]:
-    """The processes outside the target and the client that used the most CPU in the window: (name, seconds)."""
+    """The processes outside the target and the client that used the most CPU in the window: (name, seconds).
+    Children that ended inside the window show as "NAME's children" (their whole life, which may start earlier)."""
     roots = (server.pid, *clients)
     ours = {os.getpid()} | {pid for snap in (before, after) for root in roots for pid in descendants(snap.procs, root)}
     by_name: dict[str, int] = {}
     for pid, stat in after.procs.items():
         if pid not in ours:
-            ticks = stat.ticks - (before.procs[pid].ticks if pid in before.procs else 0)
-            by_name[stat.comm] = by_name.get(stat.comm, 0) + ticks
+            was = before.procs.get(pid, ProcStat(stat.ppid, stat.comm, 0, 0))
+            by_name[stat.comm] = by_name.get(stat.comm, 0) + stat.own - was.own
+            children = f"{stat.comm}'s children"
+            by_name[children] = by_name.get(children, 0) + stat.reaped - was.reaped
     ranked = sorted(by_name.items(), key=lambda kv: -kv[1])[:top]
     return [(name, ticks / CLK_TCK) for name, ticks in ranked if ticks > 0]
 

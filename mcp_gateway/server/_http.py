@@ -7,6 +7,7 @@ from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import Any
 
 from mcp.server import Server
+from mcp.server.streamable_http import EventStore
 from mcp.server.transport_security import TransportSecuritySettings
 from sse_starlette import EventSourceResponse
 from starlette.applications import Starlette
@@ -46,6 +47,7 @@ def build_http_app(
     port: int,
     ready: Callable[[], Awaitable[dict[str, Any]]],
     workflows: Workflows,
+    event_store: EventStore | None = None,
     viewer: Viewer = ANONYMOUS,
     heartbeat: float = 15.0,
     allowed_hosts: list[str] | None = None,
@@ -85,6 +87,7 @@ def build_http_app(
 
     return server.streamable_http_app(
         streamable_http_path="/mcp",
+        event_store=event_store,
         host=host,
         transport_security=_security(host, port, allowed_hosts or [], allowed_origins or []),
         max_request_body_size=max_request_body_size,

@@ -1,5 +1,6 @@
 """Workflow state in PostgreSQL, behind one small interface (`WorkflowStore`) with one implementation."""
 
+from mcp_gateway.store._event_store import PostgresEventStore
 from mcp_gateway.store._interface import (
     Applied,
     EventRecord,
@@ -15,6 +16,7 @@ __all__ = [
     "EventRecord",
     "NewWorkflow",
     "OutboxMessage",
+    "PostgresEventStore",
     "PostgresStore",
     "WorkflowRecord",
     "WorkflowStore",

@@ -1,0 +1,74 @@
+"""The SDK's `EventStore` (streamable-HTTP resumability on the 2025-11-25 wire) in PostgreSQL.
+
+A client whose SSE stream breaks reconnects with `Last-Event-ID` and gets every message it missed, from
+whichever gateway process it reaches. Old events are removed after `retention` seconds.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import structlog
+from mcp.server.streamable_http import EventCallback, EventId, EventMessage, EventStore, StreamId
+from mcp_types.jsonrpc import JSONRPCMessage, jsonrpc_message_adapter
+from pydantic import ValidationError
+from sqlalchemy import bindparam, text
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+__all__ = ["PostgresEventStore"]
+
+log = structlog.get_logger(__name__)
+
+_STORE = text("INSERT INTO mcp_stream_events (stream_id, message) VALUES (:stream, :message) RETURNING id").bindparams(
+    bindparam("message", type_=JSONB)
+)
+_STREAM_OF = text("SELECT stream_id FROM mcp_stream_events WHERE id = :id")
+_AFTER = text(
+    "SELECT id, message FROM mcp_stream_events WHERE stream_id = :stream AND id > :id AND message IS NOT NULL "
+    "ORDER BY id"
+)
+_PRUNE = text("DELETE FROM mcp_stream_events WHERE created_at < now() - make_interval(secs => :age)")
+
+
+class PostgresEventStore(EventStore):
+    def __init__(self, engine: AsyncEngine, *, retention: float = 3_600.0, prune_every: int = 1_000) -> None:
+        self._engine = engine
+        self._retention = retention
+        self._prune_every = prune_every
+        self._stored = 0
+
+    async def store_event(self, stream_id: StreamId, message: JSONRPCMessage | None) -> EventId:
+        body: Any = None
+        if message is not None:
+            body = message.model_dump(by_alias=True, mode="json", exclude_none=True)
+        async with self._engine.connect() as conn:
+            conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
+            event_id = (await conn.execute(_STORE, {"stream": stream_id, "message": body})).scalar_one()
+        self._stored += 1
+        if self._stored % self._prune_every == 0:
+            removed = await self.prune()
+            log.info("event_store.pruned", removed=removed)
+        return str(event_id)
+
+    async def replay_events_after(self, last_event_id: EventId, send_callback: EventCallback) -> StreamId | None:
+        if not last_event_id.isdigit():
+            return None
+        async with self._engine.connect() as conn:
+            stream_id = (await conn.execute(_STREAM_OF, {"id": int(last_event_id)})).scalar()
+            if stream_id is None:
+                return None
+            rows = (await conn.execute(_AFTER, {"stream": stream_id, "id": int(last_event_id)})).all()
+        for row in rows:
+            try:
+                message = jsonrpc_message_adapter.validate_python(row.message)
+            except ValidationError as exc:
+                log.error("event_store.bad_message", event_id=row.id, error=str(exc))
+                continue
+            await send_callback(EventMessage(message, str(row.id)))
+        return str(stream_id)
+
+    async def prune(self) -> int:
+        async with self._engine.begin() as conn:
+            result = await conn.execute(_PRUNE, {"age": self._retention})
+            return int(getattr(result, "rowcount", 0) or 0)
