@@ -163,6 +163,11 @@ class ServerProcess:
                 self.proc.wait(wait)
         return self.proc.returncode
 
+    def check_alive(self) -> None:
+        """RuntimeError (with the end of its log) if the server has exited: its figures would mean nothing."""
+        if self.proc is not None and self.proc.poll() is not None:
+            raise RuntimeError(f"{self.name} exited with {self.proc.returncode}; its log ends:\n{self.log_tail()}")
+
     def log_tail(self, lines: int = 20) -> str:
         try:
             text = self.log_path.read_text(errors="replace")
@@ -380,6 +385,7 @@ def collect(workers: Sequence[subprocess.Popen[bytes]], outputs: Sequence[Path])
 
 def measure(server: ServerProcess, concurrency: int, args: argparse.Namespace) -> Measurement:
     """Load `server` with `concurrency` connections for the warm-up and the window; merge what the clients saw."""
+    server.check_alive()
     start_at = time.monotonic() + LOAD_STARTUP
     connections = split(concurrency, client_procs(args.client_procs, concurrency))
     wire = WIRES[args.wire]
@@ -400,6 +406,7 @@ def measure(server: ServerProcess, concurrency: int, args: argparse.Namespace) -
             if w.poll() is None:
                 w.kill()
                 w.wait()
+    server.check_alive()
     busy = (after.machine[0] - before.machine[0]) / max(1, after.machine[1] - before.machine[1])
     clients = [w.pid for w in workers]
     cpu = cpu_groups(server, clients, before, after)

@@ -25,7 +25,7 @@ from mcp_gateway.core.workflows import Viewer, Workflows
 from mcp_gateway.registry import Registry, SchemaViolation, Tool
 from mcp_gateway.store import NewWorkflow, OutboxMessage, WorkflowStore
 
-__all__ = ["Outcome", "OutcomeKind", "Progress", "ToolCallService", "new_traceparent"]
+__all__ = ["Outcome", "OutcomeKind", "Progress", "ToolCallService", "new_traceparent", "outcome_from_state"]
 
 log = structlog.get_logger(__name__)
 
@@ -180,7 +180,7 @@ class ToolCallService:
             raise
         finally:
             structlog.contextvars.unbind_contextvars("workflow_id", "tool", "trace_id")
-        return _outcome(name, workflow_id, state, tool.config.mode)
+        return outcome_from_state(name, workflow_id, state, tool.config.mode)
 
     async def _cancel_quietly(self, workflow_id: str, caller: Caller) -> None:
         try:
@@ -220,7 +220,8 @@ def _with_id(message: OutboxMessage, outbox_id: int) -> OutboxMessage:
     )
 
 
-def _outcome(tool: str, workflow_id: str, state: WorkflowState | None, mode: str) -> Outcome:
+def outcome_from_state(tool: str, workflow_id: str, state: WorkflowState | None, mode: str) -> Outcome:
+    """What a call (or a later look at its workflow) amounts to, given the workflow's state."""
     if state is None or state.status not in TERMINAL:
         kind = OutcomeKind.STILL_RUNNING if mode == "sync" else OutcomeKind.HANDED_BACK
         return Outcome(kind, tool, workflow_id, status=state.status if state else None)

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import json
-from typing import Any
+from typing import Any, cast
 
 import mcp.types as types
 import structlog
@@ -13,12 +12,14 @@ from mcp.shared.exceptions import MCPError
 
 from mcp_gateway import __version__
 from mcp_gateway.contract import Caller
-from mcp_gateway.core.service import Outcome, OutcomeKind, Progress, ToolCallService
+from mcp_gateway.core.service import OutcomeKind, Progress, ToolCallService
 from mcp_gateway.core.workflows import Viewer, WorkflowNotFound, Workflows
 from mcp_gateway.server._resources import TEMPLATES, ResourceFeed, as_contents, parse_uri, read_workflow_resource
+from mcp_gateway.server._results import outcome_to_result
+from mcp_gateway.server._tasks import client_wants_tasks, register_tasks, task_handle
 from mcp_gateway.server._workflow_tools import BUILTIN_TOOLS, run_builtin, workflow_uri
 
-__all__ = ["build_server", "outcome_to_result"]
+__all__ = ["build_server"]
 
 log = structlog.get_logger(__name__)
 
@@ -29,65 +30,6 @@ INSTRUCTIONS = (
     "'io.mcp-gateway/workflowId'. A call whose work outlives its wait budget hands back a workflow handle: follow "
     "it with workflow_status / workflow_result, cancel it with workflow_cancel, or read workflow://{id}."
 )
-
-
-def _text(data: Any) -> list[types.ContentBlock]:
-    return [types.TextContent(text=data if isinstance(data, str) else json.dumps(data, ensure_ascii=False))]
-
-
-def outcome_to_result(outcome: Outcome) -> types.CallToolResult:
-    """The MCP form of an outcome: `structuredContent` plus a text copy, or an `isError` result with detail."""
-    meta = {"io.mcp-gateway/workflowId": outcome.workflow_id} if outcome.workflow_id else None
-    match outcome.kind:
-        case OutcomeKind.COMPLETED:
-            result = outcome.result or {}
-            return types.CallToolResult(content=_text(result), structured_content=result, _meta=meta)
-        case OutcomeKind.INVALID_ARGUMENTS:
-            detail = {
-                "error": "invalid_arguments",
-                "message": f"the arguments do not match the input schema of tool {outcome.tool!r}",
-                "violations": [{"path": v.path or "/", "message": v.message} for v in outcome.violations],
-            }
-            lines = "\n".join(f"- {v}" for v in outcome.violations)
-            text = f"Invalid arguments for tool {outcome.tool!r}:\n{lines}"
-            return types.CallToolResult(content=_text(text), structured_content=detail, is_error=True)
-        case OutcomeKind.UNKNOWN_TOOL:
-            detail = {"error": "unknown_tool", "message": f"no tool named {outcome.tool!r}"}
-            return types.CallToolResult(content=_text(detail["message"]), structured_content=detail, is_error=True)
-        case OutcomeKind.FAILED:
-            error = outcome.error or {}
-            detail = {
-                "error": error.get("code", "failed"),
-                "workflow_id": outcome.workflow_id,
-                "status": outcome.status.value if outcome.status else None,
-                **error,
-            }
-            message = f"Tool {outcome.tool!r} failed ({detail['error']}): {error.get('message', '')}"
-            if error.get("details"):
-                message += "\n" + json.dumps(error["details"], ensure_ascii=False)
-            return types.CallToolResult(content=_text(message), structured_content=detail, is_error=True, _meta=meta)
-        case OutcomeKind.HANDED_BACK:
-            assert outcome.workflow_id is not None
-            uri = workflow_uri(outcome.workflow_id)
-            status = outcome.status.value if outcome.status else "pending"
-            text = (
-                f"The work continues as workflow {outcome.workflow_id} (status: {status}). Follow it with "
-                f"workflow_status or workflow_result (workflow_id={outcome.workflow_id!r}), cancel it with "
-                f"workflow_cancel, or read {uri}."
-            )
-            handle = {"workflow": {"id": outcome.workflow_id, "status": status, "uri": uri, "message": text}}
-            link = types.ResourceLink(uri=uri, name=f"workflow {outcome.workflow_id}", mime_type="application/json")
-            return types.CallToolResult(content=[*_text(text), link], structured_content=handle, _meta=meta)
-        case OutcomeKind.STILL_RUNNING:
-            detail = {
-                "error": "still_running",
-                "workflow_id": outcome.workflow_id,
-                "status": outcome.status.value if outcome.status else None,
-                "message": f"workflow {outcome.workflow_id} did not finish within the tool's timeout; it still runs",
-            }
-            return types.CallToolResult(
-                content=_text(detail["message"]), structured_content=detail, is_error=True, _meta=meta
-            )
 
 
 def _caller(ctx: ServerRequestContext[Any], default_subject: str) -> Caller:
@@ -123,6 +65,8 @@ def build_server(
         async def progress(p: Progress) -> None:
             await ctx.session.report_progress(p.progress, p.total, p.message)
 
+        tool = service.registry.get(params.name)
+        as_task = tool is not None and tool.config.mode != "sync" and client_wants_tasks(ctx)
         structlog.contextvars.bind_contextvars(request_id=str(ctx.request_id))
         try:
             outcome = await service.call(
@@ -131,10 +75,14 @@ def build_server(
                 caller=_caller(ctx, caller_subject),
                 traceparent=_traceparent(ctx),
                 on_progress=progress,
+                wait=not as_task,
             )
         finally:
             structlog.contextvars.unbind_contextvars("request_id")
         log.info("call.finished", tool=params.name, outcome=outcome.kind.value, workflow_id=outcome.workflow_id)
+        if as_task and outcome.kind is OutcomeKind.HANDED_BACK and outcome.workflow_id is not None:
+            # The task is the workflow, already recorded: hand its id back at once.
+            return cast(types.CallToolResult, task_handle(await workflows.get(outcome.workflow_id, viewer)))
         return outcome_to_result(outcome)
 
     async def list_resources(
@@ -181,7 +129,7 @@ def build_server(
         feed.unsubscribe(ctx.session, str(params.uri))
         return types.EmptyResult()
 
-    return Server(
+    server = Server(
         "mcp-gateway",
         version=__version__,
         title="MCP Gateway",
@@ -195,3 +143,5 @@ def build_server(
         on_unsubscribe_resource=unsubscribe,
         on_subscriptions_listen=ListenHandler(feed.bus),
     )
+    register_tasks(server, workflows, viewer)
+    return server

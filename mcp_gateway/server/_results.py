@@ -1,0 +1,72 @@
+"""The MCP form of a call's outcome: `structuredContent` plus a text copy, or an `isError` result with detail."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import mcp.types as types
+
+from mcp_gateway.core.service import Outcome, OutcomeKind
+from mcp_gateway.server._workflow_tools import workflow_uri
+
+__all__ = ["outcome_to_result"]
+
+
+def _text(data: Any) -> list[types.ContentBlock]:
+    return [types.TextContent(text=data if isinstance(data, str) else json.dumps(data, ensure_ascii=False))]
+
+
+def outcome_to_result(outcome: Outcome) -> types.CallToolResult:
+    """The MCP form of an outcome: `structuredContent` plus a text copy, or an `isError` result with detail."""
+    meta = {"io.mcp-gateway/workflowId": outcome.workflow_id} if outcome.workflow_id else None
+    match outcome.kind:
+        case OutcomeKind.COMPLETED:
+            result = outcome.result or {}
+            return types.CallToolResult(content=_text(result), structured_content=result, _meta=meta)
+        case OutcomeKind.INVALID_ARGUMENTS:
+            detail = {
+                "error": "invalid_arguments",
+                "message": f"the arguments do not match the input schema of tool {outcome.tool!r}",
+                "violations": [{"path": v.path or "/", "message": v.message} for v in outcome.violations],
+            }
+            lines = "\n".join(f"- {v}" for v in outcome.violations)
+            text = f"Invalid arguments for tool {outcome.tool!r}:\n{lines}"
+            return types.CallToolResult(content=_text(text), structured_content=detail, is_error=True)
+        case OutcomeKind.UNKNOWN_TOOL:
+            detail = {"error": "unknown_tool", "message": f"no tool named {outcome.tool!r}"}
+            return types.CallToolResult(content=_text(detail["message"]), structured_content=detail, is_error=True)
+        case OutcomeKind.FAILED:
+            error = outcome.error or {}
+            detail = {
+                "error": error.get("code", "failed"),
+                "workflow_id": outcome.workflow_id,
+                "status": outcome.status.value if outcome.status else None,
+                **error,
+            }
+            message = f"Tool {outcome.tool!r} failed ({detail['error']}): {error.get('message', '')}"
+            if error.get("details"):
+                message += "\n" + json.dumps(error["details"], ensure_ascii=False)
+            return types.CallToolResult(content=_text(message), structured_content=detail, is_error=True, _meta=meta)
+        case OutcomeKind.HANDED_BACK:
+            assert outcome.workflow_id is not None
+            uri = workflow_uri(outcome.workflow_id)
+            status = outcome.status.value if outcome.status else "pending"
+            text = (
+                f"The work continues as workflow {outcome.workflow_id} (status: {status}). Follow it with "
+                f"workflow_status or workflow_result (workflow_id={outcome.workflow_id!r}), cancel it with "
+                f"workflow_cancel, or read {uri}."
+            )
+            handle = {"workflow": {"id": outcome.workflow_id, "status": status, "uri": uri, "message": text}}
+            link = types.ResourceLink(uri=uri, name=f"workflow {outcome.workflow_id}", mime_type="application/json")
+            return types.CallToolResult(content=[*_text(text), link], structured_content=handle, _meta=meta)
+        case OutcomeKind.STILL_RUNNING:
+            detail = {
+                "error": "still_running",
+                "workflow_id": outcome.workflow_id,
+                "status": outcome.status.value if outcome.status else None,
+                "message": f"workflow {outcome.workflow_id} did not finish within the tool's timeout; it still runs",
+            }
+            return types.CallToolResult(
+                content=_text(detail["message"]), structured_content=detail, is_error=True, _meta=meta
+            )

@@ -1,0 +1,113 @@
+"""The tasks extension (`io.modelcontextprotocol/tasks`, SEP-2663, 2026-07-28 wire): the task is the workflow.
+
+A client that declares the extension gets, for a tool in `async` or `auto` mode, a task handle as soon as the
+workflow is recorded; it polls `tasks/get` (status, latest progress message, and the result or error inline
+once done), answers input with `tasks/update`, and cancels with `tasks/cancel`. Task ids are workflow ids:
+unguessable, and bound to their caller (another caller's id is "not found").
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import mcp.types as types
+from mcp.server import Server, ServerRequestContext
+from mcp.shared.exceptions import MCPError
+
+from mcp_gateway.core.service import outcome_from_state
+from mcp_gateway.core.states import Status
+from mcp_gateway.core.workflows import Viewer, WorkflowNotFound, Workflows
+from mcp_gateway.server._results import outcome_to_result
+from mcp_gateway.store import WorkflowRecord
+
+__all__ = ["TASKS_EXTENSION", "client_wants_tasks", "register_tasks", "task_handle"]
+
+TASKS_EXTENSION = "io.modelcontextprotocol/tasks"
+CLIENT_CAPABILITIES = "io.modelcontextprotocol/clientCapabilities"
+POLL_INTERVAL_MS = 500
+
+_TASK_STATUS = {
+    Status.PENDING: "working",
+    Status.DISPATCHED: "working",
+    Status.RUNNING: "working",
+    Status.INPUT_REQUIRED: "input_required",
+    Status.COMPLETED: "completed",
+    Status.FAILED: "failed",
+    Status.TIMED_OUT: "failed",
+    Status.DEAD_LETTERED: "failed",
+    Status.CANCELLED: "cancelled",
+}
+
+
+class TaskParams(types.RequestParams):
+    task_id: str
+
+
+class TaskUpdateParams(types.RequestParams):
+    task_id: str
+    input_responses: dict[str, Any] | None = None
+
+
+def client_wants_tasks(ctx: ServerRequestContext[Any]) -> bool:
+    """Whether this request's client declared the tasks extension (2026-07-28 requests carry their capabilities)."""
+    capabilities = (ctx.meta or {}).get(CLIENT_CAPABILITIES)
+    extensions = capabilities.get("extensions") if isinstance(capabilities, dict) else None
+    return isinstance(extensions, dict) and TASKS_EXTENSION in extensions
+
+
+def _iso(moment: datetime) -> str:
+    return moment.isoformat().replace("+00:00", "Z")
+
+
+def task_handle(record: WorkflowRecord, *, inline: bool = False) -> dict[str, Any]:
+    """The wire form of a workflow as a task; with `inline`, the result or error of an ended one."""
+    s = record.state
+    ttl_ms = max(int((record.deadline - record.created_at).total_seconds() * 1000), 0)
+    task: dict[str, Any] = {
+        "resultType": "task",
+        "taskId": record.id,
+        "status": _TASK_STATUS[s.status],
+        "createdAt": _iso(record.created_at),
+        "lastUpdatedAt": _iso(record.updated_at),
+        "ttlMs": ttl_ms,
+        "pollIntervalMs": POLL_INTERVAL_MS,
+    }
+    if s.message:
+        task["statusMessage"] = s.message
+    if inline and s.status in (Status.COMPLETED, Status.FAILED):
+        result = outcome_to_result(outcome_from_state(record.tool, record.id, s, "sync"))
+        task["result"] = result.model_dump(by_alias=True, mode="json", exclude_none=True)
+    elif inline and s.error is not None:
+        task["error"] = s.error
+    return task
+
+
+def register_tasks(server: Server[Any], workflows: Workflows, viewer: Viewer) -> None:
+    """Serve `tasks/get`, `tasks/update`, `tasks/cancel`, and advertise the extension."""
+
+    async def lookup(task_id: str) -> WorkflowRecord:
+        try:
+            return await workflows.get(task_id, viewer)
+        except WorkflowNotFound as exc:
+            raise MCPError(types.INVALID_PARAMS, f"unknown task {task_id!r} (or another caller's)") from exc
+
+    async def get(ctx: ServerRequestContext[Any], params: TaskParams) -> dict[str, Any]:
+        return task_handle(await lookup(params.task_id), inline=True)
+
+    async def cancel(ctx: ServerRequestContext[Any], params: TaskParams) -> dict[str, Any]:
+        await lookup(params.task_id)
+        return task_handle(await workflows.cancel(params.task_id, viewer, "cancelled through tasks/cancel"))
+
+    async def update(ctx: ServerRequestContext[Any], params: TaskUpdateParams) -> dict[str, Any]:
+        record = await lookup(params.task_id)
+        if record.status is not Status.INPUT_REQUIRED:
+            raise MCPError(
+                types.INVALID_PARAMS, f"task {params.task_id!r} is {record.status.value}; it asks for no input"
+            )
+        raise MCPError(types.INVALID_PARAMS, "input for tasks is not supported by this gateway yet")
+
+    server.add_request_handler("tasks/get", TaskParams, get)
+    server.add_request_handler("tasks/cancel", TaskParams, cancel)
+    server.add_request_handler("tasks/update", TaskUpdateParams, update)
+    server.extensions[TASKS_EXTENSION] = {}

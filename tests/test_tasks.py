@@ -1,0 +1,129 @@
+"""The tasks extension (2026-07-28): a task-capable client gets a task handle at once, polls tasks/get for
+status and the inline result, cancels with tasks/cancel. A small client-side extension plays the client."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, ClassVar, Literal
+
+import mcp.types as types
+import pytest
+from mcp import Client
+from mcp.client import ClientExtension, ResultClaim
+from mcp.client.extension import ClaimContext
+from mcp.client.session import ClientSession
+from mcp.shared.exceptions import MCPError
+from pydantic import ConfigDict
+
+from mcp_gateway.app import Gateway
+from mcp_gateway.core.states import Status
+from tests import workers as test_workers
+from tests.conftest import Env, http_server
+
+
+class TaskHandle(types.Result):
+    model_config = ConfigDict(extra="allow")
+    result_type: Literal["task"] = "task"
+    task_id: str
+    status: str
+    created_at: str
+    last_updated_at: str
+    ttl_ms: int
+    poll_interval_ms: int
+
+
+class TaskState(types.Result):
+    model_config = ConfigDict(extra="allow")
+    task_id: str
+    status: str
+    status_message: str | None = None
+    result: dict[str, Any] | None = None
+    error: dict[str, Any] | None = None
+
+
+class TaskParams(types.RequestParams):
+    task_id: str
+    input_responses: dict[str, Any] | None = None
+
+
+class TaskRequest(types.Request[TaskParams, str]):
+    name_param: ClassVar[str | None] = "taskId"
+
+
+async def task_call(session: ClientSession, method: str, task_id: str, **extra: Any) -> TaskState:
+    params = TaskParams(task_id=task_id, **extra)
+    return await session.send_request(TaskRequest(method=method, params=params), TaskState)
+
+
+class Tasks(ClientExtension):
+    """Declares the extension; its claim polls tasks/get until the task ends."""
+
+    identifier = "io.modelcontextprotocol/tasks"
+
+    def __init__(self) -> None:
+        self.handles: list[TaskHandle] = []
+        self.polls = 0
+
+    def claims(self) -> list[ResultClaim[Any]]:
+        return [ResultClaim(result_type="task", model=TaskHandle, resolve=self.resolve)]
+
+    async def resolve(self, handle: TaskHandle, ctx: ClaimContext) -> types.CallToolResult:
+        self.handles.append(handle)
+        async with asyncio.timeout(20):
+            while True:
+                state = await task_call(ctx.session, "tasks/get", handle.task_id)
+                self.polls += 1
+                if state.result is not None:
+                    return types.CallToolResult.model_validate(state.result)
+                if state.status in ("cancelled", "failed"):
+                    text = types.TextContent(text=str(state.error))
+                    return types.CallToolResult(content=[text], is_error=True)
+                await asyncio.sleep(handle.poll_interval_ms / 1000 / 10)
+
+
+async def test_task_handle_then_poll_to_the_result(gateway: Gateway, env: Env) -> None:
+    tasks = Tasks()
+    gate = test_workers.gates.setdefault(env.prefix, asyncio.Event())
+    async with http_server(gateway) as url, Client(url, extensions=[tasks]) as client:
+        assert client.protocol_version == "2026-07-28"
+        call = asyncio.create_task(client.call_tool("long", {"seconds": 0, "gate": env.prefix}))
+        async with asyncio.timeout(10):
+            while not tasks.handles:  # noqa: ASYNC110 - the claim records the handle as it arrives
+                await asyncio.sleep(0.01)
+        handle = tasks.handles[0]
+        assert handle.status == "working"
+        record = await gateway.store.get(handle.task_id)
+        assert record is not None  # stored durably before the handle was returned
+        gate.set()
+        result = await call
+    assert not result.is_error
+    assert result.structured_content == {"slept": 0}
+    assert tasks.polls >= 1
+
+
+async def test_tasks_cancel_and_foreign_ids(gateway: Gateway, env: Env) -> None:
+    tasks = Tasks()
+    async with http_server(gateway) as url, Client(url, extensions=[tasks]) as client:
+        handed = await client.session.call_tool(
+            "long", {"seconds": 0, "gate": env.prefix}, allow_claimed=True, allow_input_required=True
+        )
+        assert isinstance(handed, TaskHandle)
+        cancelled = await task_call(client.session, "tasks/cancel", handed.task_id)
+        assert cancelled.status == "cancelled"
+        state = await task_call(client.session, "tasks/get", handed.task_id)
+        assert state.status == "cancelled" and state.error is not None and state.error["code"] == "cancelled"
+        with pytest.raises(MCPError, match="unknown task"):
+            await task_call(client.session, "tasks/get", "0" * 32)
+        with pytest.raises(MCPError, match="asks for no input"):
+            await task_call(client.session, "tasks/update", handed.task_id, input_responses={})
+    record = await gateway.store.get(handed.task_id)
+    assert record is not None and record.status is Status.CANCELLED
+
+
+async def test_sync_tools_answer_directly_even_to_task_clients(gateway: Gateway) -> None:
+    tasks = Tasks()
+    async with http_server(gateway) as url, Client(url, extensions=[tasks]) as client:
+        result = await client.call_tool("echo", {"text": "now"})
+    assert result.structured_content is not None, result
+    assert result.structured_content["text"] == "now", result
+    assert tasks.handles == []
