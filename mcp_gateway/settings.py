@@ -34,7 +34,7 @@ class Settings(BaseSettings):
     migrate_on_start: bool = True
     outbox_relay_after: float = Field(default=5.0, gt=0, description="seconds before the relay re-publishes")
     duplicate_window: float = Field(default=3_600.0, gt=0, description="JetStream de-duplication window, seconds")
-    db_pool_size: int = Field(default=10, ge=1)
+    db_pool_size: int = Field(default=20, ge=1)
     allowed_hosts: list[str] = Field(default_factory=list[str], description="extra Host values, e.g. gw.example:443")
     allowed_origins: list[str] = Field(default_factory=list[str])
     max_request_body: int = Field(default=4 * 1024 * 1024, ge=1024)

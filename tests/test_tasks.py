@@ -103,6 +103,7 @@ async def test_task_handle_then_poll_to_the_result(gateway: Gateway, env: Env) -
 
 async def test_tasks_cancel_and_foreign_ids(gateway: Gateway, env: Env) -> None:
     tasks = Tasks()
+    test_workers.gates.setdefault(env.prefix, asyncio.Event())  # never set: the work waits until cancelled
     async with http_server(gateway) as url, Client(url, extensions=[tasks]) as client:
         handed = await client.session.call_tool(
             "long", {"seconds": 0, "gate": env.prefix}, allow_claimed=True, allow_input_required=True

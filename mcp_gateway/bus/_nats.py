@@ -17,7 +17,7 @@ from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.errors import APIError
 
-from mcp_gateway.contract import Cancel, Subjects, encode, ensure_streams
+from mcp_gateway.contract import Cancel, InputAnswer, Subjects, encode, ensure_streams
 from mcp_gateway.errors import BusError
 from mcp_gateway.store import OutboxMessage
 
@@ -53,6 +53,8 @@ class Bus(Protocol):
     async def fetch_events(self, batch: int, max_wait: float) -> list[Delivery]: ...
 
     async def publish_cancel(self, workflow_id: str, reason: Literal["cancelled", "timed_out"]) -> None: ...
+
+    async def publish_answer(self, answer: InputAnswer) -> None: ...
 
 
 class NatsBus:
@@ -173,3 +175,12 @@ class NatsBus:
             )
         except (ConnectionClosedError, OutboundBufferLimitError) as exc:
             raise BusError(f"telling workers to stop {workflow_id} failed: {exc}") from exc
+
+    async def publish_answer(self, answer: InputAnswer) -> None:
+        """Give the waiting worker the user's answer (core NATS; a worker that missed it asks again)."""
+        if self._nc is None:
+            raise BusError("the bus is not open (use it inside 'async with')")
+        try:
+            await self._nc.publish(self._subjects.answer(answer.workflow_id), encode(answer))
+        except (ConnectionClosedError, OutboundBufferLimitError) as exc:
+            raise BusError(f"sending the answer for {answer.workflow_id} failed: {exc}") from exc

@@ -22,6 +22,9 @@ __all__ = [
     "ErrorInfo",
     "Event",
     "EventKind",
+    "InputAnswer",
+    "InputRequest",
+    "decode_answer",
     "decode_cancel",
     "decode_command",
     "decode_event",
@@ -38,7 +41,7 @@ class ContractError(ValueError):
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
 
 class Caller(_Strict):
@@ -79,8 +82,33 @@ def decode_cancel(data: bytes) -> Cancel:
 class EventKind(StrEnum):
     STARTED = "started"
     PROGRESS = "progress"
+    INPUT_REQUIRED = "input_required"
     COMPLETED = "completed"
     FAILED = "failed"
+
+
+class InputRequest(_Strict):
+    """A question a worker asks the user mid-way: a confirmation, or fields described by a small JSON Schema."""
+
+    id: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")
+    kind: Literal["confirm", "form"]
+    message: str = Field(min_length=1, max_length=4000)
+    schema_: dict[str, Any] | None = Field(default=None, alias="schema")
+    """For `form`: a flat JSON object schema (elicitation rules); `confirm` asks yes or no."""
+
+
+class InputAnswer(_Strict):
+    """The user's answer, sent to the worker on `<prefix>.ctl.input.<workflow id>` (core NATS)."""
+
+    v: Literal[1] = 1
+    workflow_id: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")
+    request_id: str
+    action: Literal["accept", "decline", "cancel"]
+    content: dict[str, Any] | None = None
+
+
+def decode_answer(data: bytes) -> InputAnswer:
+    return _decode(data, InputAnswer, "input answer")
 
 
 class ErrorInfo(_Strict):
@@ -106,6 +134,7 @@ class Event(_Strict):
     message: str | None = None
     result: dict[str, Any] | None = None
     error: ErrorInfo | None = None
+    request: InputRequest | None = None
 
     @property
     def key(self) -> str:
@@ -119,11 +148,13 @@ class Event(_Strict):
             raise ValueError("a 'failed' event needs 'error' ({code, message})")
         if self.kind is EventKind.PROGRESS and self.progress is None:
             raise ValueError("a 'progress' event needs 'progress' (a number)")
+        if self.kind is EventKind.INPUT_REQUIRED and self.request is None:
+            raise ValueError("an 'input_required' event needs 'request' ({id, kind, message, schema?})")
 
 
 def encode(model: BaseModel) -> bytes:
     """The wire form of an envelope: compact JSON, no null fields."""
-    return model.model_dump_json(exclude_none=True).encode()
+    return model.model_dump_json(exclude_none=True, by_alias=True).encode()
 
 
 def _describe(error: ValidationError, what: str) -> str:

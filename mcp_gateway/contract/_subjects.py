@@ -30,6 +30,7 @@ class Subjects:
     - commands: `<prefix>.cmd.<tool subject>`; stream `<PREFIX>_COMMANDS` captures `<prefix>.cmd.>`
     - events:   `<prefix>.evt.<workflow id>`;   stream `<PREFIX>_EVENTS` captures `<prefix>.evt.>`
     - cancels:  `<prefix>.ctl.cancel.<workflow id>` (core NATS, to every worker; stop that workflow's handler)
+    - answers:  `<prefix>.ctl.input.<workflow id>` (core NATS, to the worker waiting for the user's answer)
     """
 
     prefix: str = "mcpgw"
@@ -60,6 +61,9 @@ class Subjects:
 
     def cancel(self, workflow_id: str) -> str:
         return f"{self.prefix}.ctl.cancel.{workflow_id}"
+
+    def answer(self, workflow_id: str) -> str:
+        return f"{self.prefix}.ctl.input.{workflow_id}"
 
     def command(self, tool_subject: str) -> str:
         return f"{self.prefix}.cmd.{tool_subject}"

@@ -46,6 +46,7 @@ class Change:
             "message": s.message,
             "result": s.result,
             "error": s.error,
+            "question": s.question,
         }
         data = json.dumps(body, separators=(",", ":")).encode()
         if len(data) > max_size:
@@ -68,6 +69,7 @@ class Change:
             result=b["result"],
             error=b["error"],
             version=b["version"],
+            question=b.get("question"),
         )
         return cls(b["id"], state), bool(b.get("truncated"))
 

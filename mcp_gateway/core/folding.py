@@ -16,9 +16,9 @@ from types import TracebackType
 import structlog
 
 from mcp_gateway.bus import Bus, Delivery
-from mcp_gateway.contract import ContractError, Event, decode_event
+from mcp_gateway.contract import ContractError, Event, InputAnswer, decode_event
 from mcp_gateway.core.states import Fold, WorkflowState, fold
-from mcp_gateway.errors import StoreError
+from mcp_gateway.errors import BusError, StoreError
 from mcp_gateway.registry import Registry
 from mcp_gateway.store import WorkflowStore
 
@@ -123,6 +123,11 @@ class EventFolder:
         if applied.fold.defer:
             await delivery.nak(DEFER_DELAY)
             return
+        if applied.fold.resend is not None:  # a question asked again (redelivery): the same answer again
+            try:
+                await self._bus.publish_answer(InputAnswer(workflow_id=event.workflow_id, **applied.fold.resend))
+            except BusError as exc:
+                bound.warning("fold.resend_failed", error=str(exc))
         if applied.fold.note:
             bound.info("fold.noted", note=applied.fold.note, duplicate=applied.duplicate)
         await delivery.ack()

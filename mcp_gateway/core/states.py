@@ -8,13 +8,13 @@ nothing, and progress only moves forward by sequence number.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any
 
 from mcp_gateway.contract import ErrorInfo, Event, EventKind
 
-__all__ = ["TERMINAL", "Fold", "Status", "WorkflowState", "can_move", "end", "fold"]
+__all__ = ["TERMINAL", "Fold", "Status", "WorkflowState", "answer", "can_move", "end", "fold"]
 
 
 class Status(StrEnum):
@@ -37,7 +37,7 @@ _ALLOWED: dict[Status, frozenset[Status]] = {
     Status.PENDING: frozenset({Status.DISPATCHED, Status.RUNNING, Status.INPUT_REQUIRED} | _ENDINGS),
     Status.DISPATCHED: frozenset({Status.RUNNING, Status.INPUT_REQUIRED} | _ENDINGS),
     Status.RUNNING: frozenset({Status.INPUT_REQUIRED} | _ENDINGS),
-    Status.INPUT_REQUIRED: frozenset({Status.RUNNING} | _ENDINGS),
+    Status.INPUT_REQUIRED: frozenset({Status.RUNNING, Status.PENDING} | _ENDINGS),
 }
 
 
@@ -59,6 +59,10 @@ class WorkflowState:
     result: dict[str, Any] | None = None
     error: dict[str, Any] | None = None
     version: int = 0
+    question: dict[str, Any] | None = None
+    """The open input request (a worker's question, or an approval), while `input_required`."""
+    answers: dict[str, Any] = field(default_factory=dict[str, Any])
+    """Answers given so far, by request id: a question asked again (a redelivered command) gets the same one."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +74,8 @@ class Fold:
     note: str | None = None
     defer: bool = False
     """Earlier events of this attempt have not arrived yet: put this one back and fold it a moment later."""
+    resend: dict[str, Any] | None = None
+    """A question asked again that was already answered: send this answer to the worker again."""
 
 
 OutputCheck = Callable[[dict[str, Any]], Sequence[object]]
@@ -99,7 +105,7 @@ def fold(
     newer = event.seq > base.last_seq
     match event.kind:
         case EventKind.STARTED | EventKind.PROGRESS:
-            target = Status.RUNNING
+            target = Status.INPUT_REQUIRED if base.status is Status.INPUT_REQUIRED else Status.RUNNING
             if not newer:
                 # An older progress report arriving late: keep the newer figures, but a first sign of life
                 # still moves a dispatched workflow to running.
@@ -110,6 +116,19 @@ def fold(
             if event.kind is EventKind.PROGRESS:
                 updated = replace(updated, progress=event.progress, total=event.total, message=event.message)
             return Fold(updated, True)
+        case EventKind.INPUT_REQUIRED:
+            assert event.request is not None
+            question = event.request.model_dump(by_alias=True, exclude_none=True)
+            if question["id"] in base.answers:
+                return Fold(state, False, f"already answered: {question['id']}", resend=base.answers[question["id"]])
+            asked = replace(
+                base,
+                status=Status.INPUT_REQUIRED,
+                last_seq=max(base.last_seq, event.seq),
+                question=question,
+                version=base.version + 1,
+            )
+            return Fold(asked, True)
         case EventKind.COMPLETED:
             result = event.result or {}
             violations = list(check_output(result)) if check_output is not None else []
@@ -124,6 +143,36 @@ def fold(
         case EventKind.FAILED:
             assert event.error is not None
             return _end(base, event, Status.FAILED, error=event.error.model_dump(exclude_none=True))
+
+
+_PAST = {"accept": "accepted", "decline": "declined", "cancel": "cancelled"}
+
+
+def answer(state: WorkflowState, request_id: str, action: str, content: dict[str, Any] | None) -> Fold:
+    """Record the user's (or an admin's) answer to the open question; the only way out of `input_required`.
+
+    An approval accepted lets the held command go (`pending`); declined or cancelled, the workflow ends
+    `cancelled` (code `denied`). A worker's question answered lets the worker go on (`running`)."""
+    question = state.question
+    if state.status is not Status.INPUT_REQUIRED or question is None:
+        return _ignored(state, f"answer refused: workflow is {state.status.value}, it asks for no input")
+    if question["id"] != request_id:
+        return _ignored(state, f"answer refused: the open question is {question['id']!r}, not {request_id!r}")
+    given = {"request_id": request_id, "action": action, "content": content}
+    answers = {**state.answers, request_id: given}
+    if question.get("approval"):
+        if action == "accept":
+            return Fold(
+                replace(state, status=Status.PENDING, question=None, answers=answers, version=state.version + 1), True
+            )
+        error = {"code": "denied", "message": f"the approval was {_PAST[action]}"}
+        return Fold(
+            replace(
+                state, status=Status.CANCELLED, question=None, answers=answers, error=error, version=state.version + 1
+            ),
+            True,
+        )
+    return Fold(replace(state, status=Status.RUNNING, question=None, answers=answers, version=state.version + 1), True)
 
 
 def _end(

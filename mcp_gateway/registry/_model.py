@@ -52,6 +52,9 @@ class ToolConfig(_Strict):
         default=None, gt=0, description="seconds the work may take; default: timeout (sync), 1 hour or timeout"
     )
     strict: bool = Field(default=True, description="close object schemas that do not say otherwise")
+    approval: Literal["none", "caller", "admin"] = Field(
+        default="none", description="hold each call before dispatch until the caller, or an admin, approves it"
+    )
     annotations: Annotations | None = None
     input_schema: dict[str, Any]
     output_schema: dict[str, Any] | None = None

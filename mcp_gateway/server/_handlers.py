@@ -129,8 +129,17 @@ def build_server(
         feed.unsubscribe(ctx.session, str(params.uri))
         return types.EmptyResult()
 
+    def input_schema(name: str) -> dict[str, Any] | None:
+        # Lets the SDK check 2026-07-28 `Mcp-Param-*` headers without running tools/list on every call.
+        tool = service.registry.get(name)
+        if tool is not None:
+            return tool.listing.input_schema
+        builtin = BUILTIN_TOOLS.get(name)
+        return builtin.listing.input_schema if builtin is not None else None
+
     server = Server(
         "mcp-gateway",
+        get_tool_input_schema=input_schema,
         version=__version__,
         title="MCP Gateway",
         instructions=INSTRUCTIONS,

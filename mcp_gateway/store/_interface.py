@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -23,6 +23,9 @@ class NewWorkflow:
     request_id: str | None
     trace_id: str | None
     deadline: datetime
+    status: Status = Status.PENDING
+    question: dict[str, Any] | None = None
+    """An approval asked before dispatch: the workflow starts `input_required` and its command is held."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +79,8 @@ class Applied:
     tool: str
     fold: Fold
     duplicate: bool
+    released: list[OutboxMessage] = field(default_factory=list["OutboxMessage"])
+    """Commands held for approval that this change let go: publish them."""
 
 
 Decide = Callable[[str, WorkflowState], Fold]
@@ -101,6 +106,12 @@ class WorkflowStore(Protocol):
 
     async def end(self, workflow_id: str, status: Status, code: str, message: str, by: str) -> Applied | None:
         """End a workflow from the gateway's side (cancelled, timed out), unless it already ended; recorded."""
+        ...
+
+    async def answer(
+        self, workflow_id: str, request_id: str, action: str, content: dict[str, Any] | None, by: str
+    ) -> Applied | None:
+        """Record an answer to the workflow's open question (refused, with a note, if it asks none)."""
         ...
 
     async def overdue(self, limit: int = 100) -> list[str]:

@@ -28,6 +28,8 @@ class ToolContext:
     def __init__(self, command: Command, emit: Emit) -> None:
         self._command = command
         self._emit = emit
+        self.reported = False
+        """Whether the handler has reported anything yet (progress, a question)."""
 
     @property
     def workflow_id(self) -> str:
@@ -56,4 +58,5 @@ class ToolContext:
 
     async def progress(self, progress: float, total: float | None = None, message: str | None = None) -> None:
         """Report progress; the client sees it as an MCP progress notification."""
+        self.reported = True
         await self._emit(EventKind.PROGRESS, progress=progress, total=total, message=message)

@@ -45,6 +45,9 @@ __all__ = ["Handler", "Worker"]
 
 log = structlog.get_logger(__name__)
 
+STARTED_AFTER = 0.05
+"""Seconds a handler may run before the worker reports `started`."""
+
 Handler = Callable[[ToolContext, dict[str, Any]], Coroutine[Any, Any, dict[str, Any]]]
 
 
@@ -296,10 +299,14 @@ class Worker:
         emit: Callable[..., Awaitable[bytes]],
         bound: Any,
     ) -> bytes:
-        await emit(EventKind.STARTED)
         handler = asyncio.create_task(route.handler(ctx, arguments))
         self._handlers[ctx.workflow_id] = handler
         try:
+            # `started` only for work that takes a while: a quick handler's result is its first sign of life
+            # (one event, one fold, instead of two). Progress reports number themselves after it either way.
+            done, _ = await asyncio.wait({handler}, timeout=STARTED_AFTER)
+            if not done and not ctx.reported:
+                await emit(EventKind.STARTED)
             result = await handler
         except ToolFailure as failure:
             bound.info("worker.failed", code=failure.info.code)
