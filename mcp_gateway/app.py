@@ -81,7 +81,7 @@ class Gateway:
         self.bus = bus
         self.waiters = waiters
         self.dispatcher = dispatcher
-        self.workflows = Workflows(store, bus, waiters)
+        self.workflows = Workflows(store, bus, waiters, dispatcher)
         self.feed = ResourceFeed(waiters)
         self.service = ToolCallService(lambda: self.registry, store, dispatcher, waiters, bus.subjects, self.workflows)
 

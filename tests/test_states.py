@@ -115,3 +115,32 @@ def test_large_changes_leave_their_result_to_the_store() -> None:
     big = Change("w1", WorkflowState(Status.COMPLETED, result={"blob": "x" * 10_000}, version=1))
     change, truncated = Change.decode(big.encode(max_size=1000))
     assert truncated and change.state.result is None and change.state.status is Status.COMPLETED
+
+
+def test_questions_answers_and_approvals() -> None:
+    from mcp_gateway.contract import InputRequest
+    from mcp_gateway.core.states import answer
+
+    asked = fold(
+        WorkflowState(Status.RUNNING, last_seq=0),
+        event(EventKind.INPUT_REQUIRED, 1, request=InputRequest(id="q1", kind="confirm", message="Sure?")),
+    ).state
+    assert asked.status is Status.INPUT_REQUIRED and asked.question is not None
+    assert not answer(asked, "q2", "accept", None).changed  # not the open question
+    answered = answer(asked, "q1", "accept", None).state
+    assert answered.status is Status.RUNNING and answered.question is None
+    assert not answer(answered, "q1", "decline", None).changed  # two answers to one question
+    again = fold(
+        answered,
+        event(EventKind.INPUT_REQUIRED, 1, attempt=2, request=InputRequest(id="q1", kind="confirm", message="Sure?")),
+    )
+    assert not again.changed and again.resend == {"request_id": "q1", "action": "accept", "content": None}
+
+    approval = {"id": "approval", "kind": "confirm", "approval": True, "by": "caller", "message": "ok?"}
+    held = WorkflowState(Status.INPUT_REQUIRED, question=approval)
+    assert answer(held, "approval", "accept", None).state.status is Status.PENDING
+    denied = answer(held, "approval", "decline", None).state
+    assert denied.status is Status.CANCELLED and denied.error == {
+        "code": "denied",
+        "message": "the approval was declined",
+    }

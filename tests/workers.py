@@ -57,3 +57,20 @@ async def explode(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]:
     if args.get("crash"):
         raise RuntimeError("the handler crashed")
     raise ToolFailure("out_of_stock", "the warehouse is empty", details={"sku": "KB-01"})
+
+
+@worker.tool("survey", subject="testing.survey")
+async def survey(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]:
+    executions[ctx.workflow_id] += 1
+    schema = {"type": "object", "properties": {"colour": {"type": "string", "enum": ["red", "green"]}}}
+    answer = await ctx.ask("Which colour?", {**schema, "required": ["colour"]})
+    if answer.action != "accept" or answer.content is None:
+        raise ToolFailure("declined", f"the user chose to {answer.action}")
+    return {"colour": answer.content["colour"]}
+
+
+@worker.tool("guarded", subject="testing.noop")
+@worker.tool("vault", subject="testing.noop")
+async def noop(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]:
+    executions[ctx.workflow_id] += 1
+    return {"ok": True}

@@ -7,25 +7,35 @@ The MCP adapters (stdio, streamable HTTP) and any lean HTTP path call `ToolCallS
 from __future__ import annotations
 
 import asyncio
+import json
 import secrets
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
-from typing import Any
+from typing import Any, Literal
 
 import structlog
 
 from mcp_gateway.contract import Caller, Command, Headers, Subjects, encode
-from mcp_gateway.core.changes import Change, Waiters
+from mcp_gateway.core.changes import Waiters, Watch
 from mcp_gateway.core.dispatch import Dispatcher
 from mcp_gateway.core.states import TERMINAL, Status, WorkflowState
-from mcp_gateway.core.workflows import Viewer, Workflows
+from mcp_gateway.core.workflows import AnswerRefused, Viewer, Workflows
 from mcp_gateway.registry import Registry, SchemaViolation, Tool
 from mcp_gateway.store import NewWorkflow, OutboxMessage, WorkflowStore
 
-__all__ = ["Outcome", "OutcomeKind", "Progress", "ToolCallService", "new_traceparent", "outcome_from_state"]
+__all__ = [
+    "InputCallback",
+    "Outcome",
+    "OutcomeKind",
+    "Progress",
+    "ToolCallService",
+    "UserAnswer",
+    "new_traceparent",
+    "outcome_from_state",
+]
 
 log = structlog.get_logger(__name__)
 
@@ -39,6 +49,9 @@ class OutcomeKind(StrEnum):
     """A `sync` tool's call ran out of time; the work goes on until its deadline."""
     HANDED_BACK = "handed_back"
     """An `async` or `auto` tool's work continues; the caller follows it by workflow id (or task)."""
+    INPUT_REQUIRED = "input_required"
+    """The workflow asks the caller something (a worker's question, or an approval) and no one could ask
+    the user during the call (2026-07-28): the caller answers and calls again (`resume`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,9 +70,23 @@ class Outcome:
     error: dict[str, Any] | None = None
     violations: list[SchemaViolation] = field(default_factory=list[SchemaViolation])
     status: Status | None = None
+    question: dict[str, Any] | None = None
 
 
 ProgressCallback = Callable[[Progress], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True)
+class UserAnswer:
+    action: Literal["accept", "decline", "cancel"]
+    content: dict[str, Any] | None = None
+
+
+InputCallback = Callable[[dict[str, Any]], Awaitable[UserAnswer]]
+"""Asks the user the workflow's question while the call is open (elicitation on the 2025-11-25 wire)."""
+
+ASK_ATTEMPTS = 3
+"""How often a question is put to the user when the answers break its schema."""
 
 
 def new_traceparent() -> str:
@@ -132,6 +159,7 @@ class ToolCallService:
         caller: Caller,
         traceparent: str | None = None,
         on_progress: ProgressCallback | None = None,
+        on_input: InputCallback | None = None,
         wait: bool = True,
     ) -> Outcome:
         """Run a tool call. With `wait=False` (or a tool in `async` mode) it returns once the workflow is
@@ -151,6 +179,8 @@ class ToolCallService:
         message = self._command(tool, workflow_id, args, caller, traceparent, deadline)
         structlog.contextvars.bind_contextvars(workflow_id=workflow_id, tool=name, trace_id=trace_id_of(traceparent))
         budget = tool.config.timeout if wait and tool.config.mode != "async" else 0.0
+        question = _approval_question(tool, args)
+        initial = WorkflowState(Status.INPUT_REQUIRED, question=question) if question else None
         recorded = False
         try:
             with self._waiters.watch(workflow_id) as watch:
@@ -164,16 +194,18 @@ class ToolCallService:
                         caller.request_id,
                         trace_id_of(traceparent),
                         deadline,
+                        status=initial.status if initial else Status.PENDING,
+                        question=question,
                     ),
                     message,
                 )
                 recorded = True
-                log.info("call.accepted", mode=tool.config.mode)
-                sent = await self._dispatcher.send(_with_id(message, outbox_id))
+                log.info("call.accepted", mode=tool.config.mode, approval=tool.config.approval)
+                sent = False if initial else await self._dispatcher.send(_with_id(message, outbox_id))
                 if budget > 0:
-                    state = await self._wait(watch.changes(), workflow_id, budget, on_progress)
+                    state = await self._wait(watch, workflow_id, caller, budget, on_progress, on_input, initial)
                 else:
-                    state = WorkflowState(Status.DISPATCHED if sent else Status.PENDING)
+                    state = initial or WorkflowState(Status.DISPATCHED if sent else Status.PENDING)
         except asyncio.CancelledError:
             if recorded and not self.stopping:
                 await asyncio.shield(self._cancel_quietly(workflow_id, caller))
@@ -181,6 +213,42 @@ class ToolCallService:
         finally:
             structlog.contextvars.unbind_contextvars("workflow_id", "tool", "trace_id")
         return outcome_from_state(name, workflow_id, state, tool.config.mode)
+
+    async def resume(
+        self,
+        workflow_id: str,
+        answer: UserAnswer,
+        *,
+        caller: Caller,
+        on_progress: ProgressCallback | None = None,
+    ) -> Outcome:
+        """Continue a call whose workflow asked a question (2026-07-28 input-required): answer it, wait again."""
+        viewer = Viewer(caller.subject)
+        record = await self._workflows.get(workflow_id, viewer)
+        tool = self.registry.get(record.tool)
+        mode = tool.config.mode if tool else "sync"
+        question = record.state.question
+        if question is not None:
+            await self._workflows.answer(workflow_id, viewer, question["id"], answer.action, answer.content)
+        budget = tool.config.timeout if tool else 0.0
+        with self._waiters.watch(workflow_id) as watch:
+            current = (await self._workflows.get(workflow_id, viewer)).state
+            state = await self._wait(watch, workflow_id, caller, budget, on_progress, None, current)
+        return outcome_from_state(record.tool, workflow_id, state, mode)
+
+    async def _ask(self, workflow_id: str, caller: Caller, question: dict[str, Any], on_input: InputCallback) -> None:
+        """Put the question to the user (up to ASK_ATTEMPTS times while the answers break its schema)."""
+        viewer = Viewer(caller.subject)
+        asked = question
+        for _ in range(ASK_ATTEMPTS):
+            given = await on_input(asked)
+            try:
+                await self._workflows.answer(workflow_id, viewer, question["id"], given.action, given.content)
+                return
+            except AnswerRefused as exc:
+                log.info("call.answer_refused", workflow_id=workflow_id, reason=str(exc))
+                asked = {**question, "message": f"{exc}. {question['message']}"}
+        await self._workflows.answer(workflow_id, viewer, question["id"], "cancel", None)
 
     async def _cancel_quietly(self, workflow_id: str, caller: Caller) -> None:
         try:
@@ -190,20 +258,29 @@ class ToolCallService:
 
     async def _wait(
         self,
-        changes: AsyncIterator[tuple[Change, bool]],
+        watch: Watch,
         workflow_id: str,
+        caller: Caller,
         budget: float,
         on_progress: ProgressCallback | None,
+        on_input: InputCallback | None,
+        initial: WorkflowState | None = None,
     ) -> WorkflowState | None:
-        last: WorkflowState | None = None
+        """Follow the workflow for up to `budget` seconds: forward progress, put questions to the user (or
+        return at the first question when no one can ask it), return at the end."""
+        last = initial
         try:
             async with asyncio.timeout(budget):
-                async for change, truncated in changes:
+                if last is not None and await self._asked(last, workflow_id, caller, on_input):
+                    return last
+                async for change, truncated in watch.changes():
                     last = change.state
                     if change.terminal:
                         if truncated:
                             record = await self._store.get(workflow_id)
                             return record.state if record is not None else last
+                        return last
+                    if await self._asked(last, workflow_id, caller, on_input):
                         return last
                     if on_progress is not None and last.progress is not None:
                         await on_progress(Progress(last.progress, last.total, last.message))
@@ -212,6 +289,32 @@ class ToolCallService:
         # No terminal change heard in time: the store has the last word (a change may have been missed).
         record = await self._store.get(workflow_id)
         return record.state if record is not None else last
+
+    async def _asked(
+        self, state: WorkflowState, workflow_id: str, caller: Caller, on_input: InputCallback | None
+    ) -> bool:
+        """Handle an open question; True when the call must return so the caller can answer it."""
+        question = state.question
+        if state.status is not Status.INPUT_REQUIRED or question is None or question.get("by") == "admin":
+            return False  # nothing to ask, or an admin decides: keep waiting
+        if on_input is None:
+            return True
+        await self._ask(workflow_id, caller, question, on_input)
+        return False
+
+
+def _approval_question(tool: Tool, arguments: dict[str, Any]) -> dict[str, Any] | None:
+    if tool.config.approval == "none":
+        return None
+    shown = json.dumps(arguments, ensure_ascii=False)[:2000]
+    who = "you" if tool.config.approval == "caller" else "an admin"
+    return {
+        "id": "approval",
+        "kind": "confirm",
+        "approval": True,
+        "by": tool.config.approval,
+        "message": f"Tool {tool.name!r} needs approval by {who} before it runs, with arguments {shown}. Approve?",
+    }
 
 
 def _with_id(message: OutboxMessage, outbox_id: int) -> OutboxMessage:
@@ -222,6 +325,9 @@ def _with_id(message: OutboxMessage, outbox_id: int) -> OutboxMessage:
 
 def outcome_from_state(tool: str, workflow_id: str, state: WorkflowState | None, mode: str) -> Outcome:
     """What a call (or a later look at its workflow) amounts to, given the workflow's state."""
+    asks_caller = state is not None and state.question is not None and state.question.get("by") != "admin"
+    if state is not None and state.status is Status.INPUT_REQUIRED and asks_caller:
+        return Outcome(OutcomeKind.INPUT_REQUIRED, tool, workflow_id, status=state.status, question=state.question)
     if state is None or state.status not in TERMINAL:
         kind = OutcomeKind.STILL_RUNNING if mode == "sync" else OutcomeKind.HANDED_BACK
         return Outcome(kind, tool, workflow_id, status=state.status if state else None)

@@ -10,17 +10,20 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import structlog
 
 from mcp_gateway.bus import Bus
+from mcp_gateway.contract import InputAnswer
 from mcp_gateway.core.changes import Waiters
+from mcp_gateway.core.dispatch import Dispatcher
 from mcp_gateway.core.states import TERMINAL, Status
 from mcp_gateway.errors import BusError, GatewayError
+from mcp_gateway.registry import CompiledSchema
 from mcp_gateway.store import EventRecord, WorkflowRecord, WorkflowStore
 
-__all__ = ["ADMIN", "Viewer", "WorkflowNotFound", "Workflows"]
+__all__ = ["ADMIN", "AnswerRefused", "Viewer", "WorkflowNotFound", "Workflows"]
 
 log = structlog.get_logger(__name__)
 
@@ -42,11 +45,54 @@ class WorkflowNotFound(GatewayError):
         self.workflow_id = workflow_id
 
 
+class AnswerRefused(GatewayError):
+    """An answer that cannot be taken: nothing is asked, another question is open, the values break its schema,
+    or the answerer may not decide (an admin approval)."""
+
+
 class Workflows:
-    def __init__(self, store: WorkflowStore, bus: Bus, waiters: Waiters) -> None:
+    def __init__(self, store: WorkflowStore, bus: Bus, waiters: Waiters, dispatcher: Dispatcher) -> None:
         self._store = store
         self._bus = bus
         self._waiters = waiters
+        self._dispatcher = dispatcher
+
+    async def answer(
+        self,
+        workflow_id: str,
+        viewer: Viewer,
+        request_id: str,
+        action: Literal["accept", "decline", "cancel"],
+        content: dict[str, Any] | None = None,
+    ) -> WorkflowRecord:
+        """Answer the workflow's open question (a worker's, or an approval). Checked, recorded once, passed on."""
+        record = await self.get(workflow_id, viewer)
+        question = record.state.question
+        if record.status is not Status.INPUT_REQUIRED or question is None:
+            raise AnswerRefused(f"workflow {workflow_id} is {record.status.value}; it asks for no input")
+        if question["id"] != request_id:
+            raise AnswerRefused(f"workflow {workflow_id} asks {question['id']!r}, not {request_id!r}")
+        if question.get("by") == "admin" and not viewer.admin:
+            raise AnswerRefused(f"workflow {workflow_id} waits for an admin's approval, not the caller's")
+        if action == "accept" and question.get("schema"):
+            problems = CompiledSchema(question["schema"]).violations(content or {})
+            if problems:
+                listed = "; ".join(str(p) for p in problems)
+                raise AnswerRefused(f"the answer does not match what was asked ({listed})")
+        applied = await self._store.answer(workflow_id, request_id, action, content, by=viewer.subject)
+        if applied is None or applied.duplicate or not applied.fold.changed:
+            raise AnswerRefused(applied.fold.note if applied and applied.fold.note else "the answer was not taken")
+        log.info("workflow.answered", workflow_id=workflow_id, request_id=request_id, action=action, by=viewer.subject)
+        for message in applied.released:  # an approval let the held command go
+            await self._dispatcher.send(message)
+        if not question.get("approval"):
+            try:
+                await self._bus.publish_answer(
+                    InputAnswer(workflow_id=workflow_id, request_id=request_id, action=action, content=content)
+                )
+            except BusError as exc:  # recorded; a worker asking again gets it then
+                log.warning("workflow.answer_not_sent", workflow_id=workflow_id, error=str(exc))
+        return await self.get(workflow_id, viewer)
 
     async def get(self, workflow_id: str, viewer: Viewer) -> WorkflowRecord:
         record = await self._store.get(workflow_id) if len(workflow_id) <= 64 else None

@@ -16,7 +16,9 @@ from mcp_gateway.registry._schema import CompiledSchema, check_schema, close_obj
 __all__ = ["load_registry"]
 
 _FILE_KEYS = {"tools"}
-RESERVED_NAMES = frozenset({"workflow_status", "workflow_result", "workflow_cancel", "workflow_list"})
+RESERVED_NAMES = frozenset(
+    {"workflow_status", "workflow_result", "workflow_cancel", "workflow_respond", "workflow_list"}
+)
 """The gateway's built-in tools (for clients without the tasks extension)."""
 
 

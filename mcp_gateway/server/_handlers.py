@@ -9,11 +9,14 @@ import structlog
 from mcp.server import Server, ServerRequestContext
 from mcp.server.subscriptions import ListenHandler
 from mcp.shared.exceptions import MCPError
+from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
 from mcp_gateway import __version__
 from mcp_gateway.contract import Caller
 from mcp_gateway.core.service import OutcomeKind, Progress, ToolCallService
-from mcp_gateway.core.workflows import Viewer, WorkflowNotFound, Workflows
+from mcp_gateway.core.states import Status
+from mcp_gateway.core.workflows import AnswerRefused, Viewer, WorkflowNotFound, Workflows
+from mcp_gateway.server._input import answer_from, elicitor, input_required
 from mcp_gateway.server._resources import TEMPLATES, ResourceFeed, as_contents, parse_uri, read_workflow_resource
 from mcp_gateway.server._results import outcome_to_result
 from mcp_gateway.server._tasks import client_wants_tasks, register_tasks, task_handle
@@ -45,6 +48,18 @@ def _traceparent(ctx: ServerRequestContext[Any]) -> str | None:
     return value if isinstance(value, str) else None
 
 
+async def _ask_again(
+    workflows: Workflows, viewer: Viewer, workflow_id: str | None, reason: str
+) -> types.CallToolResult | None:
+    if workflow_id is None:
+        return None
+    state = (await workflows.get(workflow_id, viewer)).state
+    if state.status is not Status.INPUT_REQUIRED or state.question is None:
+        return None
+    question = {**state.question, "message": f"{reason}. {state.question['message']}"}
+    return cast(types.CallToolResult, input_required(workflow_id, question))
+
+
 def build_server(
     service: ToolCallService, workflows: Workflows, feed: ResourceFeed, *, caller_subject: str = "anonymous"
 ) -> Server[Any]:
@@ -69,20 +84,37 @@ def build_server(
         as_task = tool is not None and tool.config.mode != "sync" and client_wants_tasks(ctx)
         structlog.contextvars.bind_contextvars(request_id=str(ctx.request_id))
         try:
-            outcome = await service.call(
-                params.name,
-                params.arguments,
-                caller=_caller(ctx, caller_subject),
-                traceparent=_traceparent(ctx),
-                on_progress=progress,
-                wait=not as_task,
-            )
+            if params.request_state is not None:  # 2026-07-28: the retry that carries the user's answer
+                outcome = await service.resume(
+                    params.request_state,
+                    answer_from(params.input_responses),
+                    caller=_caller(ctx, caller_subject),
+                    on_progress=progress,
+                )
+            else:
+                outcome = await service.call(
+                    params.name,
+                    params.arguments,
+                    caller=_caller(ctx, caller_subject),
+                    traceparent=_traceparent(ctx),
+                    on_progress=progress,
+                    on_input=elicitor(ctx),
+                    wait=not as_task,
+                )
+        except AnswerRefused as exc:  # a retried call whose answer breaks the question: ask again, saying why
+            again = await _ask_again(workflows, viewer, params.request_state, str(exc))
+            return again or types.CallToolResult(content=[types.TextContent(text=str(exc))], is_error=True)
+        except WorkflowNotFound as exc:
+            return types.CallToolResult(content=[types.TextContent(text=str(exc))], is_error=True)
         finally:
             structlog.contextvars.unbind_contextvars("request_id")
         log.info("call.finished", tool=params.name, outcome=outcome.kind.value, workflow_id=outcome.workflow_id)
         if as_task and outcome.kind is OutcomeKind.HANDED_BACK and outcome.workflow_id is not None:
             # The task is the workflow, already recorded: hand its id back at once.
             return cast(types.CallToolResult, task_handle(await workflows.get(outcome.workflow_id, viewer)))
+        modern = ctx.protocol_version in MODERN_PROTOCOL_VERSIONS
+        if modern and outcome.kind is OutcomeKind.INPUT_REQUIRED and outcome.question and outcome.workflow_id:
+            return cast(types.CallToolResult, input_required(outcome.workflow_id, outcome.question))
         return outcome_to_result(outcome)
 
     async def list_resources(

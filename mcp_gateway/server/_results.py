@@ -48,7 +48,7 @@ def outcome_to_result(outcome: Outcome) -> types.CallToolResult:
             if error.get("details"):
                 message += "\n" + json.dumps(error["details"], ensure_ascii=False)
             return types.CallToolResult(content=_text(message), structured_content=detail, is_error=True, _meta=meta)
-        case OutcomeKind.HANDED_BACK:
+        case OutcomeKind.HANDED_BACK | OutcomeKind.INPUT_REQUIRED:
             assert outcome.workflow_id is not None
             uri = workflow_uri(outcome.workflow_id)
             status = outcome.status.value if outcome.status else "pending"
@@ -57,6 +57,11 @@ def outcome_to_result(outcome: Outcome) -> types.CallToolResult:
                 f"workflow_status or workflow_result (workflow_id={outcome.workflow_id!r}), cancel it with "
                 f"workflow_cancel, or read {uri}."
             )
+            if outcome.question is not None:
+                text += (
+                    f" It asks: {outcome.question['message']} Answer with workflow_respond "
+                    f"(request_id={outcome.question['id']!r})."
+                )
             handle = {"workflow": {"id": outcome.workflow_id, "status": status, "uri": uri, "message": text}}
             link = types.ResourceLink(uri=uri, name=f"workflow {outcome.workflow_id}", mime_type="application/json")
             return types.CallToolResult(content=[*_text(text), link], structured_content=handle, _meta=meta)

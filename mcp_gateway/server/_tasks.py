@@ -17,7 +17,8 @@ from mcp.shared.exceptions import MCPError
 
 from mcp_gateway.core.service import outcome_from_state
 from mcp_gateway.core.states import Status
-from mcp_gateway.core.workflows import Viewer, WorkflowNotFound, Workflows
+from mcp_gateway.core.workflows import AnswerRefused, Viewer, WorkflowNotFound, Workflows
+from mcp_gateway.server._input import answer_from, input_required
 from mcp_gateway.server._results import outcome_to_result
 from mcp_gateway.store import WorkflowRecord
 
@@ -75,6 +76,11 @@ def task_handle(record: WorkflowRecord, *, inline: bool = False) -> dict[str, An
     }
     if s.message:
         task["statusMessage"] = s.message
+    if s.status is Status.INPUT_REQUIRED and s.question is not None and s.question.get("by") != "admin":
+        task["statusMessage"] = s.question["message"]
+        task["inputRequests"] = input_required(record.id, s.question).model_dump(by_alias=True, mode="json")[
+            "inputRequests"
+        ]
     if inline and s.status in (Status.COMPLETED, Status.FAILED):
         result = outcome_to_result(outcome_from_state(record.tool, record.id, s, "sync"))
         task["result"] = result.model_dump(by_alias=True, mode="json", exclude_none=True)
@@ -101,11 +107,17 @@ def register_tasks(server: Server[Any], workflows: Workflows, viewer: Viewer) ->
 
     async def update(ctx: ServerRequestContext[Any], params: TaskUpdateParams) -> dict[str, Any]:
         record = await lookup(params.task_id)
-        if record.status is not Status.INPUT_REQUIRED:
+        question = record.state.question
+        if record.status is not Status.INPUT_REQUIRED or question is None:
             raise MCPError(
                 types.INVALID_PARAMS, f"task {params.task_id!r} is {record.status.value}; it asks for no input"
             )
-        raise MCPError(types.INVALID_PARAMS, "input for tasks is not supported by this gateway yet")
+        given = answer_from(params.input_responses)
+        try:
+            updated = await workflows.answer(params.task_id, viewer, question["id"], given.action, given.content)
+        except AnswerRefused as exc:
+            raise MCPError(types.INVALID_PARAMS, str(exc)) from exc
+        return task_handle(updated)
 
     server.add_request_handler("tasks/get", TaskParams, get)
     server.add_request_handler("tasks/cancel", TaskParams, cancel)

@@ -13,7 +13,7 @@ from typing import Any
 import mcp.types as types
 
 from mcp_gateway.core.states import Status
-from mcp_gateway.core.workflows import Viewer, WorkflowNotFound, Workflows
+from mcp_gateway.core.workflows import AnswerRefused, Viewer, WorkflowNotFound, Workflows
 from mcp_gateway.registry._schema import CompiledSchema
 from mcp_gateway.store import WorkflowRecord
 
@@ -42,10 +42,13 @@ def summary(record: WorkflowRecord) -> dict[str, Any]:
         out["progress"] = {"progress": s.progress, "total": s.total, "message": s.message}
     if s.error is not None:
         out["error"] = s.error
+    if s.question is not None:
+        out["question"] = s.question
     return out
 
 
 Handler = Callable[[Workflows, Viewer, dict[str, Any]], Awaitable[types.CallToolResult]]
+READ_ONLY = frozenset({"workflow_status", "workflow_result", "workflow_list"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +80,13 @@ async def _cancel(workflows: Workflows, viewer: Viewer, args: dict[str, Any]) ->
     return _result({"workflow": summary(await workflows.cancel(args["workflow_id"], viewer))})
 
 
+async def _respond(workflows: Workflows, viewer: Viewer, args: dict[str, Any]) -> types.CallToolResult:
+    record = await workflows.answer(
+        args["workflow_id"], viewer, args["request_id"], args["action"], args.get("content")
+    )
+    return _result({"workflow": summary(record)})
+
+
 async def _list(workflows: Workflows, viewer: Viewer, args: dict[str, Any]) -> types.CallToolResult:
     status = Status(args["status"]) if "status" in args else None
     records = await workflows.list(viewer, status=status, limit=int(args.get("limit", 20)))
@@ -90,7 +100,7 @@ def _tool(name: str, description: str, properties: dict[str, Any], required: lis
         "required": required,
         "additionalProperties": False,
     }
-    hints = types.ToolAnnotations(read_only_hint=name != "workflow_cancel", open_world_hint=False)
+    hints = types.ToolAnnotations(read_only_hint=name in READ_ONLY, open_world_hint=False)
     listing = types.Tool(name=name, description=description, input_schema=schema, annotations=hints)
     return BuiltinTool(listing, CompiledSchema(schema), run)
 
@@ -118,6 +128,18 @@ BUILTIN_TOOLS: dict[str, BuiltinTool] = {
             {"workflow_id": _ID},
             ["workflow_id"],
             _cancel,
+        ),
+        _tool(
+            "workflow_respond",
+            "Answer the question one of your workflows asks (see workflow_status): accept with content, or decline.",
+            {
+                "workflow_id": _ID,
+                "request_id": {"type": "string", "minLength": 1, "maxLength": 64},
+                "action": {"type": "string", "enum": ["accept", "decline", "cancel"]},
+                "content": {"type": "object"},
+            },
+            ["workflow_id", "request_id", "action"],
+            _respond,
         ),
         _tool(
             "workflow_list",
@@ -149,3 +171,5 @@ async def run_builtin(
         return await tool.run(workflows, viewer, args)
     except WorkflowNotFound as exc:
         return _result({"error": "not_found", "message": str(exc)}, error=True)
+    except AnswerRefused as exc:
+        return _result({"error": "answer_refused", "message": str(exc)}, error=True)

@@ -6,7 +6,7 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any
 
-from mcp_gateway.contract import Caller, Command, ErrorInfo, EventKind
+from mcp_gateway.contract import Caller, Command, ErrorInfo, EventKind, InputAnswer, InputRequest
 
 __all__ = ["ToolContext", "ToolFailure"]
 
@@ -20,14 +20,17 @@ class ToolFailure(Exception):
 
 
 Emit = Callable[..., Awaitable[object]]
+Ask = Callable[[InputRequest], Awaitable[InputAnswer]]
 
 
 class ToolContext:
     """One command being handled."""
 
-    def __init__(self, command: Command, emit: Emit) -> None:
+    def __init__(self, command: Command, emit: Emit, ask: Ask) -> None:
         self._command = command
         self._emit = emit
+        self._ask = ask
+        self._questions = 0
         self.reported = False
         """Whether the handler has reported anything yet (progress, a question)."""
 
@@ -60,3 +63,18 @@ class ToolContext:
         """Report progress; the client sees it as an MCP progress notification."""
         self.reported = True
         await self._emit(EventKind.PROGRESS, progress=progress, total=total, message=message)
+
+    async def ask(self, message: str, schema: dict[str, Any] | None = None) -> InputAnswer:
+        """Ask the user (through the gateway) and wait for the answer: with `schema` (a flat JSON object schema)
+        for values, without it for a confirmation. The answer's `action` is accept, decline or cancel; accepted
+        values were checked against `schema` by the gateway. Questions are numbered in the order asked, so a
+        redelivered command asking again gets the answer already given."""
+        self._questions += 1
+        self.reported = True
+        kind = "form" if schema else "confirm"
+        request = InputRequest(id=f"q{self._questions}", kind=kind, message=message, schema=schema)
+        return await self._ask(request)
+
+    async def confirm(self, message: str) -> bool:
+        """Ask for a yes or no; True only when the user accepted."""
+        return (await self.ask(message)).action == "accept"

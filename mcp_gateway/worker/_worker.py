@@ -28,12 +28,16 @@ from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig
 
 from mcp_gateway.contract import (
+    Command,
     ContractError,
     ErrorInfo,
     Event,
     EventKind,
     Headers,
+    InputAnswer,
+    InputRequest,
     Subjects,
+    decode_answer,
     decode_cancel,
     decode_command,
     encode,
@@ -276,7 +280,12 @@ class Worker:
                     error=ErrorInfo(code="deadline_exceeded", message="the command arrived after its deadline"),
                 )
             else:
-                final = await self._run_handler(route, command.arguments, ToolContext(command, emit), emit, bound)
+
+                async def ask(request: InputRequest) -> InputAnswer:
+                    return await self._ask(command, request, emit)
+
+                ctx = ToolContext(command, emit, ask)
+                final = await self._run_handler(route, command.arguments, ctx, emit, bound)
         except asyncio.CancelledError:
             heartbeat.cancel()
             await msg.nak()
@@ -334,6 +343,30 @@ class Worker:
                 ),
             )
         return await emit(EventKind.COMPLETED, result=result)
+
+    async def _ask(self, command: Command, request: InputRequest, emit: Callable[..., Awaitable[bytes]]) -> InputAnswer:
+        """Publish the question, then wait for its answer (listening before asking, so none is missed)."""
+        assert self._nc is not None
+        answered: asyncio.Future[InputAnswer] = asyncio.get_running_loop().create_future()
+
+        async def on_answer(msg: Msg) -> None:
+            try:
+                answer = decode_answer(msg.data)
+            except ContractError as exc:
+                log.warning("worker.bad_answer", error=str(exc))
+                return
+            if answer.request_id == request.id and not answered.done():
+                answered.set_result(answer)
+
+        subscription = await self._nc.subscribe(self.subjects.answer(command.workflow_id), cb=on_answer)
+        try:
+            await emit(EventKind.INPUT_REQUIRED, request=request)
+            wait = (command.deadline - datetime.now(UTC)).total_seconds()
+            return await asyncio.wait_for(answered, timeout=max(wait, 0.001))
+        except TimeoutError:
+            return InputAnswer(workflow_id=command.workflow_id, request_id=request.id, action="cancel")
+        finally:
+            await subscription.unsubscribe()
 
     async def _publish_raw(
         self, subject: str, data: bytes, command_headers: dict[str, str] | None, msg_id: str | None = None
