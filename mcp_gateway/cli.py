@@ -55,6 +55,13 @@ def _parser() -> argparse.ArgumentParser:
     listing.add_argument("--limit", type=int, default=20)
     show = wf_sub.add_parser("show", help="one workflow and its event history")
     show.add_argument("workflow_id")
+    for action, text in (
+        ("approve", "approve a workflow held for approval (it is dispatched)"),
+        ("deny", "deny a workflow held for approval (it ends cancelled, code denied)"),
+        ("cancel", "cancel a workflow (a result that arrived first is kept); its worker is told to stop"),
+    ):
+        act = wf_sub.add_parser(action, help=text)
+        act.add_argument("workflow_id")
 
     sub.add_parser("db-url", help="print the PostgreSQL URL (the embedded server's while the gateway runs)")
     return p
@@ -145,6 +152,7 @@ async def _serve(settings: Settings, registry: Any, transport: str, examples: bo
             ready=gateway.ready,
             workflows=gateway.workflows,
             event_store=PostgresEventStore(gateway.store.engine),
+            admin_token_sha256=settings.admin_token_sha256,
             allowed_hosts=settings.allowed_hosts,
             allowed_origins=settings.allowed_origins,
             max_request_body_size=settings.max_request_body,
@@ -234,8 +242,29 @@ def _db_url(settings: Settings) -> int:
     return 0
 
 
+async def _act(settings: Settings, action: str, workflow_id: str) -> int:
+    """approve / deny / cancel, as an admin, through a gateway process of its own (it shares running servers)."""
+    from mcp_gateway.app import open_gateway
+    from mcp_gateway.core.workflows import ADMIN, AnswerRefused, WorkflowNotFound
+
+    async with open_gateway(settings.model_copy(update={"migrate_on_start": False})) as gateway:
+        try:
+            if action == "cancel":
+                record = await gateway.workflows.cancel(workflow_id, ADMIN, "cancelled by an admin")
+            else:
+                decision = "accept" if action == "approve" else "decline"
+                record = await gateway.workflows.answer(workflow_id, ADMIN, "approval", decision)
+        except (WorkflowNotFound, AnswerRefused) as exc:
+            return _fail(str(exc), 1)
+    print(f"{record.id}  {record.status.value}")
+    return 0
+
+
 async def _workflows(settings: Settings, args: argparse.Namespace) -> int:
     from mcp_gateway.store import PostgresStore
+
+    if args.action in ("approve", "deny", "cancel"):
+        return await _act(settings, args.action, args.workflow_id)
 
     async with PostgresStore(_database_url(settings)) as store:
         if args.action == "list":

@@ -38,6 +38,11 @@ class Settings(BaseSettings):
     allowed_hosts: list[str] = Field(default_factory=list[str], description="extra Host values, e.g. gw.example:443")
     allowed_origins: list[str] = Field(default_factory=list[str])
     max_request_body: int = Field(default=4 * 1024 * 1024, ge=1024)
+    admin_token_sha256: str | None = Field(
+        default=None,
+        pattern=r"^[0-9a-f]{64}$",
+        description="SHA-256 (hex) of the bearer token for /admin; none: the admin HTTP API is off",
+    )
 
     @classmethod
     def settings_customise_sources(

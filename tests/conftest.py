@@ -8,6 +8,7 @@ state and may run in parallel.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import os
 import shutil
 import sys
@@ -32,6 +33,7 @@ from mcp_gateway.store import PostgresEventStore, run_migrations
 from tests import workers as test_workers
 
 ROOT = Path(__file__).resolve().parents[1]
+ADMIN_TOKEN = "test-admin-token"
 TEMPLATE = "mcpgw_template"
 
 
@@ -146,6 +148,7 @@ async def http_server(gateway: Gateway) -> AsyncGenerator[str]:
         ready=gateway.ready,
         workflows=gateway.workflows,
         event_store=PostgresEventStore(gateway.store.engine),
+        admin_token_sha256=hashlib.sha256(ADMIN_TOKEN.encode()).hexdigest(),
     )
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_config=None, lifespan="on"))
     task = asyncio.create_task(server.serve())

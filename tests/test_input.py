@@ -3,6 +3,7 @@ tied to the open call (2025-11-25), input-required results answered by calling a
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import mcp.types as types
@@ -109,3 +110,60 @@ async def test_answers_are_recorded_for_questions_asked_again(gateway: Gateway) 
     assert outcome.result == {"colour": "red"}
     record = await gateway.workflows.get(outcome.workflow_id or "", ADMIN)
     assert record.state.answers["q1"]["content"] == {"colour": "red"}
+
+
+async def test_admin_http_api(gateway: Gateway) -> None:
+    import httpx2
+
+    from tests.conftest import ADMIN_TOKEN, http_server
+
+    approve_me = await gateway.service.call("vault", {}, caller=Caller(subject="carol"))
+    deny_me = await gateway.service.call("vault", {}, caller=Caller(subject="carol"))
+    assert approve_me.workflow_id and deny_me.workflow_id
+    async with http_server(gateway) as url, httpx2.AsyncClient(timeout=10) as http:
+        base = url.removesuffix("/mcp") + "/admin/workflows"
+        admin = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+        assert (await http.post(f"{base}/{approve_me.workflow_id}/approve")).status_code == 401
+        wrong = await http.post(f"{base}/{approve_me.workflow_id}/approve", headers={"Authorization": "Bearer x"})
+        assert wrong.status_code == 401 and wrong.headers["www-authenticate"].startswith("Bearer")
+        approved = await http.post(f"{base}/{approve_me.workflow_id}/approve", headers=admin)
+        assert approved.status_code == 200, approved.text
+        denied = await http.post(f"{base}/{deny_me.workflow_id}/deny", headers=admin)
+        assert denied.json()["workflow"]["status"] == "cancelled"
+        again = await http.post(f"{base}/{deny_me.workflow_id}/approve", headers=admin)
+        assert again.status_code == 409 and "asks for no input" in again.json()["message"]
+        assert (await http.post(f"{base}/{'0' * 32}/cancel", headers=admin)).status_code == 404
+        assert (await http.post(f"{base}/{deny_me.workflow_id}/explode", headers=admin)).status_code == 404
+    assert (await gateway.workflows.wait(approve_me.workflow_id, ADMIN, 10)).status is Status.COMPLETED
+    denied_record = await gateway.workflows.get(deny_me.workflow_id, ADMIN)
+    assert denied_record.state.error is not None and denied_record.state.error["code"] == "denied"
+
+
+async def test_admin_cli_approve_and_cancel(gateway: Gateway, env: Any) -> None:
+    import os
+    import sys
+
+    handed = await gateway.service.call("vault", {}, caller=Caller(subject="dave"))
+    assert handed.workflow_id
+
+    async def cli(*args: str) -> tuple[int, str, str]:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "mcp_gateway",
+            "workflows",
+            *args,
+            env={**os.environ, **env.env_vars()},
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        out, err = await asyncio.wait_for(process.communicate(), 60)
+        return process.returncode or 0, out.decode(), err.decode()
+
+    code, out, _ = await cli("approve", handed.workflow_id)
+    assert code == 0 and out.split() == [handed.workflow_id, "pending"]
+    code, _, err = await cli("approve", handed.workflow_id)
+    assert code == 1 and "asks for no input" in err
+    assert (await gateway.workflows.wait(handed.workflow_id, ADMIN, 10)).status is Status.COMPLETED
+    code, out, _ = await cli("cancel", handed.workflow_id)  # too late: the result stays
+    assert code == 0 and out.split()[1] == "completed"

@@ -128,3 +128,25 @@ async def test_sync_tools_answer_directly_even_to_task_clients(gateway: Gateway)
     assert result.structured_content is not None, result
     assert result.structured_content["text"] == "now", result
     assert tasks.handles == []
+
+
+async def test_tasks_update_answers_a_question(gateway: Gateway) -> None:
+    async with http_server(gateway) as url, Client(url, extensions=[Tasks()]) as client:
+        handed = await client.session.call_tool("quiz", {}, allow_claimed=True, allow_input_required=True)
+        assert isinstance(handed, TaskHandle)
+        async with asyncio.timeout(10):
+            while (state := await task_call(client.session, "tasks/get", handed.task_id)).status != "input_required":  # noqa: ASYNC110 - polling is how tasks work
+                await asyncio.sleep(0.05)
+        requests = (state.model_extra or {})["inputRequests"]
+        assert requests["q1"]["params"]["message"] == "Which colour?"
+        bad = {"q1": {"action": "accept", "content": {"colour": "blue"}}}
+        with pytest.raises(MCPError, match="does not match"):
+            await task_call(client.session, "tasks/update", handed.task_id, input_responses=bad)
+        good = {"q1": {"action": "accept", "content": {"colour": "red"}}}
+        updated = await task_call(client.session, "tasks/update", handed.task_id, input_responses=good)
+        assert updated.status == "working"
+        async with asyncio.timeout(10):
+            while (state := await task_call(client.session, "tasks/get", handed.task_id)).result is None:  # noqa: ASYNC110
+                await asyncio.sleep(0.05)
+    assert state.status == "completed"
+    assert state.result["structuredContent"] == {"colour": "red"}

@@ -60,6 +60,7 @@ async def explode(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]:
 
 
 @worker.tool("survey", subject="testing.survey")
+@worker.tool("quiz", subject="testing.survey")
 async def survey(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]:
     executions[ctx.workflow_id] += 1
     schema = {"type": "object", "properties": {"colour": {"type": "string", "enum": ["red", "green"]}}}

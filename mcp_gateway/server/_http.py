@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import Any
@@ -15,7 +17,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from mcp_gateway.core.workflows import Viewer, WorkflowNotFound, Workflows
+from mcp_gateway.core.workflows import ADMIN, AnswerRefused, Viewer, WorkflowNotFound, Workflows
+from mcp_gateway.server._workflow_tools import summary
 
 __all__ = ["build_http_app"]
 
@@ -50,6 +53,7 @@ def build_http_app(
     event_store: EventStore | None = None,
     viewer: Viewer = ANONYMOUS,
     heartbeat: float = 15.0,
+    admin_token_sha256: str | None = None,
     allowed_hosts: list[str] | None = None,
     allowed_origins: list[str] | None = None,
     max_request_body_size: int = 4 * 1024 * 1024,
@@ -80,6 +84,32 @@ def build_http_app(
 
         return EventSourceResponse(stream(), ping=heartbeat)
 
+    async def admin_action(request: Request) -> JSONResponse:
+        """POST /admin/workflows/{id}/{approve|deny|cancel}, with `Authorization: Bearer <admin token>`."""
+        if admin_token_sha256 is None:
+            return _problem(404, "admin_api_off", "the admin API is off: set admin_token_sha256 to turn it on")
+        given = request.headers.get("authorization", "")
+        token = given.removeprefix("Bearer ").strip() if given.startswith("Bearer ") else ""
+        digest = hashlib.sha256(token.encode()).hexdigest()
+        if not token or not hmac.compare_digest(digest, admin_token_sha256):
+            response = _problem(401, "unauthorized", "an admin bearer token is required (Authorization: Bearer ...)")
+            response.headers["WWW-Authenticate"] = 'Bearer realm="mcp-gateway admin"'
+            return response
+        workflow_id, action = request.path_params["workflow_id"], request.path_params["action"]
+        try:
+            if action == "cancel":
+                record = await workflows.cancel(workflow_id, ADMIN, "cancelled by an admin")
+            elif action in ("approve", "deny"):
+                decision = "accept" if action == "approve" else "decline"
+                record = await workflows.answer(workflow_id, ADMIN, "approval", decision)
+            else:
+                return _problem(404, "unknown_action", f"unknown action {action!r}; expected approve, deny or cancel")
+        except WorkflowNotFound as exc:
+            return _problem(404, "not_found", str(exc))
+        except AnswerRefused as exc:
+            return _problem(409, "refused", str(exc))
+        return JSONResponse({"workflow": summary(record)})
+
     async def readyz(request: Request) -> JSONResponse:
         checks = await ready()
         ok = all(v == "ok" for v in checks.values())
@@ -95,5 +125,6 @@ def build_http_app(
             Route("/healthz", healthz),
             Route("/readyz", readyz),
             Route("/workflows/{workflow_id}/events", workflow_events),
+            Route("/admin/workflows/{workflow_id}/{action}", admin_action, methods=["POST"]),
         ],
     )
