@@ -86,6 +86,10 @@ async def refund_order(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]
             f"at most {order['total_cents'] - refunded} cents can be refunded",
             details={"requested": amount, "refundable": order["total_cents"] - refunded},
         )
+    if amount > 10_000 and not await ctx.confirm(
+        f"Refund {amount / 100:.2f} {order['currency']} of order {order_id} to {order['customer']}?"
+    ):
+        raise ToolFailure("not_confirmed", "the refund was not confirmed")
     await asyncio.sleep(args.get("step_delay", 0.2))
     await ctx.progress(2, 4, "contacting the payment provider")
     refund = _REFUNDS.get(ctx.idempotency_key)  # the provider's idempotency: same key, same refund
