@@ -6,11 +6,11 @@ Any gateway process may run it; the store decides each ending once, under the wo
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from types import TracebackType
 
 import structlog
 
+from mcp_gateway.core._background import cancel_and_wait
 from mcp_gateway.core.workflows import Workflows
 from mcp_gateway.errors import StoreError
 
@@ -32,10 +32,7 @@ class DeadlineKeeper:
     async def __aexit__(
         self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
     ) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await cancel_and_wait(self._task)
 
     async def _run(self) -> None:
         while True:

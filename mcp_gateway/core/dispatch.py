@@ -9,12 +9,12 @@ de-duplication (`Nats-Msg-Id`) makes a second publish of the same command harmle
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from types import TracebackType
 
 import structlog
 
 from mcp_gateway.bus import Bus
+from mcp_gateway.core._background import cancel_and_wait
 from mcp_gateway.errors import BusError, StoreError
 from mcp_gateway.store import OutboxMessage, WorkflowStore
 
@@ -48,11 +48,7 @@ class Dispatcher:
     async def __aexit__(
         self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
     ) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(*self._tasks)
         await self._flush_marks()
 
     async def send(self, message: OutboxMessage) -> bool:

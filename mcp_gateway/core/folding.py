@@ -9,7 +9,6 @@ workflows are folded concurrently.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Callable
 from types import TracebackType
 
@@ -17,6 +16,7 @@ import structlog
 
 from mcp_gateway.bus import Bus, Delivery
 from mcp_gateway.contract import ContractError, Event, InputAnswer, decode_event
+from mcp_gateway.core._background import cancel_and_wait
 from mcp_gateway.core.states import Fold, WorkflowState, fold
 from mcp_gateway.errors import BusError, StoreError
 from mcp_gateway.registry import Registry
@@ -69,9 +69,7 @@ class EventFolder:
             await asyncio.wait_for(asyncio.shield(self._task), self._grace)
         except TimeoutError:
             log.warning("fold.stopped_mid_batch", grace=self._grace)
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await cancel_and_wait(self._task)
 
     async def _run(self) -> None:
         while not self._stopping.is_set():

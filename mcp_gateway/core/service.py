@@ -299,7 +299,12 @@ class ToolCallService:
             return False  # nothing to ask, or an admin decides: keep waiting
         if on_input is None:
             return True
-        await self._ask(workflow_id, caller, question, on_input)
+        try:
+            await self._ask(workflow_id, caller, question, on_input)
+        except AnswerRefused as exc:  # answered meanwhile elsewhere (an admin, another process): go on
+            log.info("call.answered_elsewhere", workflow_id=workflow_id, reason=str(exc))
+        except Exception as exc:  # the client could not be asked: the question stays open for workflow_respond
+            log.warning("call.ask_failed", workflow_id=workflow_id, error=str(exc) or type(exc).__name__)
         return False
 
 

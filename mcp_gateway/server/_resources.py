@@ -10,7 +10,6 @@ a subscriber re-reads the resource anyway.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import re
 from types import TracebackType
@@ -21,6 +20,7 @@ import structlog
 from mcp.server.session import ServerSession
 from mcp.server.subscriptions import InMemorySubscriptionBus, ResourceUpdated
 
+from mcp_gateway.core._background import cancel_and_wait
 from mcp_gateway.core.changes import Change, Waiters
 from mcp_gateway.core.workflows import Viewer, Workflows
 from mcp_gateway.server._workflow_tools import summary, workflow_uri
@@ -100,10 +100,7 @@ class ResourceFeed:
     async def __aexit__(
         self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
     ) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await cancel_and_wait(self._task)
 
     def subscribe(self, session: ServerSession, uri: str) -> None:
         self._sessions.setdefault(uri, set()).add(session)
