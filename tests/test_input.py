@@ -90,6 +90,16 @@ async def test_admin_approval(gateway: Gateway) -> None:
     assert test_workers.executions[workflow_id] == 1
 
 
+async def test_an_answer_after_the_deadline_is_refused(gateway: Gateway) -> None:
+    handed = await gateway.service.call("brief_vault", {}, caller=Caller(subject="erin"))
+    assert handed.workflow_id is not None
+    record = await gateway.workflows.wait(handed.workflow_id, ADMIN, 10)
+    assert record.status is Status.TIMED_OUT
+    with pytest.raises(AnswerRefused, match="timed_out; it asks for no input"):
+        await gateway.workflows.answer(handed.workflow_id, ADMIN, "approval", "accept")
+    assert test_workers.executions[handed.workflow_id] == 0
+
+
 async def test_an_answer_after_the_end_is_refused(gateway: Gateway) -> None:
     handed = await gateway.service.call("vault", {}, caller=Caller(subject="bob"))
     assert handed.workflow_id is not None

@@ -139,7 +139,8 @@ async def test_unknown_and_foreign_workflows_are_not_found(connect: Connect, gat
             assert structured(answer)["error"] in ("not_found", "invalid_arguments")
         with pytest.raises(MCPError) as info:
             await client.read_resource("workflow://" + "0" * 32)
-        assert info.value.error.code == -32002
+        assert info.value.error.code == (-32002 if client.protocol_version == "2025-11-25" else -32602)
+        assert info.value.error.data == {"uri": "workflow://" + "0" * 32}
         with pytest.raises(MCPError):
             await client.read_resource("https://example.com/x")
     assert (await gateway.workflows.get(mine, ADMIN)).status is Status.COMPLETED

@@ -150,3 +150,10 @@ async def test_tasks_update_answers_a_question(gateway: Gateway) -> None:
                 await asyncio.sleep(0.05)
     assert state.status == "completed"
     assert state.result["structuredContent"] == {"colour": "red"}
+
+
+async def test_tasks_methods_need_the_extension(gateway: Gateway) -> None:
+    async with http_server(gateway) as url, Client(url) as client:  # no tasks extension declared
+        with pytest.raises(MCPError) as info:
+            await task_call(client.session, "tasks/get", "0" * 32)
+    assert info.value.error.code == -32021

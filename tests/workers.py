@@ -72,6 +72,7 @@ async def survey(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]:
 
 @worker.tool("guarded", subject="testing.noop")
 @worker.tool("vault", subject="testing.noop")
+@worker.tool("brief_vault", subject="testing.noop")
 async def noop(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]:
     executions[ctx.workflow_id] += 1
     return {"ok": True}

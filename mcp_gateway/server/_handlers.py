@@ -142,12 +142,14 @@ def build_server(
         ctx: ServerRequestContext[Any], params: types.ReadResourceRequestParams
     ) -> types.ReadResourceResult:
         uri = str(params.uri)
+        # 2025-11-25: -32002; 2026-07-28 (SEP-2164): invalid params, naming the URI in `data`.
+        code = types.INVALID_PARAMS if ctx.protocol_version in MODERN_PROTOCOL_VERSIONS else RESOURCE_NOT_FOUND
         try:
             data = await read_workflow_resource(workflows, viewer, uri)
         except WorkflowNotFound as exc:
-            raise MCPError(RESOURCE_NOT_FOUND, str(exc)) from None
+            raise MCPError(code, str(exc), {"uri": uri}) from None
         if data is None:
-            raise MCPError(RESOURCE_NOT_FOUND, f"unknown resource {uri!r}; expected workflow://{{id}}[/events]")
+            raise MCPError(code, f"unknown resource {uri!r}; expected workflow://{{id}}[/events]", {"uri": uri})
         return as_contents(uri, data)
 
     async def subscribe(ctx: ServerRequestContext[Any], params: types.SubscribeRequestParams) -> types.EmptyResult:

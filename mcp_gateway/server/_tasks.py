@@ -27,6 +27,8 @@ __all__ = ["TASKS_EXTENSION", "client_wants_tasks", "register_tasks", "task_hand
 TASKS_EXTENSION = "io.modelcontextprotocol/tasks"
 CLIENT_CAPABILITIES = "io.modelcontextprotocol/clientCapabilities"
 POLL_INTERVAL_MS = 500
+MISSING_CAPABILITY = -32021
+"""JSON-RPC error (2026-07-28) for a request that needs a capability the client did not declare."""
 
 _TASK_STATUS = {
     Status.PENDING: "working",
@@ -92,6 +94,14 @@ def task_handle(record: WorkflowRecord, *, inline: bool = False) -> dict[str, An
 def register_tasks(server: Server[Any], workflows: Workflows, viewer: Viewer) -> None:
     """Serve `tasks/get`, `tasks/update`, `tasks/cancel`, and advertise the extension."""
 
+    def require_extension(ctx: ServerRequestContext[Any]) -> None:
+        if not client_wants_tasks(ctx):
+            raise MCPError(
+                MISSING_CAPABILITY,
+                f"tasks/* needs the {TASKS_EXTENSION} extension in the client's capabilities",
+                {"requiredCapabilities": {"extensions": {TASKS_EXTENSION: {}}}},
+            )
+
     async def lookup(task_id: str) -> WorkflowRecord:
         try:
             return await workflows.get(task_id, viewer)
@@ -99,13 +109,16 @@ def register_tasks(server: Server[Any], workflows: Workflows, viewer: Viewer) ->
             raise MCPError(types.INVALID_PARAMS, f"unknown task {task_id!r} (or another caller's)") from exc
 
     async def get(ctx: ServerRequestContext[Any], params: TaskParams) -> dict[str, Any]:
+        require_extension(ctx)
         return task_handle(await lookup(params.task_id), inline=True)
 
     async def cancel(ctx: ServerRequestContext[Any], params: TaskParams) -> dict[str, Any]:
+        require_extension(ctx)
         await lookup(params.task_id)
         return task_handle(await workflows.cancel(params.task_id, viewer, "cancelled through tasks/cancel"))
 
     async def update(ctx: ServerRequestContext[Any], params: TaskUpdateParams) -> dict[str, Any]:
+        require_extension(ctx)
         record = await lookup(params.task_id)
         question = record.state.question
         if record.status is not Status.INPUT_REQUIRED or question is None:

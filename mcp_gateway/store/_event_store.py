@@ -21,7 +21,7 @@ __all__ = ["PostgresEventStore"]
 log = structlog.get_logger(__name__)
 
 _STORE = text("INSERT INTO mcp_stream_events (stream_id, message) VALUES (:stream, :message) RETURNING id").bindparams(
-    bindparam("message", type_=JSONB)
+    bindparam("message", type_=JSONB(none_as_null=True))  # a priming event is SQL NULL, not JSON null
 )
 _STREAM_OF = text("SELECT stream_id FROM mcp_stream_events WHERE id = :id")
 _AFTER = text(
