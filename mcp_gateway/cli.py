@@ -73,13 +73,14 @@ def _fail(message: str, code: int = 2) -> int:
 
 
 def _run(coro: Coroutine[Any, Any, int | None]) -> int:
-    """Run on uvloop (1.1-1.4x faster here for NATS and HTTP); SIGTERM stops as cleanly as Ctrl-C."""
+    """Run on uvloop (1.1-1.4x faster here for NATS and HTTP); SIGINT and SIGTERM stop cleanly."""
     import uvloop
 
     async def main() -> int | None:
         task = asyncio.current_task()
         assert task is not None
-        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
+        for sig in (signal.SIGINT, signal.SIGTERM):  # also when started in the background (SIGINT ignored there)
+            asyncio.get_running_loop().add_signal_handler(sig, task.cancel)
         try:
             return await coro
         except asyncio.CancelledError:

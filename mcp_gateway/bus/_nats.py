@@ -79,6 +79,7 @@ class NatsBus:
         self._nc: NatsClient | None = None
         self._js: JetStreamContext | None = None
         self._events: JetStreamContext.PullSubscription | None = None
+        self._last_error: str | None = None
 
     @property
     def connected(self) -> bool:
@@ -131,16 +132,21 @@ class NatsBus:
                     await self._events.unsubscribe()
             with contextlib.suppress(Exception):
                 await self._nc.flush(timeout=5)
-            await self._nc.close()
+            with contextlib.suppress(Exception):  # with NATS gone, nats-py's close can fail on a dead transport
+                await self._nc.close()
         log.info("bus.closed")
 
     async def _on_error(self, exc: Exception) -> None:
-        log.warning("bus.error", error=str(exc) or type(exc).__name__)
+        message = str(exc) or type(exc).__name__
+        if message != self._last_error:  # once per distinct error, not at every reconnect attempt
+            self._last_error = message
+            log.warning("bus.error", error=message)
 
     async def _on_disconnected(self) -> None:
         log.warning("bus.disconnected", url=self._url)
 
     async def _on_reconnected(self) -> None:
+        self._last_error = None
         log.info("bus.reconnected", url=self._url)
 
     def _jetstream(self) -> JetStreamContext:

@@ -90,6 +90,7 @@ class Worker:
         self._nc: NatsClient | None = None
         self._js: JetStreamContext | None = None
         self._stopping = asyncio.Event()
+        self._last_error: str | None = None
 
     def tool(self, name: str, *, subject: str) -> Callable[[Handler], Handler]:
         """Register the handler of tool `name`, whose commands arrive on `subject` (as in the tool's config)."""
@@ -124,7 +125,13 @@ class Worker:
     async def connect(self, url: str) -> AsyncGenerator[Worker]:
         """Connect, ensure streams and consumers, handle commands until the block ends; then drain."""
         self._nc = await nats.connect(
-            url, name=f"mcpgw-worker-{self.name}", max_reconnect_attempts=-1, reconnect_time_wait=0.5
+            url,
+            name=f"mcpgw-worker-{self.name}",
+            max_reconnect_attempts=-1,
+            reconnect_time_wait=0.5,
+            error_cb=self._on_error,
+            disconnected_cb=self._on_disconnected,
+            reconnected_cb=self._on_reconnected,
         )
         self._js = self._nc.jetstream()
         self._stopping.clear()
@@ -153,8 +160,22 @@ class Worker:
             # subscriptions for its whole timeout).
             with contextlib.suppress(Exception):
                 await self._nc.flush(timeout=2)
-            await self._nc.close()
+            with contextlib.suppress(Exception):  # with NATS gone, nats-py's close can fail on a dead transport
+                await self._nc.close()
             log.info("worker.stopped", worker=self.name)
+
+    async def _on_error(self, exc: Exception) -> None:
+        message = str(exc) or type(exc).__name__
+        if message != self._last_error:  # while NATS is away, say so once, not at every reconnect attempt
+            self._last_error = message
+            log.warning("worker.nats_error", worker=self.name, error=message)
+
+    async def _on_disconnected(self) -> None:
+        log.warning("worker.disconnected", worker=self.name)
+
+    async def _on_reconnected(self) -> None:
+        self._last_error = None
+        log.info("worker.reconnected", worker=self.name)
 
     async def run(self, url: str) -> None:
         """Handle commands until cancelled."""
