@@ -178,3 +178,21 @@ async def test_admin_cli_approve_and_cancel(gateway: Gateway, env: Any) -> None:
     assert (await gateway.workflows.wait(handed.workflow_id, ADMIN, 10)).status is Status.COMPLETED
     code, out, _ = await cli("cancel", handed.workflow_id)  # too late: the result stays
     assert code == 0 and out.split()[1] == "completed"
+
+
+async def test_a_request_state_from_elsewhere_is_refused(gateway: Gateway) -> None:
+    """2026-07-28: a retried call must name the caller's own workflow, of the same tool."""
+    from mcp import Client
+
+    from tests.conftest import http_server
+
+    other = await gateway.service.call("vault", {}, caller=Caller(subject="mallory"))
+    assert other.workflow_id is not None
+    async with http_server(gateway) as url, Client(url) as client:
+        for state in (other.workflow_id, "0" * 32, "../../etc"):
+            result = await client.session.call_tool(
+                "survey", {}, request_state=state, input_responses={}, allow_input_required=True
+            )
+            assert isinstance(result, types.CallToolResult) and result.is_error
+            assert "no workflow" in str(result.content[0])
+    assert (await gateway.workflows.get(other.workflow_id, ADMIN)).status is Status.INPUT_REQUIRED

@@ -22,7 +22,7 @@ from mcp_gateway.contract import Caller, Command, Headers, Subjects, encode
 from mcp_gateway.core.changes import Waiters, Watch
 from mcp_gateway.core.dispatch import Dispatcher
 from mcp_gateway.core.states import TERMINAL, Status, WorkflowState
-from mcp_gateway.core.workflows import AnswerRefused, Viewer, Workflows
+from mcp_gateway.core.workflows import AnswerRefused, Viewer, WorkflowNotFound, Workflows
 from mcp_gateway.registry import Registry, SchemaViolation, Tool
 from mcp_gateway.store import NewWorkflow, OutboxMessage, WorkflowStore
 
@@ -216,15 +216,19 @@ class ToolCallService:
 
     async def resume(
         self,
+        name: str,
         workflow_id: str,
         answer: UserAnswer,
         *,
         caller: Caller,
         on_progress: ProgressCallback | None = None,
     ) -> Outcome:
-        """Continue a call whose workflow asked a question (2026-07-28 input-required): answer it, wait again."""
+        """Continue a call whose workflow asked a question (2026-07-28 input-required): answer it, wait again.
+        The workflow must be the caller's own, of the tool called (a `requestState` from elsewhere is refused)."""
         viewer = Viewer(caller.subject)
         record = await self._workflows.get(workflow_id, viewer)
+        if record.tool != name:
+            raise WorkflowNotFound(workflow_id)
         tool = self.registry.get(record.tool)
         mode = tool.config.mode if tool else "sync"
         question = record.state.question

@@ -86,6 +86,7 @@ def build_server(
         try:
             if params.request_state is not None:  # 2026-07-28: the retry that carries the user's answer
                 outcome = await service.resume(
+                    params.name,
                     params.request_state,
                     answer_from(params.input_responses),
                     caller=_caller(ctx, caller_subject),
