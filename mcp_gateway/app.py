@@ -27,7 +27,7 @@ from mcp_gateway.core.service import ToolCallService
 from mcp_gateway.core.workflows import Workflows
 from mcp_gateway.embedded import EmbeddedNats, EmbeddedPostgres, running_nats_url, running_postgres_url
 from mcp_gateway.registry import Registry, load_registry
-from mcp_gateway.server import ResourceFeed, build_server
+from mcp_gateway.server import ResourceFeed, build_server, check_content
 from mcp_gateway.settings import Settings
 from mcp_gateway.store import PostgresStore, run_migrations
 
@@ -114,7 +114,7 @@ async def open_gateway(settings: Settings, registry: Registry | None = None) -> 
         await store.subscribe_changes(waiters.on_message)
         dispatcher = await stack.enter_async_context(Dispatcher(store, bus, relay_after=settings.outbox_relay_after))
         gateway = Gateway(settings, registry, urls, store, bus, waiters, dispatcher)
-        await stack.enter_async_context(EventFolder(store, bus, lambda: gateway.registry))
+        await stack.enter_async_context(EventFolder(store, bus, lambda: gateway.registry, check_content=check_content))
         await stack.enter_async_context(DeadlineKeeper(gateway.workflows))
         await stack.enter_async_context(gateway.feed)
         stack.callback(setattr, gateway.service, "stopping", True)  # first thing on the way out

@@ -96,3 +96,20 @@ async def test_error_paths(connect: Connect, gateway: Gateway) -> None:
     statuses = {r.tool: r.status for r in records}
     assert statuses["lookup_order"] is Status.FAILED
     assert statuses["bad_output"] is Status.FAILED
+
+
+async def test_content_blocks_from_the_worker(connect: Connect) -> None:
+    async with connect() as client:
+        result = await client.call_tool("media", {})
+        broken = await client.call_tool("media", {"broken": True})
+    assert not result.is_error, result.content
+    kinds = [type(block).__name__ for block in result.content]
+    assert kinds == ["TextContent", "ImageContent", "AudioContent", "EmbeddedResource", "ResourceLink"]
+    image = result.content[1]
+    assert isinstance(image, types.ImageContent) and image.mime_type == "image/png" and image.data
+    embedded = result.content[3]
+    assert isinstance(embedded, types.EmbeddedResource)
+    assert isinstance(embedded.resource, types.TextResourceContents) and embedded.resource.text == "embedded text"
+    assert broken.is_error and broken.structured_content is not None
+    assert broken.structured_content["error"] == "invalid_content"
+    assert "content[0]" in str(broken.structured_content["details"])

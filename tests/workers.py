@@ -6,7 +6,8 @@ import asyncio
 from collections import Counter
 from typing import Any
 
-from mcp_gateway.worker import ToolContext, ToolFailure, Worker
+from mcp_gateway.contract import content
+from mcp_gateway.worker import ToolContext, ToolFailure, ToolResult, Worker
 
 executions: Counter[str] = Counter()
 gates: dict[str, asyncio.Event] = {}
@@ -76,3 +77,22 @@ async def survey(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]:
 async def noop(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]:
     executions[ctx.workflow_id] += 1
     return {"ok": True}
+
+
+PNG = bytes.fromhex("89504e470d0a1a0a0000000d4948445200000001000000010806000000")
+
+
+@worker.tool("media", subject="testing.media")
+async def media(ctx: ToolContext, args: dict[str, Any]) -> ToolResult:
+    executions[ctx.workflow_id] += 1
+    if args.get("broken"):
+        return ToolResult(content=[{"type": "image", "mimeType": "image/png"}])  # no data
+    return ToolResult(
+        content=[
+            content.text("Here is everything."),
+            content.image(PNG, "image/png"),
+            content.audio(b"RIFF....WAVE", "audio/wav"),
+            content.embedded("test://embedded", text="embedded text", mime_type="text/plain"),
+            content.resource_link("test://linked", "linked"),
+        ]
+    )

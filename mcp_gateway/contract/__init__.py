@@ -4,6 +4,7 @@ This package is the whole of what a worker needs to know; the language-neutral t
 It imports nothing from the gateway.
 """
 
+from mcp_gateway.contract import _content as content
 from mcp_gateway.contract._envelopes import (
     CONTRACT_VERSION,
     Caller,
@@ -37,6 +38,7 @@ __all__ = [
     "InputAnswer",
     "InputRequest",
     "Subjects",
+    "content",
     "decode_answer",
     "decode_cancel",
     "decode_command",

@@ -133,6 +133,9 @@ class Event(_Strict):
     total: float | None = None
     message: str | None = None
     result: dict[str, Any] | None = None
+    """The structured result (checked against the tool's output_schema)."""
+    content: list[dict[str, Any]] | None = Field(default=None, max_length=100)
+    """MCP content blocks for the client (text, image, audio, resource, resource_link), as MCP writes them."""
     error: ErrorInfo | None = None
     request: InputRequest | None = None
 
@@ -142,8 +145,8 @@ class Event(_Strict):
         return f"{self.workflow_id}.{self.attempt}.{self.seq}"
 
     def model_post_init(self, context: Any, /) -> None:
-        if self.kind is EventKind.COMPLETED and self.result is None:
-            raise ValueError("a 'completed' event needs 'result' (a JSON object)")
+        if self.kind is EventKind.COMPLETED and self.result is None and self.content is None:
+            raise ValueError("a 'completed' event needs 'result' (a JSON object) or 'content' (MCP content blocks)")
         if self.kind is EventKind.FAILED and self.error is None:
             raise ValueError("a 'failed' event needs 'error' ({code, message})")
         if self.kind is EventKind.PROGRESS and self.progress is None:

@@ -47,11 +47,13 @@ class Change:
             "result": s.result,
             "error": s.error,
             "question": s.question,
+            "content": s.content,
         }
         data = json.dumps(body, separators=(",", ":")).encode()
         if len(data) > max_size:
             # Too large to fan out: listeners read the full state from the store instead.
             body["result"] = None
+            body["content"] = None
             body["truncated"] = True
             data = json.dumps(body, separators=(",", ":")).encode()
         return data
@@ -70,6 +72,7 @@ class Change:
             error=b["error"],
             version=b["version"],
             question=b.get("question"),
+            content=b.get("content"),
         )
         return cls(b["id"], state), bool(b.get("truncated"))
 

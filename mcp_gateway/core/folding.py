@@ -17,7 +17,7 @@ import structlog
 from mcp_gateway.bus import Bus, Delivery
 from mcp_gateway.contract import ContractError, Event, InputAnswer, decode_event
 from mcp_gateway.core._background import cancel_and_wait
-from mcp_gateway.core.states import Fold, WorkflowState, fold
+from mcp_gateway.core.states import ContentCheck, Fold, WorkflowState, fold
 from mcp_gateway.errors import BusError, StoreError
 from mcp_gateway.registry import Registry
 from mcp_gateway.store import WorkflowStore
@@ -43,6 +43,7 @@ class EventFolder:
         batch: int = 128,
         retry_delay: float = 1.0,
         grace: float = 5.0,
+        check_content: ContentCheck | None = None,
     ) -> None:
         self._store = store
         self._bus = bus
@@ -52,6 +53,7 @@ class EventFolder:
         self._task: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
         self._grace = grace
+        self._check_content = check_content
 
     async def __aenter__(self) -> EventFolder:
         self._task = asyncio.create_task(self._run())
@@ -102,7 +104,7 @@ class EventFolder:
         def decide(tool_name: str, state: WorkflowState) -> Fold:
             tool = self._registry().get(tool_name)
             check = tool.output.violations if tool is not None and tool.output is not None else None
-            return fold(state, event, check, may_defer=may_defer)
+            return fold(state, event, check, may_defer=may_defer, check_content=self._check_content)
 
         return decide
 

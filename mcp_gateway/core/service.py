@@ -71,6 +71,7 @@ class Outcome:
     violations: list[SchemaViolation] = field(default_factory=list[SchemaViolation])
     status: Status | None = None
     question: dict[str, Any] | None = None
+    content: list[dict[str, Any]] | None = None
 
 
 ProgressCallback = Callable[[Progress], Awaitable[None]]
@@ -341,6 +342,8 @@ def outcome_from_state(tool: str, workflow_id: str, state: WorkflowState | None,
         kind = OutcomeKind.STILL_RUNNING if mode == "sync" else OutcomeKind.HANDED_BACK
         return Outcome(kind, tool, workflow_id, status=state.status if state else None)
     if state.status is Status.COMPLETED:
-        return Outcome(OutcomeKind.COMPLETED, tool, workflow_id, result=state.result, status=state.status)
+        return Outcome(
+            OutcomeKind.COMPLETED, tool, workflow_id, result=state.result, status=state.status, content=state.content
+        )
     error = state.error or {"code": state.status.value, "message": f"the workflow ended {state.status.value}"}
     return Outcome(OutcomeKind.FAILED, tool, workflow_id, error=error, status=state.status)

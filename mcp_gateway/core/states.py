@@ -59,6 +59,8 @@ class WorkflowState:
     result: dict[str, Any] | None = None
     error: dict[str, Any] | None = None
     version: int = 0
+    content: list[dict[str, Any]] | None = None
+    """Content blocks of the result (images, audio, resources), when the worker sent any."""
     question: dict[str, Any] | None = None
     """The open input request (a worker's question, or an approval), while `input_required`."""
     answers: dict[str, Any] = field(default_factory=dict[str, Any])
@@ -80,6 +82,8 @@ class Fold:
 
 OutputCheck = Callable[[dict[str, Any]], Sequence[object]]
 """Returns the violations of a result against the tool's output schema (empty when valid)."""
+ContentCheck = Callable[[list[dict[str, Any]]], Sequence[str]]
+"""Returns what is wrong with a result's content blocks (empty when they are fine)."""
 
 
 def _ignored(state: WorkflowState, note: str) -> Fold:
@@ -87,7 +91,12 @@ def _ignored(state: WorkflowState, note: str) -> Fold:
 
 
 def fold(
-    state: WorkflowState, event: Event, check_output: OutputCheck | None = None, *, may_defer: bool = False
+    state: WorkflowState,
+    event: Event,
+    check_output: OutputCheck | None = None,
+    *,
+    may_defer: bool = False,
+    check_content: ContentCheck | None = None,
 ) -> Fold:
     """Apply one worker event to `state`.
 
@@ -130,16 +139,28 @@ def fold(
             )
             return Fold(asked, True)
         case EventKind.COMPLETED:
-            result = event.result or {}
-            violations = list(check_output(result)) if check_output is not None else []
+            violations: list[str] = []
+            if check_output is not None:
+                if event.result is None:
+                    violations = ["/: the tool's output_schema asks for a structured result; none was sent"]
+                else:
+                    violations = [str(v) for v in check_output(event.result)]
             if violations:
                 error = ErrorInfo(
                     code="invalid_output",
                     message="the worker's result does not match the tool's output_schema",
-                    details={"violations": [str(v) for v in violations]},
+                    details={"violations": violations},
                 )
                 return _end(base, event, Status.FAILED, error=error.model_dump(exclude_none=True))
-            return _end(base, event, Status.COMPLETED, result=result)
+            content_problems = list(check_content(event.content)) if check_content and event.content else []
+            if content_problems:
+                error = ErrorInfo(
+                    code="invalid_content",
+                    message="the worker's content blocks are not MCP content blocks",
+                    details={"problems": content_problems},
+                )
+                return _end(base, event, Status.FAILED, error=error.model_dump(exclude_none=True))
+            return _end(base, event, Status.COMPLETED, result=event.result, content=event.content)
         case EventKind.FAILED:
             assert event.error is not None
             return _end(base, event, Status.FAILED, error=event.error.model_dump(exclude_none=True))
@@ -182,6 +203,7 @@ def _end(
     *,
     result: dict[str, Any] | None = None,
     error: dict[str, Any] | None = None,
+    content: list[dict[str, Any]] | None = None,
 ) -> Fold:
     return Fold(
         replace(
@@ -190,6 +212,7 @@ def _end(
             last_seq=max(state.last_seq, event.seq),
             result=result,
             error=error,
+            content=content,
             version=state.version + 1,
         ),
         True,

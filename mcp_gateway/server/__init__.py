@@ -3,7 +3,7 @@
 from mcp_gateway.server._handlers import build_server
 from mcp_gateway.server._http import build_http_app
 from mcp_gateway.server._resources import ResourceFeed
-from mcp_gateway.server._results import outcome_to_result
+from mcp_gateway.server._results import check_content, outcome_to_result
 from mcp_gateway.server._stdio import serve_stdio
 
-__all__ = ["ResourceFeed", "build_http_app", "build_server", "outcome_to_result", "serve_stdio"]
+__all__ = ["ResourceFeed", "build_http_app", "build_server", "check_content", "outcome_to_result", "serve_stdio"]

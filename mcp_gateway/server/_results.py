@@ -6,11 +6,27 @@ import json
 from typing import Any
 
 import mcp.types as types
+from pydantic import TypeAdapter, ValidationError
 
 from mcp_gateway.core.service import Outcome, OutcomeKind
 from mcp_gateway.server._workflow_tools import workflow_uri
 
-__all__ = ["outcome_to_result"]
+__all__ = ["CONTENT_BLOCK", "check_content", "outcome_to_result"]
+
+CONTENT_BLOCK: TypeAdapter[types.ContentBlock] = TypeAdapter(types.ContentBlock)
+
+
+def check_content(blocks: list[dict[str, Any]]) -> list[str]:
+    """What is wrong with a worker's content blocks, each named by its index (empty when all are MCP blocks)."""
+    problems: list[str] = []
+    for index, block in enumerate(blocks):
+        try:
+            CONTENT_BLOCK.validate_python(block)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first["loc"])
+            problems.append(f"content[{index}]: {first['msg']} ({where})")
+    return problems
 
 
 def _text(data: Any) -> list[types.ContentBlock]:
@@ -22,6 +38,9 @@ def outcome_to_result(outcome: Outcome) -> types.CallToolResult:
     meta = {"io.mcp-gateway/workflowId": outcome.workflow_id} if outcome.workflow_id else None
     match outcome.kind:
         case OutcomeKind.COMPLETED:
+            if outcome.content is not None:  # the worker's own content blocks, as MCP writes them
+                blocks = [CONTENT_BLOCK.validate_python(block) for block in outcome.content]
+                return types.CallToolResult(content=blocks, structured_content=outcome.result, _meta=meta)
             result = outcome.result or {}
             return types.CallToolResult(content=_text(result), structured_content=result, _meta=meta)
         case OutcomeKind.INVALID_ARGUMENTS:

@@ -93,7 +93,7 @@ _UNPUBLISHED = text(
 _LOCK = text(
     """
     SELECT tool, status, attempt, last_seq, progress, progress_total, progress_message, result, error, version,
-           question, answers
+           question, answers, content
     FROM workflows WHERE id = :id FOR UPDATE
     """
 )
@@ -114,7 +114,7 @@ _UPDATE = text(
     WITH changed AS (
         UPDATE workflows SET status = :status, attempt = :attempt, last_seq = :last_seq, progress = :progress,
             progress_total = :total, progress_message = :message, result = :result, error = :error,
-            version = :version, question = :question, answers = :answers, updated_at = now()
+            version = :version, question = :question, answers = :answers, content = :content, updated_at = now()
         WHERE id = :id
         RETURNING id
     )
@@ -125,6 +125,7 @@ _UPDATE = text(
     bindparam("error", type_=JSONB),
     bindparam("question", type_=JSONB),
     bindparam("answers", type_=JSONB),
+    bindparam("content", type_=JSONB),
 )
 
 _RELEASE = text(
@@ -147,7 +148,8 @@ _OVERDUE = text(
 
 _COLUMNS = (
     "id, tool, tool_version, arguments, caller, request_id, trace_id, created_at, updated_at, deadline, "
-    "status, attempt, last_seq, progress, progress_total, progress_message, result, error, version, question, answers"
+    "status, attempt, last_seq, progress, progress_total, progress_message, result, error, version, question, "
+    "answers, content"
 )
 
 
@@ -172,6 +174,7 @@ def _state(m: RowMapping) -> WorkflowState:
         version=m["version"],
         question=m["question"],
         answers=m["answers"] or {},
+        content=m["content"],
     )
 
 
@@ -411,6 +414,7 @@ class PostgresStore:
                         "version": new.version,
                         "question": new.question,
                         "answers": new.answers,
+                        "content": new.content,
                         "channel": CHANGES_CHANNEL,
                         "change": Change(workflow_id, new).encode(NOTIFY_LIMIT).decode(),
                     },

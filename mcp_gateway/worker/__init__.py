@@ -13,7 +13,7 @@
 It imports only the bus contract (`mcp_gateway.contract`), never the gateway.
 """
 
-from mcp_gateway.worker._context import ToolContext, ToolFailure
+from mcp_gateway.worker._context import ToolContext, ToolFailure, ToolResult
 from mcp_gateway.worker._worker import Handler, Worker
 
-__all__ = ["Handler", "ToolContext", "ToolFailure", "Worker"]
+__all__ = ["Handler", "ToolContext", "ToolFailure", "ToolResult", "Worker"]

@@ -3,12 +3,22 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from mcp_gateway.contract import Caller, Command, ErrorInfo, EventKind, InputAnswer, InputRequest
 
-__all__ = ["ToolContext", "ToolFailure"]
+__all__ = ["ToolContext", "ToolFailure", "ToolResult"]
+
+
+@dataclass(frozen=True, slots=True)
+class ToolResult:
+    """What a handler returns when a plain dict (the structured result) is not enough: content blocks (see
+    `mcp_gateway.contract.content`) for the client, with or without a structured result."""
+
+    content: list[dict[str, Any]]
+    structured: dict[str, Any] | None = None
 
 
 class ToolFailure(Exception):

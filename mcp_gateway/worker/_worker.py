@@ -43,7 +43,7 @@ from mcp_gateway.contract import (
     encode,
     ensure_streams,
 )
-from mcp_gateway.worker._context import ToolContext, ToolFailure
+from mcp_gateway.worker._context import ToolContext, ToolFailure, ToolResult
 
 __all__ = ["Handler", "Worker"]
 
@@ -52,7 +52,7 @@ log = structlog.get_logger(__name__)
 STARTED_AFTER = 0.05
 """Seconds a handler may run before the worker reports `started`."""
 
-Handler = Callable[[ToolContext, dict[str, Any]], Coroutine[Any, Any, dict[str, Any]]]
+Handler = Callable[[ToolContext, dict[str, Any]], Coroutine[Any, Any, dict[str, Any] | ToolResult]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,7 +84,7 @@ class Worker:
         self._slots = asyncio.Semaphore(max_concurrency)
         self._running: set[asyncio.Task[None]] = set()
         self._done: OrderedDict[str, bytes] = OrderedDict()
-        self._handlers: dict[str, asyncio.Task[dict[str, Any]]] = {}
+        self._handlers: dict[str, asyncio.Task[dict[str, Any] | ToolResult]] = {}
         self._stopped: OrderedDict[str, str] = OrderedDict()  # workflow id -> why the gateway stopped it
         self._remembered = remembered_results
         self._nc: NatsClient | None = None
@@ -356,6 +356,8 @@ class Worker:
             )
         finally:
             self._handlers.pop(ctx.workflow_id, None)
+        if isinstance(result, ToolResult):
+            return await emit(EventKind.COMPLETED, result=result.structured, content=result.content)
         if not isinstance(result, dict):  # pyright: ignore[reportUnnecessaryIsInstance]
             return await emit(
                 EventKind.FAILED,
