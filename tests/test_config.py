@@ -34,6 +34,12 @@ def problems(tmp_path: Path, **files: str) -> list[str]:
 def test_the_shipped_config_loads() -> None:
     registry = load_registry(ROOT / "config" / "tools")
     assert {"echo", "classify_ticket", "lookup_order", "refund_order"} <= set(registry)
+    fixtures = load_registry(ROOT / "config" / "conformance")
+    schema = fixtures["json_schema_2020_12_tool"].listing.input_schema  # strict: false keeps it as written
+    assert schema["$defs"]["address"] == {
+        "type": "object",
+        "properties": {"street": {"type": "string"}, "city": {"type": "string"}},
+    }
 
 
 def test_bad_yaml_names_the_file_and_line(tmp_path: Path) -> None:

@@ -2,14 +2,16 @@
 
 `support`: a customer-support domain (classify a ticket, look up an order, refund it with progress).
 `diagnostics`: an echo tool, for checking the whole path and for the benchmark.
+`conformance`: the fixtures of the official MCP conformance suite (config: `config/conformance/`).
 """
 
+from mcp_gateway.examples.conformance import worker as conformance_worker
 from mcp_gateway.examples.diagnostics import worker as diagnostics_worker
 from mcp_gateway.examples.support import worker as support_worker
 from mcp_gateway.worker import Worker
 
-__all__ = ["all_workers", "diagnostics_worker", "support_worker"]
+__all__ = ["all_workers", "conformance_worker", "diagnostics_worker", "support_worker"]
 
 
 def all_workers() -> list[Worker]:
-    return [support_worker, diagnostics_worker]
+    return [support_worker, diagnostics_worker, conformance_worker]

@@ -1,0 +1,167 @@
+"""The conformance domain: the fixtures the official MCP conformance suite calls, served through the bus like any
+domain tool (their config: `config/conformance/`). Each returns what the suite's scenario expects."""
+
+from __future__ import annotations
+
+import base64
+import json
+import struct
+from typing import Any
+
+from mcp_gateway.contract import content
+from mcp_gateway.worker import ToolContext, ToolFailure, ToolResult, Worker
+
+__all__ = ["worker"]
+
+worker = Worker("conformance")
+
+PNG = base64.b64decode(
+    "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR4nGP4z8DwHwAFAAH/iZk9HQAAAABJRU5ErkJggg=="
+)
+
+
+def _wav() -> bytes:
+    """A tenth of a second of silence, 8 kHz, 8-bit mono."""
+    samples = b"\x80" * 800
+    header = struct.pack(
+        "<4sI4s4sIHHIIHH4sI",
+        b"RIFF",
+        36 + len(samples),
+        b"WAVE",
+        b"fmt ",
+        16,
+        1,
+        1,
+        8000,
+        8000,
+        1,
+        8,
+        b"data",
+        len(samples),
+    )
+    return header + samples
+
+
+@worker.tool("test_simple_text", subject="conformance.simple_text")
+async def simple_text(ctx: ToolContext, args: dict[str, Any]) -> ToolResult:
+    return ToolResult([content.text("This is a simple text response for testing.")])
+
+
+@worker.tool("test_image_content", subject="conformance.image")
+async def image(ctx: ToolContext, args: dict[str, Any]) -> ToolResult:
+    return ToolResult([content.image(PNG, "image/png")])
+
+
+@worker.tool("test_audio_content", subject="conformance.audio")
+async def audio(ctx: ToolContext, args: dict[str, Any]) -> ToolResult:
+    return ToolResult([content.audio(_wav(), "audio/wav")])
+
+
+@worker.tool("test_embedded_resource", subject="conformance.embedded")
+async def embedded(ctx: ToolContext, args: dict[str, Any]) -> ToolResult:
+    resource = content.embedded(
+        "test://embedded-resource", text="This is an embedded resource content.", mime_type="text/plain"
+    )
+    return ToolResult([resource])
+
+
+@worker.tool("test_multiple_content_types", subject="conformance.mixed")
+async def mixed(ctx: ToolContext, args: dict[str, Any]) -> ToolResult:
+    data = json.dumps({"test": "data", "value": 123})
+    return ToolResult(
+        [
+            content.text("Multiple content types test:"),
+            content.image(PNG, "image/png"),
+            content.embedded("test://mixed-content-resource", text=data, mime_type="application/json"),
+        ]
+    )
+
+
+@worker.tool("test_error_handling", subject="conformance.error")
+async def error(ctx: ToolContext, args: dict[str, Any]) -> ToolResult:
+    raise ToolFailure("test_error", "This tool intentionally returns an error for testing")
+
+
+@worker.tool("test_tool_with_progress", subject="conformance.progress")
+async def progress(ctx: ToolContext, args: dict[str, Any]) -> ToolResult:
+    for value in (0, 50, 100):
+        await ctx.progress(value, 100, f"progress {value}")
+    return ToolResult([content.text("Progress test completed")])
+
+
+@worker.tool("test_elicitation", subject="conformance.elicitation")
+async def elicitation(ctx: ToolContext, args: dict[str, Any]) -> ToolResult:
+    schema = {
+        "type": "object",
+        "properties": {
+            "username": {"type": "string", "description": "User's response"},
+            "email": {"type": "string", "description": "User's email address"},
+        },
+        "required": ["username", "email"],
+    }
+    answer = await ctx.ask(args["message"], schema)
+    return ToolResult([content.text(f"User response: action={answer.action}, content={json.dumps(answer.content)}")])
+
+
+_DEFAULTS = {
+    "type": "object",
+    "properties": {
+        "name": {"type": "string", "default": "John Doe"},
+        "age": {"type": "integer", "default": 30},
+        "score": {"type": "number", "default": 95.5},
+        "status": {"type": "string", "enum": ["active", "inactive", "pending"], "default": "active"},
+        "verified": {"type": "boolean", "default": True},
+    },
+}
+
+_ENUMS = {
+    "type": "object",
+    "properties": {
+        "untitledSingle": {"type": "string", "enum": ["option1", "option2", "option3"]},
+        "titledSingle": {
+            "type": "string",
+            "oneOf": [
+                {"const": "value1", "title": "First Option"},
+                {"const": "value2", "title": "Second Option"},
+                {"const": "value3", "title": "Third Option"},
+            ],
+        },
+        "legacyEnum": {
+            "type": "string",
+            "enum": ["opt1", "opt2", "opt3"],
+            "enumNames": ["Option One", "Option Two", "Option Three"],
+        },
+        "untitledMulti": {"type": "array", "items": {"type": "string", "enum": ["option1", "option2", "option3"]}},
+        "titledMulti": {
+            "type": "array",
+            "items": {
+                "anyOf": [
+                    {"const": "value1", "title": "First Choice"},
+                    {"const": "value2", "title": "Second Choice"},
+                    {"const": "value3", "title": "Third Choice"},
+                ]
+            },
+        },
+    },
+}
+
+
+async def _elicit(ctx: ToolContext, message: str, schema: dict[str, Any]) -> ToolResult:
+    answer = await ctx.ask(message, schema)
+    text = f"Elicitation completed: action={answer.action}, content={json.dumps(answer.content)}"
+    return ToolResult([content.text(text)])
+
+
+@worker.tool("test_elicitation_sep1034_defaults", subject="conformance.elicitation_defaults")
+async def elicitation_defaults(ctx: ToolContext, args: dict[str, Any]) -> ToolResult:
+    return await _elicit(ctx, "Please review and update the form fields with defaults", _DEFAULTS)
+
+
+@worker.tool("test_elicitation_sep1330_enums", subject="conformance.elicitation_enums")
+async def elicitation_enums(ctx: ToolContext, args: dict[str, Any]) -> ToolResult:
+    return await _elicit(ctx, "Please select options from the enum fields", _ENUMS)
+
+
+@worker.tool("json_schema_2020_12_tool", subject="conformance.json_schema")
+async def json_schema(ctx: ToolContext, args: dict[str, Any]) -> ToolResult:
+    return ToolResult([content.text(f"Received: {json.dumps(args)}")])
