@@ -127,7 +127,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _check(settings: Settings) -> int:
     registry = load_registry(settings.tools_dir)
-    print(f"ok: settings and {len(registry)} tool(s) in {settings.tools_dir}")
+    print(f"ok: settings, {len(registry)} tool(s) and {len(registry.prompts)} prompt(s) in {settings.tools_dir}")
     for tool in registry.values():
         print(f"  {tool.name} v{tool.config.version} -> {tool.config.subject} ({tool.source})")
     return 0

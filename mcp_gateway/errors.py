@@ -20,11 +20,13 @@ class ConfigProblem:
     message: str
     tool: str | None = None
     key_path: str | None = None
+    kind: str = "tool"
+    """What `tool` names: a tool, or a prompt."""
 
     def __str__(self) -> str:
         where = self.file
         if self.tool:
-            where += f": tool {self.tool!r}"
+            where += f": {self.kind} {self.tool!r}"
         if self.key_path:
             where += f": {self.key_path}"
         return f"{where}: {self.message}"

@@ -91,6 +91,7 @@ async def servers(tmp_path_factory: pytest.TempPathFactory) -> AsyncGenerator[Se
     tools = base / "tools"
     shutil.copytree(ROOT / "config" / "tools", tools / "config")
     shutil.copytree(ROOT / "tests" / "tools", tools / "testing")
+    shutil.copytree(ROOT / "config" / "conformance", tools / "conformance")
     async with EmbeddedNats(base / "nats") as nats, EmbeddedPostgres(base / "pg", fsync=False) as pg:
         conn = await asyncpg.connect(pg.admin_url)
         try:

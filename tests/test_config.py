@@ -201,3 +201,40 @@ def test_serve_refuses_a_broken_registry(tmp_path: Path) -> None:
     done = run_cli("serve", "--tools-dir", str(tmp_path))
     assert done.returncode == 1
     assert "a.yaml: tool 'x': tools[0].input_schema: invalid JSON Schema" in done.stderr
+
+
+def test_prompt_errors_are_named(tmp_path: Path) -> None:
+    found = problems(
+        tmp_path,
+        one="""
+prompts:
+  - name: p
+    arguments: [{name: a, required: true}]
+    messages:
+      - {role: user, content: {type: text, text: "uses {a} and {b}"}}
+""",
+        two="""
+prompts:
+  - name: q
+    messages:
+      - {role: robot, content: {type: text, text: hi}}
+      - {role: user, content: {type: image, mimeType: image/png}}
+""",
+    )
+    joined = "\n".join(found)
+    assert "one.yaml: prompt 'p': prompts[0].messages[0].content: {b} names no argument" in joined
+    assert "two.yaml: prompt 'q': prompts[0].messages[0].role" in joined
+    assert "prompts[0].messages[1].content: not an MCP content block: data: Field required" in joined
+
+
+def test_prompts_render_and_complete(tmp_path: Path) -> None:
+    from mcp_gateway.registry import PromptError
+
+    prompts = load_registry(ROOT / "config" / "conformance").prompts
+    rendered = prompts["test_prompt_with_arguments"].render({"arg1": "x", "arg2": "y"})
+    assert "arg1='x', arg2='y'" in str(rendered.messages[0].content)
+    with pytest.raises(PromptError, match=r"needs argument\(s\) \['arg2'\]"):
+        prompts["test_prompt_with_arguments"].render({"arg1": "x"})
+    with pytest.raises(PromptError, match="has no argument"):
+        prompts["test_simple_prompt"].render({"zzz": "1"})
+    assert prompts["test_prompt_with_arguments"].complete("arg1", "test") == ["test", "testValue1"]

@@ -7,6 +7,8 @@ The stdio gateway runs in a subprocess (as Claude Desktop runs it) beside the in
 from __future__ import annotations
 
 import mcp.types as types
+import pytest
+from mcp.shared.exceptions import MCPError
 
 from mcp_gateway.app import Gateway
 from mcp_gateway.core.states import Status
@@ -113,3 +115,24 @@ async def test_content_blocks_from_the_worker(connect: Connect) -> None:
     assert broken.is_error and broken.structured_content is not None
     assert broken.structured_content["error"] == "invalid_content"
     assert "content[0]" in str(broken.structured_content["details"])
+
+
+async def test_prompts_and_completion(connect: Connect) -> None:
+    async with connect() as client:
+        listed = {p.name for p in (await client.list_prompts()).prompts}
+        simple = await client.get_prompt("test_simple_prompt")
+        with_args = await client.get_prompt("test_prompt_with_arguments", {"arg1": "one", "arg2": "two"})
+        embedded = await client.get_prompt("test_prompt_with_embedded_resource", {"resourceUri": "test://x"})
+        completion = await client.complete(
+            types.PromptReference(name="test_prompt_with_arguments"), {"name": "arg1", "value": "te"}
+        )
+        with pytest.raises(MCPError, match="needs argument"):
+            await client.get_prompt("test_prompt_with_arguments", {"arg1": "one"})
+        with pytest.raises(MCPError, match="unknown prompt"):
+            await client.get_prompt("no_such_prompt")
+    assert {"test_simple_prompt", "test_prompt_with_image"} <= listed
+    assert isinstance(simple.messages[0].content, types.TextContent)
+    assert "arg1='one', arg2='two'" in str(with_args.messages[0].content)
+    resource = embedded.messages[0].content
+    assert isinstance(resource, types.EmbeddedResource) and str(resource.resource.uri) == "test://x"
+    assert completion.completion.values == ["test", "testValue1"]

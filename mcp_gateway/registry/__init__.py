@@ -2,12 +2,15 @@
 
 from mcp_gateway.registry._loader import RESERVED_NAMES, load_registry
 from mcp_gateway.registry._model import Registry, Tool, ToolConfig
+from mcp_gateway.registry._prompts import Prompt, PromptError
 from mcp_gateway.registry._schema import HANDLE_SCHEMA, CompiledSchema, SchemaViolation, close_objects
 
 __all__ = [
     "HANDLE_SCHEMA",
     "RESERVED_NAMES",
     "CompiledSchema",
+    "Prompt",
+    "PromptError",
     "Registry",
     "SchemaViolation",
     "Tool",

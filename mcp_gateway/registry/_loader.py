@@ -11,11 +11,12 @@ from pydantic import ValidationError
 
 from mcp_gateway.errors import ConfigError, ConfigProblem
 from mcp_gateway.registry._model import Registry, Tool, ToolConfig
+from mcp_gateway.registry._prompts import Prompt, PromptConfig, placeholders
 from mcp_gateway.registry._schema import CompiledSchema, check_schema, close_objects, or_handle
 
 __all__ = ["load_registry"]
 
-_FILE_KEYS = {"tools"}
+_FILE_KEYS = {"tools", "prompts"}
 RESERVED_NAMES = frozenset(
     {"workflow_status", "workflow_result", "workflow_cancel", "workflow_respond", "workflow_list"}
 )
@@ -33,30 +34,66 @@ def _tool_files(directory: Path) -> list[Path]:
     return sorted(p for p in directory.rglob("*") if p.suffix in (".yaml", ".yml") and p.is_file())
 
 
-def _read(path: Path, problems: list[ConfigProblem]) -> list[Any]:
-    """The raw tool entries of one file; problems with the file's shape are appended."""
+def _read(path: Path, problems: list[ConfigProblem]) -> dict[str, list[Any]]:
+    """The raw entries of one file by section (tools, prompts, ...); problems with its shape are appended."""
     name = str(path)
     try:
         document = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
         problems.append(ConfigProblem(name, "not valid YAML: " + " ".join(str(exc).split())))
-        return []
+        return {}
     except (OSError, UnicodeDecodeError) as exc:
         problems.append(ConfigProblem(name, f"cannot be read: {exc}"))
-        return []
+        return {}
     if document is None:
-        return []
+        return {}
     if not isinstance(document, dict):
-        problems.append(ConfigProblem(name, f"must be a mapping with a 'tools' list, got {type(document).__name__}"))
-        return []
-    for key in document:
+        problems.append(
+            ConfigProblem(name, f"must be a mapping with a 'tools' (or 'prompts') list, got {type(document).__name__}")
+        )
+        return {}
+    sections: dict[str, list[Any]] = {}
+    for key, entries in document.items():
         if key not in _FILE_KEYS:
             problems.append(ConfigProblem(name, f"unknown top-level key {key!r}; expected one of {sorted(_FILE_KEYS)}"))
-    entries = document.get("tools", [])
-    if not isinstance(entries, list):
-        problems.append(ConfigProblem(name, f"must be a list of tools, got {type(entries).__name__}", key_path="tools"))
-        return []
-    return entries
+        elif not isinstance(entries, list):
+            problems.append(ConfigProblem(name, f"must be a list of {key}, got {type(entries).__name__}", key_path=key))
+        else:
+            sections[key] = entries
+    return sections
+
+
+def _build_prompt(entry: Any, index: int, source: str, problems: list[ConfigProblem]) -> Prompt | None:
+    label = entry.get("name") if isinstance(entry, dict) and isinstance(entry.get("name"), str) else f"#{index}"
+    base = f"prompts[{index}]"
+    try:
+        config = PromptConfig.model_validate(entry)
+    except ValidationError as exc:
+        for err in exc.errors():
+            problems.append(ConfigProblem(source, _message(err), label, _key_path((base, *err["loc"])), "prompt"))
+        return None
+    declared = {a.name for a in config.arguments}
+    before = len(problems)
+    for position, message in enumerate(config.messages):
+        for name in sorted(placeholders(message.content) - declared):
+            problems.append(
+                ConfigProblem(
+                    source,
+                    f"{{{name}}} names no argument of the prompt (declared: {sorted(declared)})",
+                    label,
+                    f"{base}.messages[{position}].content",
+                    "prompt",
+                )
+            )
+    return Prompt.of(config, source) if len(problems) == before else None
+
+
+def _message(err: Any) -> str:
+    if err["type"] == "extra_forbidden":
+        return "unknown key (not allowed here)"
+    if err["type"] == "missing":
+        return "required key is missing"
+    return str(err["msg"]).removeprefix("Value error, ")
 
 
 def _build(entry: Any, index: int, source: str, problems: list[ConfigProblem]) -> Tool | None:
@@ -66,14 +103,7 @@ def _build(entry: Any, index: int, source: str, problems: list[ConfigProblem]) -
         config = ToolConfig.model_validate(entry)
     except ValidationError as exc:
         for err in exc.errors():
-            message = (
-                "unknown key (not allowed here)"
-                if err["type"] == "extra_forbidden"
-                else err["msg"].removeprefix("Value error, ")
-            )
-            if err["type"] == "missing":
-                message = "required key is missing"
-            problems.append(ConfigProblem(source, message, label, _key_path((base, *err["loc"]))))
+            problems.append(ConfigProblem(source, _message(err), label, _key_path((base, *err["loc"]))))
         return None
     ok = True
     schemas: dict[str, dict[str, Any] | None] = {
@@ -123,47 +153,58 @@ def _build(entry: Any, index: int, source: str, problems: list[ConfigProblem]) -
     )
 
 
+def _duplicate(kind: str, name: str, path: Path, index: int, seen: dict[str, str]) -> ConfigProblem | None:
+    if name in seen:
+        return ConfigProblem(
+            str(path), f"duplicate {kind} name, first declared in {seen[name]}", name, f"{kind}s[{index}].name", kind
+        )
+    seen[name] = str(path)
+    return None
+
+
 def load_registry(directory: Path) -> Registry:
     """Load every `*.yaml` under `directory` (recursively). Raises `ConfigError` listing every problem."""
     problems: list[ConfigProblem] = []
     if not directory.is_dir():
         raise ConfigError([ConfigProblem(str(directory), "tool config folder does not exist")])
     tools: list[Tool] = []
-    seen: dict[str, str] = {}
+    prompts: list[Prompt] = []
+    seen_tools: dict[str, str] = {}
+    seen_prompts: dict[str, str] = {}
     for path in _tool_files(directory):
-        for index, entry in enumerate(_read(path, problems)):
-            if not isinstance(entry, dict):
-                problems.append(
-                    ConfigProblem(
-                        str(path), f"must be a mapping, got {type(entry).__name__}", key_path=f"tools[{index}]"
+        sections = _read(path, problems)
+        for key in ("tools", "prompts"):
+            for index, entry in enumerate(sections.get(key, [])):
+                if not isinstance(entry, dict):
+                    problems.append(
+                        ConfigProblem(
+                            str(path), f"must be a mapping, got {type(entry).__name__}", key_path=f"{key}[{index}]"
+                        )
                     )
-                )
-                continue
-            tool = _build(entry, index, str(path), problems)
-            if tool is None:
-                continue
-            if tool.name in RESERVED_NAMES:
-                problems.append(
-                    ConfigProblem(
-                        str(path),
-                        f"{tool.name!r} is a built-in tool of the gateway; choose another name",
-                        tool.name,
-                        f"tools[{index}].name",
+                    continue
+                if key == "prompts":
+                    prompt = _build_prompt(entry, index, str(path), problems)
+                    if prompt is not None:
+                        duplicate = _duplicate("prompt", prompt.config.name, path, index, seen_prompts)
+                        problems.extend([duplicate] if duplicate else [])
+                        prompts.extend([] if duplicate else [prompt])
+                    continue
+                tool = _build(entry, index, str(path), problems)
+                if tool is None:
+                    continue
+                if tool.name in RESERVED_NAMES:
+                    problems.append(
+                        ConfigProblem(
+                            str(path),
+                            f"{tool.name!r} is a built-in tool of the gateway; choose another name",
+                            tool.name,
+                            f"tools[{index}].name",
+                        )
                     )
-                )
-                continue
-            if tool.name in seen:
-                problems.append(
-                    ConfigProblem(
-                        str(path),
-                        f"duplicate tool name, first declared in {seen[tool.name]}",
-                        tool.name,
-                        f"tools[{index}].name",
-                    )
-                )
-                continue
-            seen[tool.name] = str(path)
-            tools.append(tool)
+                    continue
+                duplicate = _duplicate("tool", tool.name, path, index, seen_tools)
+                problems.extend([duplicate] if duplicate else [])
+                tools.extend([] if duplicate else [tool])
     if problems:
         raise ConfigError(problems)
-    return Registry.of(tools)
+    return Registry.of(tools, prompts)

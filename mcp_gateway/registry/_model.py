@@ -10,6 +10,7 @@ from typing import Any, Literal
 import mcp.types as types
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from mcp_gateway.registry._prompts import Prompt
 from mcp_gateway.registry._schema import CompiledSchema
 
 __all__ = ["Annotations", "Registry", "Tool", "ToolConfig"]
@@ -97,10 +98,11 @@ class Tool:
 
 @dataclass(frozen=True, slots=True)
 class Registry(Mapping[str, Tool]):
-    """Every tool by name, in the order the files declared them."""
+    """Every tool (and prompt) by name, in the order the files declared them."""
 
     tools: dict[str, Tool] = field(default_factory=dict[str, "Tool"])
     listing: tuple[types.Tool, ...] = ()
+    prompts: dict[str, Prompt] = field(default_factory=dict[str, Prompt])
 
     def __getitem__(self, name: str) -> Tool:
         return self.tools[name]
@@ -112,5 +114,7 @@ class Registry(Mapping[str, Tool]):
         return len(self.tools)
 
     @classmethod
-    def of(cls, tools: list[Tool]) -> Registry:
-        return cls({t.name: t for t in tools}, tuple(t.listing for t in tools))
+    def of(cls, tools: list[Tool], prompts: list[Prompt] | None = None) -> Registry:
+        return cls(
+            {t.name: t for t in tools}, tuple(t.listing for t in tools), {p.config.name: p for p in prompts or []}
+        )

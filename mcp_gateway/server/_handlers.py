@@ -16,6 +16,7 @@ from mcp_gateway.contract import Caller
 from mcp_gateway.core.service import OutcomeKind, Progress, ToolCallService
 from mcp_gateway.core.states import Status
 from mcp_gateway.core.workflows import AnswerRefused, Viewer, WorkflowNotFound, Workflows
+from mcp_gateway.registry import PromptError
 from mcp_gateway.server._input import answer_from, elicitor, input_required
 from mcp_gateway.server._resources import TEMPLATES, ResourceFeed, as_contents, parse_uri, read_workflow_resource
 from mcp_gateway.server._results import outcome_to_result
@@ -164,6 +165,26 @@ def build_server(
         feed.unsubscribe(ctx.session, str(params.uri))
         return types.EmptyResult()
 
+    async def list_prompts(
+        ctx: ServerRequestContext[Any], params: types.PaginatedRequestParams | None
+    ) -> types.ListPromptsResult:
+        return types.ListPromptsResult(prompts=[p.listing for p in service.registry.prompts.values()])
+
+    async def get_prompt(ctx: ServerRequestContext[Any], params: types.GetPromptRequestParams) -> types.GetPromptResult:
+        prompt = service.registry.prompts.get(params.name)
+        if prompt is None:
+            raise MCPError(types.INVALID_PARAMS, f"unknown prompt {params.name!r}")
+        try:
+            return prompt.render(params.arguments)
+        except PromptError as exc:
+            raise MCPError(types.INVALID_PARAMS, str(exc)) from None
+
+    async def complete(ctx: ServerRequestContext[Any], params: types.CompleteRequestParams) -> types.CompleteResult:
+        values: list[str] = []
+        if isinstance(params.ref, types.PromptReference) and (prompt := service.registry.prompts.get(params.ref.name)):
+            values = prompt.complete(params.argument.name, params.argument.value)
+        return types.CompleteResult(completion=types.Completion(values=values, total=len(values), has_more=False))
+
     def input_schema(name: str) -> dict[str, Any] | None:
         # Lets the SDK check 2026-07-28 `Mcp-Param-*` headers without running tools/list on every call.
         tool = service.registry.get(name)
@@ -186,6 +207,9 @@ def build_server(
         on_subscribe_resource=subscribe,
         on_unsubscribe_resource=unsubscribe,
         on_subscriptions_listen=ListenHandler(feed.bus),
+        on_list_prompts=list_prompts,
+        on_get_prompt=get_prompt,
+        on_completion=complete,
     )
     register_tasks(server, workflows, viewer)
     return server

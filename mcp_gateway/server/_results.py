@@ -6,27 +6,17 @@ import json
 from typing import Any
 
 import mcp.types as types
-from pydantic import TypeAdapter, ValidationError
 
 from mcp_gateway.core.service import Outcome, OutcomeKind
+from mcp_gateway.registry._content import CONTENT_BLOCK, content_block_problem
 from mcp_gateway.server._workflow_tools import workflow_uri
 
 __all__ = ["CONTENT_BLOCK", "check_content", "outcome_to_result"]
 
-CONTENT_BLOCK: TypeAdapter[types.ContentBlock] = TypeAdapter(types.ContentBlock)
-
 
 def check_content(blocks: list[dict[str, Any]]) -> list[str]:
     """What is wrong with a worker's content blocks, each named by its index (empty when all are MCP blocks)."""
-    problems: list[str] = []
-    for index, block in enumerate(blocks):
-        try:
-            CONTENT_BLOCK.validate_python(block)
-        except ValidationError as exc:
-            first = exc.errors()[0]
-            where = ".".join(str(p) for p in first["loc"])
-            problems.append(f"content[{index}]: {first['msg']} ({where})")
-    return problems
+    return [f"content[{i}]: {problem}" for i, block in enumerate(blocks) if (problem := content_block_problem(block))]
 
 
 def _text(data: Any) -> list[types.ContentBlock]:
