@@ -23,6 +23,7 @@ from mcp_gateway.core.changes import Waiters
 from mcp_gateway.core.deadlines import DeadlineKeeper
 from mcp_gateway.core.dispatch import Dispatcher
 from mcp_gateway.core.folding import EventFolder
+from mcp_gateway.core.resources import ResourceReader
 from mcp_gateway.core.service import ToolCallService
 from mcp_gateway.core.workflows import Workflows
 from mcp_gateway.embedded import EmbeddedNats, EmbeddedPostgres, running_nats_url, running_postgres_url
@@ -83,10 +84,11 @@ class Gateway:
         self.dispatcher = dispatcher
         self.workflows = Workflows(store, bus, waiters, dispatcher)
         self.feed = ResourceFeed(waiters)
+        self.resources = ResourceReader(lambda: self.registry, bus, bus.subjects)
         self.service = ToolCallService(lambda: self.registry, store, dispatcher, waiters, bus.subjects, self.workflows)
 
     def mcp_server(self, caller_subject: str = "anonymous") -> Server[Any]:
-        return build_server(self.service, self.workflows, self.feed, caller_subject=caller_subject)
+        return build_server(self.service, self.workflows, self.feed, self.resources, caller_subject=caller_subject)
 
     async def ready(self) -> dict[str, Any]:
         checks: dict[str, Any] = {}

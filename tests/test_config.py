@@ -238,3 +238,24 @@ def test_prompts_render_and_complete(tmp_path: Path) -> None:
     with pytest.raises(PromptError, match="has no argument"):
         prompts["test_simple_prompt"].render({"zzz": "1"})
     assert prompts["test_prompt_with_arguments"].complete("arg1", "test") == ["test", "testValue1"]
+
+
+def test_resource_errors_are_named(tmp_path: Path) -> None:
+    found = problems(
+        tmp_path,
+        r="""
+resources:
+  - {uri: "no scheme", name: a, text: x}
+  - {uri: "test://b", name: b, text: x, blob: eA==}
+  - {uri: "test://c", name: c, blob: "not base64!"}
+resource_templates:
+  - {uri_template: "test://{unclosed", name: t, subject: a.b}
+  - {uri_template: "test://{id}", name: u}
+""",
+    )
+    joined = "\n".join(found)
+    assert "resource 'no scheme': resources[0].uri" in joined
+    assert "resources[1]: Value error" not in joined and "exactly one of 'text' or 'blob'" in joined
+    assert "'blob' is not valid base64" in joined
+    assert "resource_templates[0].uri_template: not a URI template" in joined
+    assert "resource_templates[1].subject: required key is missing" in joined

@@ -136,3 +136,20 @@ async def test_prompts_and_completion(connect: Connect) -> None:
     resource = embedded.messages[0].content
     assert isinstance(resource, types.EmbeddedResource) and str(resource.resource.uri) == "test://x"
     assert completion.completion.values == ["test", "testValue1"]
+
+
+async def test_resources_from_config_and_from_a_worker(connect: Connect) -> None:
+    async with connect() as client:
+        listed = {str(r.uri) for r in (await client.list_resources()).resources}
+        templates = {t.uri_template for t in (await client.list_resource_templates()).resource_templates}
+        text = (await client.read_resource("test://static-text")).contents[0]
+        binary = (await client.read_resource("test://static-binary")).contents[0]
+        templated = (await client.read_resource("test://template/123/data")).contents[0]  # a worker answers
+        with pytest.raises(MCPError) as info:
+            await client.read_resource("test://nonexistent")
+    assert {"test://static-text", "test://static-binary"} <= listed
+    assert "test://template/{id}/data" in templates
+    assert isinstance(text, types.TextResourceContents) and text.text.startswith("This is the content")
+    assert isinstance(binary, types.BlobResourceContents) and binary.mime_type == "image/png"
+    assert isinstance(templated, types.TextResourceContents) and '"id": "123"' in templated.text
+    assert info.value.error.data == {"uri": "test://nonexistent"}

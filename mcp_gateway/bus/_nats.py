@@ -11,7 +11,7 @@ import nats
 import structlog
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
-from nats.errors import ConnectionClosedError, NoServersError, OutboundBufferLimitError
+from nats.errors import ConnectionClosedError, NoRespondersError, NoServersError, OutboundBufferLimitError
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
@@ -55,6 +55,8 @@ class Bus(Protocol):
     async def publish_cancel(self, workflow_id: str, reason: Literal["cancelled", "timed_out"]) -> None: ...
 
     async def publish_answer(self, answer: InputAnswer) -> None: ...
+
+    async def request(self, subject: str, payload: bytes, max_wait: float) -> bytes: ...
 
 
 class NatsBus:
@@ -190,3 +192,15 @@ class NatsBus:
             await self._nc.publish(self._subjects.answer(answer.workflow_id), encode(answer))
         except (ConnectionClosedError, OutboundBufferLimitError) as exc:
             raise BusError(f"sending the answer for {answer.workflow_id} failed: {exc}") from exc
+
+    async def request(self, subject: str, payload: bytes, max_wait: float) -> bytes:
+        """Core NATS request/reply (resource template reads): the reply's body, or BusError."""
+        if self._nc is None:
+            raise BusError("the bus is not open (use it inside 'async with')")
+        try:
+            reply = await self._nc.request(subject, payload, timeout=max_wait)
+        except NoRespondersError:
+            raise BusError(f"no worker answers on {subject}") from None
+        except (NatsTimeoutError, TimeoutError):
+            raise BusError(f"no answer on {subject} within {max_wait:g} s") from None
+        return reply.data

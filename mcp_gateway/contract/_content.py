@@ -9,7 +9,7 @@ from __future__ import annotations
 import base64
 from typing import Any
 
-__all__ = ["audio", "embedded", "image", "resource_link", "text"]
+__all__ = ["audio", "blob_contents", "embedded", "image", "resource_link", "text", "text_contents"]
 
 
 def text(value: str) -> dict[str, Any]:
@@ -39,3 +39,13 @@ def resource_link(uri: str, name: str, *, mime_type: str | None = None) -> dict[
     if mime_type:
         link["mimeType"] = mime_type
     return link
+
+
+def text_contents(uri: str, text: str, mime_type: str = "text/plain") -> dict[str, Any]:
+    """The contents of a resource read (text)."""
+    return {"uri": uri, "mimeType": mime_type, "text": text}
+
+
+def blob_contents(uri: str, data: bytes, mime_type: str) -> dict[str, Any]:
+    """The contents of a resource read (bytes)."""
+    return {"uri": uri, "mimeType": mime_type, "blob": base64.b64encode(data).decode()}

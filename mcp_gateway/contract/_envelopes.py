@@ -24,10 +24,14 @@ __all__ = [
     "EventKind",
     "InputAnswer",
     "InputRequest",
+    "ResourceRead",
+    "ResourceReply",
     "decode_answer",
     "decode_cancel",
     "decode_command",
     "decode_event",
+    "decode_resource_read",
+    "decode_resource_reply",
     "encode",
 ]
 
@@ -105,6 +109,31 @@ class InputAnswer(_Strict):
     request_id: str
     action: Literal["accept", "decline", "cancel"]
     content: dict[str, Any] | None = None
+
+
+class ResourceRead(_Strict):
+    """A read of a resource template's URI, asked of a worker (request/reply)."""
+
+    v: Literal[1] = 1
+    uri: str
+    variables: dict[str, Any]
+    caller: Caller
+
+
+class ResourceReply(_Strict):
+    """The worker's answer: the resource's contents (`{uri, mimeType, text | blob}`), or an error."""
+
+    v: Literal[1] = 1
+    contents: list[dict[str, Any]] | None = None
+    error: ErrorInfo | None = None
+
+
+def decode_resource_read(data: bytes) -> ResourceRead:
+    return _decode(data, ResourceRead, "resource read")
+
+
+def decode_resource_reply(data: bytes) -> ResourceReply:
+    return _decode(data, ResourceReply, "resource reply")
 
 
 def decode_answer(data: bytes) -> InputAnswer:

@@ -31,6 +31,7 @@ class Subjects:
     - events:   `<prefix>.evt.<workflow id>`;   stream `<PREFIX>_EVENTS` captures `<prefix>.evt.>`
     - cancels:  `<prefix>.ctl.cancel.<workflow id>` (core NATS, to every worker; stop that workflow's handler)
     - answers:  `<prefix>.ctl.input.<workflow id>` (core NATS, to the worker waiting for the user's answer)
+    - resource reads: `<prefix>.res.<template subject>` (core NATS request/reply, queue group `mcpgw-workers`)
     """
 
     prefix: str = "mcpgw"
@@ -61,6 +62,9 @@ class Subjects:
 
     def cancel(self, workflow_id: str) -> str:
         return f"{self.prefix}.ctl.cancel.{workflow_id}"
+
+    def resource(self, template_subject: str) -> str:
+        return f"{self.prefix}.res.{template_subject}"
 
     def answer(self, workflow_id: str) -> str:
         return f"{self.prefix}.ctl.input.{workflow_id}"

@@ -165,3 +165,9 @@ async def elicitation_enums(ctx: ToolContext, args: dict[str, Any]) -> ToolResul
 @worker.tool("json_schema_2020_12_tool", subject="conformance.json_schema")
 async def json_schema(ctx: ToolContext, args: dict[str, Any]) -> ToolResult:
     return ToolResult([content.text(f"Received: {json.dumps(args)}")])
+
+
+@worker.resource(subject="conformance.template_data")
+async def template_data(uri: str, variables: dict[str, Any]) -> list[dict[str, Any]]:
+    body = {"id": variables["id"], "templateTest": True, "data": f"Data for ID: {variables['id']}"}
+    return [content.text_contents(uri, json.dumps(body), "application/json")]

@@ -3,20 +3,23 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import mcp.types as types
 import yaml
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from mcp_gateway.errors import ConfigError, ConfigProblem
 from mcp_gateway.registry._model import Registry, Tool, ToolConfig
 from mcp_gateway.registry._prompts import Prompt, PromptConfig, placeholders
+from mcp_gateway.registry._resources import Resource, ResourceConfig, Template, TemplateConfig
 from mcp_gateway.registry._schema import CompiledSchema, check_schema, close_objects, or_handle
 
 __all__ = ["load_registry"]
 
-_FILE_KEYS = {"tools", "prompts"}
+_M = TypeVar("_M", bound=BaseModel)
+
+_FILE_KEYS = {"tools", "prompts", "resources", "resource_templates"}
 RESERVED_NAMES = frozenset(
     {"workflow_status", "workflow_result", "workflow_cancel", "workflow_respond", "workflow_list"}
 )
@@ -86,6 +89,20 @@ def _build_prompt(entry: Any, index: int, source: str, problems: list[ConfigProb
                 )
             )
     return Prompt.of(config, source) if len(problems) == before else None
+
+
+def _build_simple(
+    kind: str, model: type[_M], entry: Any, index: int, source: str, problems: list[ConfigProblem]
+) -> _M | None:
+    """Validate a resource or a resource template entry, naming what is wrong."""
+    label = str(entry.get("uri") or entry.get("uri_template") or entry.get("name") or f"#{index}")
+    try:
+        return model.model_validate(entry)
+    except ValidationError as exc:
+        for err in exc.errors():
+            key_path = _key_path((f"{kind}[{index}]", *err["loc"]))
+            problems.append(ConfigProblem(source, _message(err), label, key_path, kind.removesuffix("s")))
+        return None
 
 
 def _message(err: Any) -> str:
@@ -169,10 +186,18 @@ def load_registry(directory: Path) -> Registry:
         raise ConfigError([ConfigProblem(str(directory), "tool config folder does not exist")])
     tools: list[Tool] = []
     prompts: list[Prompt] = []
+    resources: list[Resource] = []
+    templates: list[Template] = []
     seen_tools: dict[str, str] = {}
     seen_prompts: dict[str, str] = {}
     for path in _tool_files(directory):
         sections = _read(path, problems)
+        for index, entry in enumerate(sections.get("resources", [])):
+            resource = _build_simple("resources", ResourceConfig, entry, index, str(path), problems)
+            resources.extend([Resource.of(resource)] if resource else [])
+        for index, entry in enumerate(sections.get("resource_templates", [])):
+            template = _build_simple("resource_templates", TemplateConfig, entry, index, str(path), problems)
+            templates.extend([Template.of(template)] if template else [])
         for key in ("tools", "prompts"):
             for index, entry in enumerate(sections.get(key, [])):
                 if not isinstance(entry, dict):
@@ -207,4 +232,4 @@ def load_registry(directory: Path) -> Registry:
                 tools.extend([] if duplicate else [tool])
     if problems:
         raise ConfigError(problems)
-    return Registry.of(tools, prompts)
+    return Registry.of(tools, prompts, resources, templates)

@@ -11,6 +11,7 @@ import mcp.types as types
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from mcp_gateway.registry._prompts import Prompt
+from mcp_gateway.registry._resources import Resource, Template
 from mcp_gateway.registry._schema import CompiledSchema
 
 __all__ = ["Annotations", "Registry", "Tool", "ToolConfig"]
@@ -103,6 +104,8 @@ class Registry(Mapping[str, Tool]):
     tools: dict[str, Tool] = field(default_factory=dict[str, "Tool"])
     listing: tuple[types.Tool, ...] = ()
     prompts: dict[str, Prompt] = field(default_factory=dict[str, Prompt])
+    resources: dict[str, Resource] = field(default_factory=dict[str, Resource])
+    templates: tuple[Template, ...] = ()
 
     def __getitem__(self, name: str) -> Tool:
         return self.tools[name]
@@ -114,7 +117,25 @@ class Registry(Mapping[str, Tool]):
         return len(self.tools)
 
     @classmethod
-    def of(cls, tools: list[Tool], prompts: list[Prompt] | None = None) -> Registry:
+    def of(
+        cls,
+        tools: list[Tool],
+        prompts: list[Prompt] | None = None,
+        resources: list[Resource] | None = None,
+        templates: list[Template] | None = None,
+    ) -> Registry:
         return cls(
-            {t.name: t for t in tools}, tuple(t.listing for t in tools), {p.config.name: p for p in prompts or []}
+            {t.name: t for t in tools},
+            tuple(t.listing for t in tools),
+            {p.config.name: p for p in prompts or []},
+            {r.config.uri: r for r in resources or []},
+            tuple(templates or ()),
         )
+
+    def template_for(self, uri: str) -> tuple[Template, dict[str, Any]] | None:
+        """The first resource template matching `uri`, with the values of its variables."""
+        for template in self.templates:
+            values = template.match(uri)
+            if values is not None:
+                return template, values
+        return None

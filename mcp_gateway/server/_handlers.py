@@ -13,6 +13,7 @@ from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
 from mcp_gateway import __version__
 from mcp_gateway.contract import Caller
+from mcp_gateway.core.resources import ResourceNotFound, ResourceReader, ResourceUnavailable
 from mcp_gateway.core.service import OutcomeKind, Progress, ToolCallService
 from mcp_gateway.core.states import Status
 from mcp_gateway.core.workflows import AnswerRefused, Viewer, WorkflowNotFound, Workflows
@@ -62,7 +63,12 @@ async def _ask_again(
 
 
 def build_server(
-    service: ToolCallService, workflows: Workflows, feed: ResourceFeed, *, caller_subject: str = "anonymous"
+    service: ToolCallService,
+    workflows: Workflows,
+    feed: ResourceFeed,
+    reader: ResourceReader,
+    *,
+    caller_subject: str = "anonymous",
 ) -> Server[Any]:
     """The low-level MCP server: tools from the registry plus the built-in workflow tools, calls through the
     service, workflow resources with update notifications on both protocol revisions."""
@@ -123,8 +129,10 @@ def build_server(
         ctx: ServerRequestContext[Any], params: types.PaginatedRequestParams | None
     ) -> types.ListResourcesResult:
         records = await workflows.list(viewer, limit=20)
+        configured = [r.listing for r in service.registry.resources.values()]
         return types.ListResourcesResult(
-            resources=[
+            resources=configured
+            + [
                 types.Resource(
                     uri=workflow_uri(r.id),
                     name=f"workflow {r.id}",
@@ -138,7 +146,8 @@ def build_server(
     async def list_templates(
         ctx: ServerRequestContext[Any], params: types.PaginatedRequestParams | None
     ) -> types.ListResourceTemplatesResult:
-        return types.ListResourceTemplatesResult(resource_templates=TEMPLATES)
+        configured = [t.listing for t in service.registry.templates]
+        return types.ListResourceTemplatesResult(resource_templates=[*TEMPLATES, *configured])
 
     async def read_resource(
         ctx: ServerRequestContext[Any], params: types.ReadResourceRequestParams
@@ -148,16 +157,21 @@ def build_server(
         code = types.INVALID_PARAMS if ctx.protocol_version in MODERN_PROTOCOL_VERSIONS else RESOURCE_NOT_FOUND
         try:
             data = await read_workflow_resource(workflows, viewer, uri)
-        except WorkflowNotFound as exc:
+            if data is not None:
+                return as_contents(uri, data)
+            contents = await reader.read(uri, _caller(ctx, caller_subject))
+        except (WorkflowNotFound, ResourceNotFound) as exc:
             raise MCPError(code, str(exc), {"uri": uri}) from None
-        if data is None:
-            raise MCPError(code, f"unknown resource {uri!r}; expected workflow://{{id}}[/events]", {"uri": uri})
-        return as_contents(uri, data)
+        except ResourceUnavailable as exc:
+            raise MCPError(types.INTERNAL_ERROR, str(exc), {"uri": uri}) from None
+        if contents is None:
+            raise MCPError(code, f"unknown resource {uri!r}", {"uri": uri})
+        return types.ReadResourceResult.model_validate({"contents": contents})
 
     async def subscribe(ctx: ServerRequestContext[Any], params: types.SubscribeRequestParams) -> types.EmptyResult:
         uri = str(params.uri)
-        if parse_uri(uri) is None:
-            raise MCPError(types.INVALID_PARAMS, f"cannot subscribe to {uri!r}; expected workflow://{{id}}[/events]")
+        if parse_uri(uri) is None and not reader.known(uri):
+            raise MCPError(types.INVALID_PARAMS, f"cannot subscribe to {uri!r}: no such resource", {"uri": uri})
         feed.subscribe(ctx.session, uri)
         return types.EmptyResult()
 

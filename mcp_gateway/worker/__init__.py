@@ -14,6 +14,6 @@ It imports only the bus contract (`mcp_gateway.contract`), never the gateway.
 """
 
 from mcp_gateway.worker._context import ToolContext, ToolFailure, ToolResult
-from mcp_gateway.worker._worker import Handler, Worker
+from mcp_gateway.worker._worker import Handler, ResourceHandler, Worker
 
-__all__ = ["Handler", "ToolContext", "ToolFailure", "ToolResult", "Worker"]
+__all__ = ["Handler", "ResourceHandler", "ToolContext", "ToolFailure", "ToolResult", "Worker"]

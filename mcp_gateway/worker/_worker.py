@@ -36,10 +36,12 @@ from mcp_gateway.contract import (
     Headers,
     InputAnswer,
     InputRequest,
+    ResourceReply,
     Subjects,
     decode_answer,
     decode_cancel,
     decode_command,
+    decode_resource_read,
     encode,
     ensure_streams,
 )
@@ -51,6 +53,9 @@ log = structlog.get_logger(__name__)
 
 STARTED_AFTER = 0.05
 """Seconds a handler may run before the worker reports `started`."""
+
+ResourceHandler = Callable[[str, dict[str, Any]], Coroutine[Any, Any, list[dict[str, Any]]]]
+"""Reads a resource template's URI: (uri, variables) -> contents."""
 
 Handler = Callable[[ToolContext, dict[str, Any]], Coroutine[Any, Any, dict[str, Any] | ToolResult]]
 
@@ -77,6 +82,7 @@ class Worker:
         self.name = name
         self.subjects = Subjects(prefix)
         self._routes: dict[str, _Route] = {}
+        self._resources: dict[str, ResourceHandler] = {}
         self._max_concurrency = max_concurrency
         self._ack_wait = ack_wait
         self._max_deliver = max_deliver
@@ -103,6 +109,18 @@ class Worker:
 
         return register
 
+    def resource(self, *, subject: str) -> Callable[[ResourceHandler], ResourceHandler]:
+        """Register the reader of a resource template whose config names `subject`: it gets the URI and the
+        template's variables and returns the contents (`mcp_gateway.contract.content.text_contents`, ...)."""
+
+        def register(handler: ResourceHandler) -> ResourceHandler:
+            if subject in self._resources:
+                raise ValueError(f"worker {self.name!r} already reads resources on {subject!r}")
+            self._resources[subject] = handler
+            return handler
+
+        return register
+
     def with_prefix(self, prefix: str) -> Worker:
         """A fresh worker with the same handlers under another subject prefix (another gateway, or a test)."""
         clone = Worker(
@@ -115,6 +133,7 @@ class Worker:
             remembered_results=self._remembered,
         )
         clone._routes = dict(self._routes)
+        clone._resources = dict(self._resources)
         return clone
 
     @property
@@ -138,6 +157,10 @@ class Worker:
         try:
             await ensure_streams(self._js, self.subjects)
             await self._nc.subscribe(self.subjects.all_cancels, cb=self._on_cancel)
+            for subject, reader in self._resources.items():
+                await self._nc.subscribe(
+                    self.subjects.resource(subject), queue="mcpgw-workers", cb=self._resource_responder(reader)
+                )
             subjects = sorted({r.subject for r in self._routes.values()})
             subs = [await self._subscribe(s) for s in subjects]
             loops = [asyncio.create_task(self._fetch_loop(sub)) for sub in subs]
@@ -230,6 +253,22 @@ class Worker:
             task.cancel()  # the handler's message is nak'ed by _handle, for another worker to take
         if pending:
             await asyncio.wait(pending)
+
+    def _resource_responder(self, reader: ResourceHandler) -> Callable[[Msg], Awaitable[None]]:
+        async def respond(msg: Msg) -> None:
+            try:
+                read = decode_resource_read(msg.data)
+                reply = ResourceReply(contents=await reader(read.uri, read.variables))
+            except ContractError as exc:
+                reply = ResourceReply(error=ErrorInfo(code="bad_request", message=str(exc)))
+            except ToolFailure as failure:
+                reply = ResourceReply(error=failure.info)
+            except Exception as exc:
+                log.exception("worker.resource_crashed")
+                reply = ResourceReply(error=ErrorInfo(code="worker_error", message=f"{type(exc).__name__}: {exc}"))
+            await msg.respond(encode(reply))
+
+        return respond
 
     async def _on_cancel(self, msg: Msg) -> None:
         """The gateway ended a workflow (cancelled, timed out): stop its handler, or never start it."""
