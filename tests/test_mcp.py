@@ -153,3 +153,15 @@ async def test_resources_from_config_and_from_a_worker(connect: Connect) -> None
     assert isinstance(binary, types.BlobResourceContents) and binary.mime_type == "image/png"
     assert isinstance(templated, types.TextResourceContents) and '"id": "123"' in templated.text
     assert info.value.error.data == {"uri": "test://nonexistent"}
+
+
+async def test_worker_log_lines_reach_the_client(connect: Connect) -> None:
+    lines: list[str] = []
+
+    async def on_log(params: types.LoggingMessageNotificationParams) -> None:
+        lines.append(str(params.data))
+
+    async with connect(logging_callback=on_log, log_level="debug") as client:
+        result = await client.call_tool("test_tool_with_logging", {})
+    assert not result.is_error
+    assert lines == ["Tool execution started", "Tool processing data", "Tool execution completed"]

@@ -83,10 +83,14 @@ def decode_cancel(data: bytes) -> Cancel:
     return _decode(data, Cancel, "cancel")
 
 
+LogLevel = Literal["debug", "info", "notice", "warning", "error", "critical", "alert", "emergency"]
+
+
 class EventKind(StrEnum):
     STARTED = "started"
     PROGRESS = "progress"
     INPUT_REQUIRED = "input_required"
+    LOG = "log"
     COMPLETED = "completed"
     FAILED = "failed"
 
@@ -167,6 +171,9 @@ class Event(_Strict):
     """MCP content blocks for the client (text, image, audio, resource, resource_link), as MCP writes them."""
     error: ErrorInfo | None = None
     request: InputRequest | None = None
+    level: LogLevel | None = None
+    """For `log`: the MCP log level (debug ... emergency); `message` carries the text, `logger` the source."""
+    logger: str | None = Field(default=None, max_length=200)
 
     @property
     def key(self) -> str:
@@ -180,6 +187,8 @@ class Event(_Strict):
             raise ValueError("a 'failed' event needs 'error' ({code, message})")
         if self.kind is EventKind.PROGRESS and self.progress is None:
             raise ValueError("a 'progress' event needs 'progress' (a number)")
+        if self.kind is EventKind.LOG and (self.level is None or self.message is None):
+            raise ValueError("a 'log' event needs 'level' and 'message'")
         if self.kind is EventKind.INPUT_REQUIRED and self.request is None:
             raise ValueError("an 'input_required' event needs 'request' ({id, kind, message, schema?})")
 

@@ -29,6 +29,8 @@ class Change:
 
     workflow_id: str
     state: WorkflowState
+    log: dict[str, Any] | None = None
+    """A worker's log line that came with this change."""
 
     @property
     def terminal(self) -> bool:
@@ -48,6 +50,7 @@ class Change:
             "error": s.error,
             "question": s.question,
             "content": s.content,
+            "log": self.log,
         }
         data = json.dumps(body, separators=(",", ":")).encode()
         if len(data) > max_size:
@@ -74,7 +77,7 @@ class Change:
             question=b.get("question"),
             content=b.get("content"),
         )
-        return cls(b["id"], state), bool(b.get("truncated"))
+        return cls(b["id"], state, b.get("log")), bool(b.get("truncated"))
 
 
 class Watch:

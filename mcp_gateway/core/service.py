@@ -75,6 +75,8 @@ class Outcome:
 
 
 ProgressCallback = Callable[[Progress], Awaitable[None]]
+LogCallback = Callable[[dict[str, Any]], Awaitable[None]]
+"""Passes a worker's log line (`{level, message, logger}`) on to the client of the waiting call."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,6 +163,7 @@ class ToolCallService:
         traceparent: str | None = None,
         on_progress: ProgressCallback | None = None,
         on_input: InputCallback | None = None,
+        on_log: LogCallback | None = None,
         wait: bool = True,
     ) -> Outcome:
         """Run a tool call. With `wait=False` (or a tool in `async` mode) it returns once the workflow is
@@ -204,7 +207,7 @@ class ToolCallService:
                 log.info("call.accepted", mode=tool.config.mode, approval=tool.config.approval)
                 sent = False if initial else await self._dispatcher.send(_with_id(message, outbox_id))
                 if budget > 0:
-                    state = await self._wait(watch, workflow_id, caller, budget, on_progress, on_input, initial)
+                    state = await self._wait(watch, workflow_id, caller, budget, on_progress, on_input, initial, on_log)
                 else:
                     state = initial or WorkflowState(Status.DISPATCHED if sent else Status.PENDING)
         except asyncio.CancelledError:
@@ -270,6 +273,7 @@ class ToolCallService:
         on_progress: ProgressCallback | None,
         on_input: InputCallback | None,
         initial: WorkflowState | None = None,
+        on_log: LogCallback | None = None,
     ) -> WorkflowState | None:
         """Follow the workflow for up to `budget` seconds: forward progress, put questions to the user (or
         return at the first question when no one can ask it), return at the end."""
@@ -280,6 +284,8 @@ class ToolCallService:
                     return last
                 async for change, truncated in watch.changes():
                     last = change.state
+                    if change.log is not None and on_log is not None:
+                        await on_log(change.log)
                     if change.terminal:
                         if truncated:
                             record = await self._store.get(workflow_id)

@@ -78,6 +78,8 @@ class Fold:
     """Earlier events of this attempt have not arrived yet: put this one back and fold it a moment later."""
     resend: dict[str, Any] | None = None
     """A question asked again that was already answered: send this answer to the worker again."""
+    log: dict[str, Any] | None = None
+    """A worker's log line, for the call that waits (announced with the change, not kept in the state)."""
 
 
 OutputCheck = Callable[[dict[str, Any]], Sequence[object]]
@@ -125,6 +127,11 @@ def fold(
             if event.kind is EventKind.PROGRESS:
                 updated = replace(updated, progress=event.progress, total=event.total, message=event.message)
             return Fold(updated, True)
+        case EventKind.LOG:
+            line = {"level": event.level, "message": event.message, "logger": event.logger}
+            if not newer:
+                return Fold(state, False, f"out of order: seq {event.seq} <= {base.last_seq}")
+            return Fold(replace(base, last_seq=event.seq, version=base.version + 1), True, log=line)
         case EventKind.INPUT_REQUIRED:
             assert event.request is not None
             question = event.request.model_dump(by_alias=True, exclude_none=True)

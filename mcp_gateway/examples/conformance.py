@@ -3,6 +3,7 @@ domain tool (their config: `config/conformance/`). Each returns what the suite's
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import struct
@@ -87,6 +88,14 @@ async def progress(ctx: ToolContext, args: dict[str, Any]) -> ToolResult:
     for value in (0, 50, 100):
         await ctx.progress(value, 100, f"progress {value}")
     return ToolResult([content.text("Progress test completed")])
+
+
+@worker.tool("test_tool_with_logging", subject="conformance.logging")
+async def logging_tool(ctx: ToolContext, args: dict[str, Any]) -> ToolResult:
+    for message in ("Tool execution started", "Tool processing data", "Tool execution completed"):
+        await ctx.log("info", message, "conformance")
+        await asyncio.sleep(0.05)
+    return ToolResult([content.text("Logging test completed")])
 
 
 @worker.tool("test_elicitation", subject="conformance.elicitation")

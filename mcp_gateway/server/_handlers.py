@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from typing import Any, cast
+from weakref import WeakKeyDictionary
 
 import mcp.types as types
 import structlog
@@ -29,6 +30,7 @@ __all__ = ["build_server"]
 log = structlog.get_logger(__name__)
 
 RESOURCE_NOT_FOUND = -32002
+LEVELS = ["debug", "info", "notice", "warning", "error", "critical", "alert", "emergency"]
 
 INSTRUCTIONS = (
     "Tools here run as durable workflows on backend workers. Each result carries its workflow id in _meta "
@@ -73,6 +75,7 @@ def build_server(
     """The low-level MCP server: tools from the registry plus the built-in workflow tools, calls through the
     service, workflow resources with update notifications on both protocol revisions."""
     viewer = Viewer(caller_subject)
+    log_levels: WeakKeyDictionary[Any, str] = WeakKeyDictionary()
 
     async def list_tools(
         ctx: ServerRequestContext[Any], params: types.PaginatedRequestParams | None
@@ -86,6 +89,13 @@ def build_server(
 
         async def progress(p: Progress) -> None:
             await ctx.session.report_progress(p.progress, p.total, p.message)
+
+        async def relay_log(line: dict[str, Any]) -> None:
+            level = line.get("level") or "info"
+            if LEVELS.index(level) >= LEVELS.index(log_levels.get(ctx.session, "debug")):
+                await ctx.session.send_log_message(  # pyright: ignore[reportDeprecated] - both wires still serve it
+                    level, line.get("message"), line.get("logger"), related_request_id=ctx.request_id
+                )
 
         tool = service.registry.get(params.name)
         as_task = tool is not None and tool.config.mode != "sync" and client_wants_tasks(ctx)
@@ -107,6 +117,7 @@ def build_server(
                     traceparent=_traceparent(ctx),
                     on_progress=progress,
                     on_input=elicitor(ctx),
+                    on_log=relay_log,
                     wait=not as_task,
                 )
         except AnswerRefused as exc:  # a retried call whose answer breaks the question: ask again, saying why
@@ -199,6 +210,10 @@ def build_server(
             values = prompt.complete(params.argument.name, params.argument.value)
         return types.CompleteResult(completion=types.Completion(values=values, total=len(values), has_more=False))
 
+    async def set_level(ctx: ServerRequestContext[Any], params: types.SetLevelRequestParams) -> types.EmptyResult:
+        log_levels[ctx.session] = params.level  # 2025-11-25: the session's threshold for worker log lines
+        return types.EmptyResult()
+
     def input_schema(name: str) -> dict[str, Any] | None:
         # Lets the SDK check 2026-07-28 `Mcp-Param-*` headers without running tools/list on every call.
         tool = service.registry.get(name)
@@ -225,5 +240,8 @@ def build_server(
         on_get_prompt=get_prompt,
         on_completion=complete,
     )
+    # logging/setLevel is a 2025-11-25 method (the 2026 wire opts in per request): registered directly, because
+    # the constructor argument is deprecated.
+    server.add_request_handler("logging/setLevel", types.SetLevelRequestParams, set_level)
     register_tasks(server, workflows, viewer)
     return server

@@ -416,7 +416,7 @@ class PostgresStore:
                         "answers": new.answers,
                         "content": new.content,
                         "channel": CHANGES_CHANNEL,
-                        "change": Change(workflow_id, new).encode(NOTIFY_LIMIT).decode(),
+                        "change": Change(workflow_id, new, decision.log).encode(NOTIFY_LIMIT).decode(),
                     },
                 )
             released: list[OutboxMessage] = []

@@ -74,6 +74,10 @@ class ToolContext:
         self.reported = True
         await self._emit(EventKind.PROGRESS, progress=progress, total=total, message=message)
 
+    async def log(self, level: str, message: str, logger: str | None = None) -> None:
+        """A log line for the client of the call (MCP `notifications/message`, at or above its chosen level)."""
+        await self._emit(EventKind.LOG, level=level, message=message, logger=logger)
+
     async def ask(self, message: str, schema: dict[str, Any] | None = None) -> InputAnswer:
         """Ask the user (through the gateway) and wait for the answer: with `schema` (a flat JSON object schema)
         for values, without it for a confirmation. The answer's `action` is accept, decline or cancel; accepted
