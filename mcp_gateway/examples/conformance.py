@@ -180,3 +180,9 @@ async def json_schema(ctx: ToolContext, args: dict[str, Any]) -> ToolResult:
 async def template_data(uri: str, variables: dict[str, Any]) -> list[dict[str, Any]]:
     body = {"id": variables["id"], "templateTest": True, "data": f"Data for ID: {variables['id']}"}
     return [content.text_contents(uri, json.dumps(body), "application/json")]
+
+
+@worker.tool("test_reconnection", subject="conformance.reconnection")
+async def reconnection(ctx: ToolContext, args: dict[str, Any]) -> ToolResult:
+    await asyncio.sleep(0.5)  # the gateway closes the client's stream meanwhile (poll_after); it reconnects
+    return ToolResult([content.text("Reconnection test completed")])

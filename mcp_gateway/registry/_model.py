@@ -54,6 +54,12 @@ class ToolConfig(_Strict):
         default=None, gt=0, description="seconds the work may take; default: timeout (sync), 1 hour or timeout"
     )
     strict: bool = Field(default=True, description="close object schemas that do not say otherwise")
+    poll_after: float | None = Field(
+        default=None,
+        gt=0,
+        description="seconds after which a waiting call's SSE stream is closed so the client polls (SEP-1699); "
+        "it reconnects with Last-Event-ID and misses nothing (2025-11-25 streamable HTTP)",
+    )
     approval: Literal["none", "caller", "admin"] = Field(
         default="none", description="hold each call before dispatch until the caller, or an admin, approves it"
     )

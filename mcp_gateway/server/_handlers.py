@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Awaitable, Callable
 from typing import Any, cast
 from weakref import WeakKeyDictionary
 
@@ -52,6 +54,12 @@ def _traceparent(ctx: ServerRequestContext[Any]) -> str | None:
     return value if isinstance(value, str) else None
 
 
+async def _close_stream_after(seconds: float, close: Callable[[], Awaitable[None]]) -> None:
+    """SEP-1699 polling: end the request's SSE stream; the client comes back with Last-Event-ID."""
+    await asyncio.sleep(seconds)
+    await close()
+
+
 async def _ask_again(
     workflows: Workflows, viewer: Viewer, workflow_id: str | None, reason: str
 ) -> types.CallToolResult | None:
@@ -100,6 +108,9 @@ def build_server(
         tool = service.registry.get(params.name)
         as_task = tool is not None and tool.config.mode != "sync" and client_wants_tasks(ctx)
         structlog.contextvars.bind_contextvars(request_id=str(ctx.request_id))
+        poll = None
+        if tool is not None and tool.config.poll_after and ctx.close_sse_stream is not None:
+            poll = asyncio.create_task(_close_stream_after(tool.config.poll_after, ctx.close_sse_stream))
         try:
             if params.request_state is not None:  # 2026-07-28: the retry that carries the user's answer
                 outcome = await service.resume(
@@ -127,6 +138,8 @@ def build_server(
             return types.CallToolResult(content=[types.TextContent(text=str(exc))], is_error=True)
         finally:
             structlog.contextvars.unbind_contextvars("request_id")
+            if poll is not None:
+                poll.cancel()
         log.info("call.finished", tool=params.name, outcome=outcome.kind.value, workflow_id=outcome.workflow_id)
         if as_task and outcome.kind is OutcomeKind.HANDED_BACK and outcome.workflow_id is not None:
             # The task is the workflow, already recorded: hand its id back at once.

@@ -118,6 +118,7 @@ def build_http_app(
     return server.streamable_http_app(
         streamable_http_path="/mcp",
         event_store=event_store,
+        retry_interval=1000 if event_store is not None else None,
         host=host,
         transport_security=_security(host, port, allowed_hosts or [], allowed_origins or []),
         max_request_body_size=max_request_body_size,
