@@ -196,3 +196,20 @@ async def test_a_request_state_from_elsewhere_is_refused(gateway: Gateway) -> No
             assert isinstance(result, types.CallToolResult) and result.is_error
             assert "no workflow" in str(result.content[0])
     assert (await gateway.workflows.get(other.workflow_id, ADMIN)).status is Status.INPUT_REQUIRED
+
+
+async def test_sampling_is_relayed_to_the_client(connect: Connect) -> None:
+    asked: list[str] = []
+
+    async def sample(context: Any, params: types.CreateMessageRequestParams) -> types.CreateMessageResult:
+        first = params.messages[0].content
+        asked.append(first.text if isinstance(first, types.TextContent) else "?")
+        return types.CreateMessageResult(
+            role="assistant", content=types.TextContent(text="Paris."), model="test-model", stop_reason="endTurn"
+        )
+
+    async with connect(sampling_callback=sample) as client:
+        result = await client.call_tool("test_sampling", {"prompt": "Capital of France?"})
+    assert not result.is_error, result.content
+    assert asked == ["Capital of France?"]
+    assert isinstance(result.content[0], types.TextContent) and result.content[0].text == "LLM response: Paris."

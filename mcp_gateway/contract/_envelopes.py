@@ -99,10 +99,13 @@ class InputRequest(_Strict):
     """A question a worker asks the user mid-way: a confirmation, or fields described by a small JSON Schema."""
 
     id: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")
-    kind: Literal["confirm", "form"]
+    kind: Literal["confirm", "form", "sampling"]
     message: str = Field(min_length=1, max_length=4000)
     schema_: dict[str, Any] | None = Field(default=None, alias="schema")
     """For `form`: a flat JSON object schema (elicitation rules); `confirm` asks yes or no."""
+    sampling: dict[str, Any] | None = None
+    """For `sampling`: MCP `sampling/createMessage` params (`messages`, `maxTokens`, `systemPrompt`, ...); the
+    answer's `content` is the client's `CreateMessageResult` (`role`, `content`, `model`, `stopReason`)."""
 
 
 class InputAnswer(_Strict):

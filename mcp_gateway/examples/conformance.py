@@ -186,3 +186,12 @@ async def template_data(uri: str, variables: dict[str, Any]) -> list[dict[str, A
 async def reconnection(ctx: ToolContext, args: dict[str, Any]) -> ToolResult:
     await asyncio.sleep(0.5)  # the gateway closes the client's stream meanwhile (poll_after); it reconnects
     return ToolResult([content.text("Reconnection test completed")])
+
+
+@worker.tool("test_sampling", subject="conformance.sampling")
+async def sampling(ctx: ToolContext, args: dict[str, Any]) -> ToolResult:
+    messages = [{"role": "user", "content": {"type": "text", "text": args["prompt"]}}]
+    sampled = await ctx.sample(messages, max_tokens=100)
+    reply = sampled.get("content", {})
+    text = reply.get("text", "") if isinstance(reply, dict) else json.dumps(reply)
+    return ToolResult([content.text(f"LLM response: {text}")])

@@ -31,10 +31,27 @@ def elicitor(ctx: ServerRequestContext[Any]) -> InputCallback | None:
     without elicitation): then the call returns and the caller answers later."""
     if ctx.protocol_version in MODERN_PROTOCOL_VERSIONS:
         return None
-    if not ctx.session.check_client_capability(types.ClientCapabilities(elicitation=types.ElicitationCapability())):
+    can_elicit = ctx.session.check_client_capability(
+        types.ClientCapabilities(elicitation=types.ElicitationCapability())
+    )
+    can_sample = ctx.session.check_client_capability(types.ClientCapabilities(sampling=types.SamplingCapability()))
+    if not (can_elicit or can_sample):
         return None
 
     async def ask(question: dict[str, Any]) -> UserAnswer:
+        if (question.get("kind") == "sampling" and not can_sample) or (
+            question.get("kind") != "sampling" and not can_elicit
+        ):
+            raise NotImplementedError(f"the client cannot answer a {question.get('kind')} request")
+        if question.get("kind") == "sampling":
+            sampling = types.CreateMessageRequestParams.model_validate(question.get("sampling") or {})
+            sampled = await ctx.session.create_message(  # pyright: ignore[reportDeprecated] - a 2025-11-25 call
+                sampling.messages,
+                max_tokens=sampling.max_tokens,
+                system_prompt=sampling.system_prompt,
+                related_request_id=ctx.request_id,
+            )
+            return UserAnswer("accept", sampled.model_dump(by_alias=True, mode="json", exclude_none=True))
         result = await ctx.session.elicit_form(
             question["message"], elicitation_schema(question), related_request_id=ctx.request_id
         )
@@ -45,9 +62,13 @@ def elicitor(ctx: ServerRequestContext[Any]) -> InputCallback | None:
 
 
 def input_required(workflow_id: str, question: dict[str, Any]) -> types.InputRequiredResult:
-    request = types.ElicitRequest(
-        params=types.ElicitRequestFormParams(message=question["message"], requested_schema=elicitation_schema(question))
-    )
+    request: types.InputRequest
+    if question.get("kind") == "sampling":
+        params = types.CreateMessageRequestParams.model_validate(question.get("sampling") or {})
+        request = types.CreateMessageRequest(params=params)
+    else:
+        form = types.ElicitRequestFormParams(message=question["message"], requested_schema=elicitation_schema(question))
+        request = types.ElicitRequest(params=form)
     return types.InputRequiredResult(input_requests={question["id"]: request}, request_state=workflow_id)
 
 
@@ -56,10 +77,16 @@ def answer_from(responses: dict[str, Any] | None) -> UserAnswer:
     for response in (responses or {}).values():
         if isinstance(response, dict):  # as the tasks extension's params carry it
             try:
-                response = types.ElicitResult.model_validate(response)
+                response = (
+                    types.CreateMessageResult.model_validate(response)
+                    if "role" in response
+                    else types.ElicitResult.model_validate(response)
+                )
             except ValidationError:
                 continue
         if isinstance(response, types.ElicitResult):
             content = dict(response.content) if response.content is not None else None
             return UserAnswer(response.action, content)
+        if isinstance(response, types.CreateMessageResult | types.CreateMessageResultWithTools):
+            return UserAnswer("accept", response.model_dump(by_alias=True, mode="json", exclude_none=True))
     return UserAnswer("cancel")

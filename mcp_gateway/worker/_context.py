@@ -89,6 +89,22 @@ class ToolContext:
         request = InputRequest(id=f"q{self._questions}", kind=kind, message=message, schema=schema)
         return await self._ask(request)
 
+    async def sample(
+        self, messages: list[dict[str, Any]], *, max_tokens: int, system_prompt: str | None = None
+    ) -> dict[str, Any]:
+        """Ask the client's model (MCP sampling) and wait: `messages` as MCP writes them (`{role, content}`);
+        returns the `CreateMessageResult` (`role`, `content`, `model`, ...). Raises ToolFailure if refused."""
+        self._questions += 1
+        self.reported = True
+        params: dict[str, Any] = {"messages": messages, "maxTokens": max_tokens}
+        if system_prompt is not None:
+            params["systemPrompt"] = system_prompt
+        request = InputRequest(id=f"q{self._questions}", kind="sampling", message="sampling", sampling=params)
+        answer = await self._ask(request)
+        if answer.action != "accept" or answer.content is None:
+            raise ToolFailure("sampling_refused", f"the client did not sample ({answer.action})")
+        return answer.content
+
     async def confirm(self, message: str) -> bool:
         """Ask for a yes or no; True only when the user accepted."""
         return (await self.ask(message)).action == "accept"
