@@ -6,6 +6,8 @@ The stdio gateway runs in a subprocess (as Claude Desktop runs it) beside the in
 
 from __future__ import annotations
 
+from typing import Any
+
 import mcp.types as types
 import pytest
 from mcp.shared.exceptions import MCPError
@@ -165,3 +167,51 @@ async def test_worker_log_lines_reach_the_client(connect: Connect) -> None:
         result = await client.call_tool("test_tool_with_logging", {})
     assert not result.is_error
     assert lines == ["Tool execution started", "Tool processing data", "Tool execution completed"]
+
+
+async def test_header_values_are_trimmed(gateway: Any) -> None:
+    """2026-07-28: `Mcp-Name: "  echo  "` names the tool echo (HTTP field values exclude surrounding whitespace)."""
+    import asyncio
+    import json
+
+    from tests.conftest import http_server
+
+    body = {
+        "jsonrpc": "2.0",
+        "id": 1,
+        "method": "tools/call",
+        "params": {
+            "name": "echo",
+            "arguments": {"text": "x"},
+            "_meta": {
+                "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+                "io.modelcontextprotocol/clientInfo": {"name": "t", "version": "1"},
+                "io.modelcontextprotocol/clientCapabilities": {},
+            },
+        },
+    }
+    headers = {
+        "Accept": "application/json, text/event-stream",
+        "MCP-Protocol-Version": "2026-07-28",
+        "Mcp-Method": "tools/call",
+        "Mcp-Name": "  echo  ",
+    }
+    payload = json.dumps(body).encode()
+    async with http_server(gateway) as url:
+        host, port = url.removeprefix("http://").split("/")[0].split(":")
+        reader, writer = await asyncio.open_connection(host, int(port))  # raw: HTTP clients refuse such headers
+        lines = [
+            "POST /mcp HTTP/1.1",
+            f"Host: {host}:{port}",
+            "Content-Type: application/json",
+            f"Content-Length: {len(payload)}",
+            "Connection: close",
+            *(f"{k}: {v}" for k, v in headers.items()),
+        ]
+        writer.write(("\r\n".join(lines) + "\r\n\r\n").encode() + payload)
+        await writer.drain()
+        async with asyncio.timeout(10):
+            response = (await reader.read()).decode()
+        writer.close()
+    assert response.startswith("HTTP/1.1 200"), response[:300]
+    assert '"structuredContent"' in response and '"text": "x"' in response.replace('"text":"x"', '"text": "x"')

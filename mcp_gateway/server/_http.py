@@ -16,6 +16,7 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from mcp_gateway.core.workflows import ADMIN, AnswerRefused, Viewer, WorkflowNotFound, Workflows
 from mcp_gateway.server._workflow_tools import summary
@@ -26,6 +27,20 @@ ANONYMOUS = Viewer("anonymous")
 """Who an HTTP caller is until authentication names them."""
 
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
+
+
+class _TrimHeaders:
+    """Strips the optional whitespace around header values that HTTP says is not part of them (uvicorn's parser
+    keeps it, and the SDK compares `Mcp-Method` / `Mcp-Name` with the body as they come)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            headers = [(name, value.strip(b" \t")) for name, value in scope["headers"]]
+            scope = {**scope, "headers": headers}
+        await self.app(scope, receive, send)
 
 
 def _problem(status: int, error: str, message: str) -> JSONResponse:
@@ -115,7 +130,7 @@ def build_http_app(
         ok = all(v == "ok" for v in checks.values())
         return JSONResponse({"status": "ok" if ok else "unavailable", "checks": checks}, status_code=200 if ok else 503)
 
-    return server.streamable_http_app(
+    app = server.streamable_http_app(
         streamable_http_path="/mcp",
         event_store=event_store,
         retry_interval=1000 if event_store is not None else None,
@@ -129,3 +144,5 @@ def build_http_app(
             Route("/admin/workflows/{workflow_id}/{action}", admin_action, methods=["POST"]),
         ],
     )
+    app.add_middleware(_TrimHeaders)
+    return app
