@@ -8,6 +8,7 @@ from typing import Any
 
 import mcp.types as types
 import pytest
+from mcp.shared.exceptions import MCPError
 
 from mcp_gateway.app import Gateway
 from mcp_gateway.contract import Caller
@@ -189,12 +190,11 @@ async def test_a_request_state_from_elsewhere_is_refused(gateway: Gateway) -> No
     other = await gateway.service.call("vault", {}, caller=Caller(subject="mallory"))
     assert other.workflow_id is not None
     async with http_server(gateway) as url, Client(url) as client:
-        for state in (other.workflow_id, "0" * 32, "../../etc"):
-            result = await client.session.call_tool(
-                "survey", {}, request_state=state, input_responses={}, allow_input_required=True
-            )
-            assert isinstance(result, types.CallToolResult) and result.is_error
-            assert "no workflow" in str(result.content[0])
+        for state in (other.workflow_id, "0" * 32, "../../etc", f"{other.workflow_id}.approval"):
+            with pytest.raises(MCPError, match="requestState refused: no workflow"):
+                await client.session.call_tool(
+                    "survey", {}, request_state=state, input_responses={}, allow_input_required=True
+                )
     assert (await gateway.workflows.get(other.workflow_id, ADMIN)).status is Status.INPUT_REQUIRED
 
 

@@ -222,16 +222,19 @@ class ToolCallService:
         self,
         name: str,
         workflow_id: str,
+        question_id: str | None,
         answer: UserAnswer,
         *,
         caller: Caller,
         on_progress: ProgressCallback | None = None,
     ) -> Outcome:
         """Continue a call whose workflow asked a question (2026-07-28 input-required): answer it, wait again.
-        The workflow must be the caller's own, of the tool called (a `requestState` from elsewhere is refused)."""
+        The state must name the caller's own workflow, of the tool called, and the question it asks now; any
+        other (a state from elsewhere, or tampered with) is refused."""
         viewer = Viewer(caller.subject)
         record = await self._workflows.get(workflow_id, viewer)
-        if record.tool != name:
+        open_question = record.state.question
+        if record.tool != name or open_question is None or open_question["id"] != question_id:
             raise WorkflowNotFound(workflow_id)
         tool = self.registry.get(record.tool)
         mode = tool.config.mode if tool else "sync"

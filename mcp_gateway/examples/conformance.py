@@ -195,3 +195,41 @@ async def sampling(ctx: ToolContext, args: dict[str, Any]) -> ToolResult:
     reply = sampled.get("content", {})
     text = reply.get("text", "") if isinstance(reply, dict) else json.dumps(reply)
     return ToolResult([content.text(f"LLM response: {text}")])
+
+
+# Input-required fixtures of the 2026-07-28 suite (SEP-2322): the worker asks; the gateway returns the question as an
+# input-required result keyed by the worker's key, and the client's retried call carries the answer back.
+
+
+@worker.tool("test_input_required_result_elicitation", subject="conformance.ir_elicitation")
+async def ir_elicitation(ctx: ToolContext, args: dict[str, Any]) -> ToolResult:
+    schema = {"type": "object", "properties": {"name": {"type": "string"}}, "required": ["name"]}
+    answer = await ctx.ask("What is your name?", schema, key="user_name")
+    return ToolResult([content.text(f"Hello, {(answer.content or {}).get('name', 'stranger')}!")])
+
+
+@worker.tool("test_input_required_result_sampling", subject="conformance.ir_sampling")
+async def ir_sampling(ctx: ToolContext, args: dict[str, Any]) -> ToolResult:
+    question = [{"role": "user", "content": {"type": "text", "text": "What is the capital of France?"}}]
+    sampled = await ctx.sample(question, max_tokens=100, key="capital_question")
+    reply = sampled.get("content", {})
+    return ToolResult([content.text(reply.get("text", "") if isinstance(reply, dict) else json.dumps(reply))])
+
+
+@worker.tool("test_input_required_result_multi_round", subject="conformance.ir_multi_round")
+async def ir_multi_round(ctx: ToolContext, args: dict[str, Any]) -> ToolResult:
+    schema = {"type": "object", "properties": {"name": {"type": "string"}}}
+    first = await ctx.ask("Step 1: your name?", schema, key="step1")
+    second = await ctx.ask(
+        "Step 2: your city?", {"type": "object", "properties": {"city": {"type": "string"}}}, key="step2"
+    )
+    return ToolResult([content.text(f"Rounds done: {json.dumps(first.content)} {json.dumps(second.content)}")])
+
+
+@worker.tool("test_input_required_result_request_state", subject="conformance.ir_request_state")
+@worker.tool("test_input_required_result_tampered_state", subject="conformance.ir_request_state")
+async def ir_request_state(ctx: ToolContext, args: dict[str, Any]) -> ToolResult:
+    schema = {"type": "object", "properties": {"ok": {"type": "boolean"}}}
+    answer = await ctx.ask("Confirm?", schema, key="confirm")
+    # The gateway accepted the retried call's requestState (it names this caller's workflow) before this answer.
+    return ToolResult([content.text(f"state-ok: {answer.action}")])

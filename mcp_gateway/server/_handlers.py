@@ -21,7 +21,7 @@ from mcp_gateway.core.service import OutcomeKind, Progress, ToolCallService
 from mcp_gateway.core.states import Status
 from mcp_gateway.core.workflows import AnswerRefused, Viewer, WorkflowNotFound, Workflows
 from mcp_gateway.registry import PromptError
-from mcp_gateway.server._input import answer_from, elicitor, input_required
+from mcp_gateway.server._input import answer_from, elicitor, input_required, question_of, workflow_of
 from mcp_gateway.server._resources import TEMPLATES, ResourceFeed, as_contents, parse_uri, read_workflow_resource
 from mcp_gateway.server._results import outcome_to_result
 from mcp_gateway.server._tasks import client_wants_tasks, register_tasks, task_handle
@@ -115,7 +115,8 @@ def build_server(
             if params.request_state is not None:  # 2026-07-28: the retry that carries the user's answer
                 outcome = await service.resume(
                     params.name,
-                    params.request_state,
+                    workflow_of(params.request_state),
+                    question_of(params.request_state),
                     answer_from(params.input_responses),
                     caller=_caller(ctx, caller_subject),
                     on_progress=progress,
@@ -132,10 +133,11 @@ def build_server(
                     wait=not as_task,
                 )
         except AnswerRefused as exc:  # a retried call whose answer breaks the question: ask again, saying why
-            again = await _ask_again(workflows, viewer, params.request_state, str(exc))
+            state = params.request_state
+            again = await _ask_again(workflows, viewer, workflow_of(state) if state else None, str(exc))
             return again or types.CallToolResult(content=[types.TextContent(text=str(exc))], is_error=True)
-        except WorkflowNotFound as exc:
-            return types.CallToolResult(content=[types.TextContent(text=str(exc))], is_error=True)
+        except WorkflowNotFound as exc:  # a requestState that names no workflow of this caller and tool
+            raise MCPError(types.INVALID_PARAMS, f"requestState refused: {exc}") from None
         finally:
             structlog.contextvars.unbind_contextvars("request_id")
             if poll is not None:

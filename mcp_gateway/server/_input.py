@@ -16,7 +16,15 @@ from pydantic import ValidationError
 
 from mcp_gateway.core.service import InputCallback, UserAnswer
 
-__all__ = ["answer_from", "elicitation_schema", "elicitor", "input_required"]
+__all__ = [
+    "answer_from",
+    "elicitation_schema",
+    "elicitor",
+    "input_required",
+    "question_of",
+    "request_state",
+    "workflow_of",
+]
 
 _CONFIRM_SCHEMA: dict[str, Any] = {"type": "object", "properties": {}}
 
@@ -69,7 +77,24 @@ def input_required(workflow_id: str, question: dict[str, Any]) -> types.InputReq
     else:
         form = types.ElicitRequestFormParams(message=question["message"], requested_schema=elicitation_schema(question))
         request = types.ElicitRequest(params=form)
-    return types.InputRequiredResult(input_requests={question["id"]: request}, request_state=workflow_id)
+    return types.InputRequiredResult(
+        input_requests={question["id"]: request}, request_state=request_state(workflow_id, question)
+    )
+
+
+def request_state(workflow_id: str, question: dict[str, Any]) -> str:
+    """`<workflow id>.<question id>`: names the caller's own workflow (unguessable, bound to the caller) and the
+    round; a state that names anything else is refused."""
+    return f"{workflow_id}.{question['id']}"
+
+
+def workflow_of(state: str) -> str:
+    return state.split(".", 1)[0]
+
+
+def question_of(state: str) -> str | None:
+    parts = state.split(".", 1)
+    return parts[1] if len(parts) == 2 else None
 
 
 def answer_from(responses: dict[str, Any] | None) -> UserAnswer:

@@ -78,19 +78,24 @@ class ToolContext:
         """A log line for the client of the call (MCP `notifications/message`, at or above its chosen level)."""
         await self._emit(EventKind.LOG, level=level, message=message, logger=logger)
 
-    async def ask(self, message: str, schema: dict[str, Any] | None = None) -> InputAnswer:
+    async def ask(self, message: str, schema: dict[str, Any] | None = None, *, key: str | None = None) -> InputAnswer:
         """Ask the user (through the gateway) and wait for the answer: with `schema` (a flat JSON object schema)
         for values, without it for a confirmation. The answer's `action` is accept, decline or cancel; accepted
-        values were checked against `schema` by the gateway. Questions are numbered in the order asked, so a
-        redelivered command asking again gets the answer already given."""
+        values were checked against `schema` by the gateway. Questions are numbered in the order asked (or named
+        by `key`, unique within the call), so a redelivered command asking again gets the answer already given."""
         self._questions += 1
         self.reported = True
         kind = "form" if schema else "confirm"
-        request = InputRequest(id=f"q{self._questions}", kind=kind, message=message, schema=schema)
+        request = InputRequest(id=key or f"q{self._questions}", kind=kind, message=message, schema=schema)
         return await self._ask(request)
 
     async def sample(
-        self, messages: list[dict[str, Any]], *, max_tokens: int, system_prompt: str | None = None
+        self,
+        messages: list[dict[str, Any]],
+        *,
+        max_tokens: int,
+        system_prompt: str | None = None,
+        key: str | None = None,
     ) -> dict[str, Any]:
         """Ask the client's model (MCP sampling) and wait: `messages` as MCP writes them (`{role, content}`);
         returns the `CreateMessageResult` (`role`, `content`, `model`, ...). Raises ToolFailure if refused."""
@@ -99,7 +104,7 @@ class ToolContext:
         params: dict[str, Any] = {"messages": messages, "maxTokens": max_tokens}
         if system_prompt is not None:
             params["systemPrompt"] = system_prompt
-        request = InputRequest(id=f"q{self._questions}", kind="sampling", message="sampling", sampling=params)
+        request = InputRequest(id=key or f"q{self._questions}", kind="sampling", message="sampling", sampling=params)
         answer = await self._ask(request)
         if answer.action != "accept" or answer.content is None:
             raise ToolFailure("sampling_refused", f"the client did not sample ({answer.action})")
