@@ -41,6 +41,10 @@ class TaskState(types.Result):
     error: dict[str, Any] | None = None
 
 
+class TaskAck(types.Result):
+    model_config = ConfigDict(extra="allow")
+
+
 class TaskParams(types.RequestParams):
     task_id: str
     input_responses: dict[str, Any] | None = None
@@ -48,6 +52,13 @@ class TaskParams(types.RequestParams):
 
 class TaskRequest(types.Request[TaskParams, str]):
     name_param: ClassVar[str | None] = "taskId"
+
+
+async def task_ack(session: ClientSession, method: str, task_id: str, **extra: Any) -> None:
+    """tasks/cancel and tasks/update answer with an empty acknowledgement."""
+    params = TaskParams(task_id=task_id, **extra)
+    ack = await session.send_request(TaskRequest(method=method, params=params), TaskAck)
+    assert (ack.model_extra or {}) == {"resultType": "complete"}  # no task envelope (taskId, status)
 
 
 async def task_call(session: ClientSession, method: str, task_id: str, **extra: Any) -> TaskState:
@@ -109,14 +120,13 @@ async def test_tasks_cancel_and_foreign_ids(gateway: Gateway, env: Env) -> None:
             "long", {"seconds": 0, "gate": env.prefix}, allow_claimed=True, allow_input_required=True
         )
         assert isinstance(handed, TaskHandle)
-        cancelled = await task_call(client.session, "tasks/cancel", handed.task_id)
-        assert cancelled.status == "cancelled"
+        await task_ack(client.session, "tasks/cancel", handed.task_id)
         state = await task_call(client.session, "tasks/get", handed.task_id)
         assert state.status == "cancelled" and state.error is not None and state.error["code"] == "cancelled"
         with pytest.raises(MCPError, match="unknown task"):
             await task_call(client.session, "tasks/get", "0" * 32)
         with pytest.raises(MCPError, match="asks for no input"):
-            await task_call(client.session, "tasks/update", handed.task_id, input_responses={})
+            await task_ack(client.session, "tasks/update", handed.task_id, input_responses={})
     record = await gateway.store.get(handed.task_id)
     assert record is not None and record.status is Status.CANCELLED
 
@@ -141,10 +151,9 @@ async def test_tasks_update_answers_a_question(gateway: Gateway) -> None:
         assert requests["q1"]["params"]["message"] == "Which colour?"
         bad = {"q1": {"action": "accept", "content": {"colour": "blue"}}}
         with pytest.raises(MCPError, match="does not match"):
-            await task_call(client.session, "tasks/update", handed.task_id, input_responses=bad)
+            await task_ack(client.session, "tasks/update", handed.task_id, input_responses=bad)
         good = {"q1": {"action": "accept", "content": {"colour": "red"}}}
-        updated = await task_call(client.session, "tasks/update", handed.task_id, input_responses=good)
-        assert updated.status == "working"
+        await task_ack(client.session, "tasks/update", handed.task_id, input_responses=good)
         async with asyncio.timeout(10):
             while (state := await task_call(client.session, "tasks/get", handed.task_id)).result is None:  # noqa: ASYNC110
                 await asyncio.sleep(0.05)

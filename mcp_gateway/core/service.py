@@ -182,7 +182,7 @@ class ToolCallService:
         deadline = datetime.now(UTC) + timedelta(seconds=tool.deadline_seconds)
         message = self._command(tool, workflow_id, args, caller, traceparent, deadline)
         structlog.contextvars.bind_contextvars(workflow_id=workflow_id, tool=name, trace_id=trace_id_of(traceparent))
-        budget = tool.config.timeout if wait and tool.config.mode != "async" else 0.0
+        budget = tool.config.timeout if wait and tool.config.mode not in ("async", "task") else 0.0
         question = _approval_question(tool, args)
         initial = WorkflowState(Status.INPUT_REQUIRED, question=question) if question else None
         recorded = False

@@ -233,3 +233,32 @@ async def ir_request_state(ctx: ToolContext, args: dict[str, Any]) -> ToolResult
     answer = await ctx.ask("Confirm?", schema, key="confirm")
     # The gateway accepted the retried call's requestState (it names this caller's workflow) before this answer.
     return ToolResult([content.text(f"state-ok: {answer.action}")])
+
+
+# Tasks-extension fixtures (SEP-2663).
+
+
+@worker.tool("greet", subject="conformance.greet")
+async def greet(ctx: ToolContext, args: dict[str, Any]) -> ToolResult:
+    return ToolResult([content.text(f"Hello, {args['name']}!")])
+
+
+@worker.tool("slow_compute", subject="conformance.slow_compute")
+async def slow_compute(ctx: ToolContext, args: dict[str, Any]) -> ToolResult:
+    await asyncio.sleep(float(args.get("seconds", 1)))  # cancellable: the gateway stops it on tasks/cancel
+    return ToolResult([content.text(f"Computed {args.get('label', 'result')} after {args.get('seconds', 1)}s")])
+
+
+@worker.tool("failing_job", subject="conformance.failing_job")
+async def failing_job(ctx: ToolContext, args: dict[str, Any]) -> ToolResult:
+    raise ToolFailure("job_failed", "This job always fails")
+
+
+@worker.tool("confirm_delete", subject="conformance.confirm_delete")
+async def confirm_delete(ctx: ToolContext, args: dict[str, Any]) -> ToolResult:
+    answer = await ctx.ask(
+        f"Delete {args.get('filename', 'the file')}?",
+        {"type": "object", "properties": {"confirm": {"type": "boolean"}}},
+        key="confirm",
+    )
+    return ToolResult([content.text(f"Delete {answer.action}ed")])

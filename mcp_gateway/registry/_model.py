@@ -44,10 +44,11 @@ class ToolConfig(_Strict):
     description: str = Field(min_length=1)
     version: str = "1"
     subject: str = Field(description="NATS subject the command goes to, under '<prefix>.cmd.'")
-    mode: Literal["sync", "async", "auto"] = Field(
+    mode: Literal["sync", "async", "auto", "task"] = Field(
         default="auto",
         description="sync: wait for the result (up to timeout); async: hand back a workflow handle at once; "
-        "auto: wait up to timeout, then hand back a handle",
+        "auto: wait up to timeout, then hand back a handle; task: only as a task (clients without the tasks "
+        "extension are refused with -32021)",
     )
     timeout: float = Field(default=30.0, gt=0, le=86_400, description="seconds a call waits for the result")
     deadline: float | None = Field(

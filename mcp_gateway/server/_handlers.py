@@ -24,7 +24,13 @@ from mcp_gateway.registry import PromptError
 from mcp_gateway.server._input import answer_from, elicitor, input_required, question_of, workflow_of
 from mcp_gateway.server._resources import TEMPLATES, ResourceFeed, as_contents, parse_uri, read_workflow_resource
 from mcp_gateway.server._results import outcome_to_result
-from mcp_gateway.server._tasks import client_wants_tasks, register_tasks, task_handle
+from mcp_gateway.server._tasks import (
+    MISSING_CAPABILITY,
+    TASKS_EXTENSION,
+    client_wants_tasks,
+    register_tasks,
+    task_handle,
+)
 from mcp_gateway.server._workflow_tools import BUILTIN_TOOLS, run_builtin, workflow_uri
 
 __all__ = ["build_server"]
@@ -107,6 +113,12 @@ def build_server(
 
         tool = service.registry.get(params.name)
         as_task = tool is not None and tool.config.mode != "sync" and client_wants_tasks(ctx)
+        if tool is not None and tool.config.mode == "task" and not as_task:
+            raise MCPError(
+                MISSING_CAPABILITY,
+                f"tool {params.name!r} runs only as a task: declare the {TASKS_EXTENSION} extension",
+                {"requiredCapabilities": {"extensions": {TASKS_EXTENSION: {}}}},
+            )
         structlog.contextvars.bind_contextvars(request_id=str(ctx.request_id))
         poll = None
         if tool is not None and tool.config.poll_after and ctx.close_sse_stream is not None:

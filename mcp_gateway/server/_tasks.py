@@ -1,5 +1,8 @@
 """The tasks extension (`io.modelcontextprotocol/tasks`, SEP-2663, 2026-07-28 wire): the task is the workflow.
 
+A worker's failure is a tool error: the task is `completed` and its inline result has `isError`; a task is
+`failed` when the gateway ends it (deadline passed, dead-lettered), with the error inline.
+
 A client that declares the extension gets, for a tool in `async` or `auto` mode, a task handle as soon as the
 workflow is recorded; it polls `tasks/get` (status, latest progress message, and the result or error inline
 once done), answers input with `tasks/update`, and cancels with `tasks/cancel`. Task ids are workflow ids:
@@ -28,6 +31,7 @@ TASKS_EXTENSION = "io.modelcontextprotocol/tasks"
 CLIENT_CAPABILITIES = "io.modelcontextprotocol/clientCapabilities"
 POLL_INTERVAL_MS = 500
 MISSING_CAPABILITY = -32021
+HEADER_MISMATCH = -32020
 """JSON-RPC error (2026-07-28) for a request that needs a capability the client did not declare."""
 
 _TASK_STATUS = {
@@ -36,7 +40,7 @@ _TASK_STATUS = {
     Status.RUNNING: "working",
     Status.INPUT_REQUIRED: "input_required",
     Status.COMPLETED: "completed",
-    Status.FAILED: "failed",
+    Status.FAILED: "completed",  # a tool's failure is a finished task whose result is an isError result
     Status.TIMED_OUT: "failed",
     Status.DEAD_LETTERED: "failed",
     Status.CANCELLED: "cancelled",
@@ -102,6 +106,13 @@ def register_tasks(server: Server[Any], workflows: Workflows, viewer: Viewer) ->
                 {"requiredCapabilities": {"extensions": {TASKS_EXTENSION: {}}}},
             )
 
+    def require_matching_name(ctx: ServerRequestContext[Any], task_id: str) -> None:
+        """SEP-2243: on HTTP, the `Mcp-Name` header of tasks/* must name the task of the body."""
+        headers = getattr(ctx.request, "headers", None)
+        named = headers.get("mcp-name") if headers is not None else None
+        if named is not None and named.strip() != task_id:
+            raise MCPError(HEADER_MISMATCH, "Mcp-Name header does not match the request body's taskId")
+
     async def lookup(task_id: str) -> WorkflowRecord:
         try:
             return await workflows.get(task_id, viewer)
@@ -110,15 +121,19 @@ def register_tasks(server: Server[Any], workflows: Workflows, viewer: Viewer) ->
 
     async def get(ctx: ServerRequestContext[Any], params: TaskParams) -> dict[str, Any]:
         require_extension(ctx)
-        return task_handle(await lookup(params.task_id), inline=True)
+        require_matching_name(ctx, params.task_id)
+        return {**task_handle(await lookup(params.task_id), inline=True), "resultType": "complete"}
 
     async def cancel(ctx: ServerRequestContext[Any], params: TaskParams) -> dict[str, Any]:
         require_extension(ctx)
+        require_matching_name(ctx, params.task_id)
         await lookup(params.task_id)
-        return task_handle(await workflows.cancel(params.task_id, viewer, "cancelled through tasks/cancel"))
+        await workflows.cancel(params.task_id, viewer, "cancelled through tasks/cancel")
+        return {"resultType": "complete"}  # an acknowledgement: tasks/get tells the outcome
 
     async def update(ctx: ServerRequestContext[Any], params: TaskUpdateParams) -> dict[str, Any]:
         require_extension(ctx)
+        require_matching_name(ctx, params.task_id)
         record = await lookup(params.task_id)
         question = record.state.question
         if record.status is not Status.INPUT_REQUIRED or question is None:
@@ -127,10 +142,10 @@ def register_tasks(server: Server[Any], workflows: Workflows, viewer: Viewer) ->
             )
         given = answer_from(params.input_responses)
         try:
-            updated = await workflows.answer(params.task_id, viewer, question["id"], given.action, given.content)
+            await workflows.answer(params.task_id, viewer, question["id"], given.action, given.content)
         except AnswerRefused as exc:
             raise MCPError(types.INVALID_PARAMS, str(exc)) from exc
-        return task_handle(updated)
+        return {"resultType": "complete"}
 
     server.add_request_handler("tasks/get", TaskParams, get)
     server.add_request_handler("tasks/cancel", TaskParams, cancel)
