@@ -37,9 +37,11 @@ def test_the_shipped_config_loads() -> None:
     fixtures = load_registry(ROOT / "config" / "conformance")
     schema = fixtures["json_schema_2020_12_tool"].listing.input_schema  # strict: false keeps it as written
     assert schema["$defs"]["address"] == {
+        "$anchor": "addressDef",
         "type": "object",
         "properties": {"street": {"type": "string"}, "city": {"type": "string"}},
     }
+    assert schema["then"] == {"required": ["phone"]} and "additionalProperties" in schema
 
 
 def test_bad_yaml_names_the_file_and_line(tmp_path: Path) -> None:
