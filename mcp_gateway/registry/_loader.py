@@ -67,14 +67,10 @@ def _read(path: Path, problems: list[ConfigProblem]) -> dict[str, list[Any]]:
 
 
 def _build_prompt(entry: Any, index: int, source: str, problems: list[ConfigProblem]) -> Prompt | None:
-    label = entry.get("name") if isinstance(entry, dict) and isinstance(entry.get("name"), str) else f"#{index}"
-    base = f"prompts[{index}]"
-    try:
-        config = PromptConfig.model_validate(entry)
-    except ValidationError as exc:
-        for err in exc.errors():
-            problems.append(ConfigProblem(source, _message(err), label, _key_path((base, *err["loc"])), "prompt"))
+    config = _validated("prompts", PromptConfig, entry, index, source, problems)
+    if config is None:
         return None
+    label, base = config.name, f"prompts[{index}]"
     declared = {a.name for a in config.arguments}
     before = len(problems)
     for position, message in enumerate(config.messages):
@@ -91,10 +87,10 @@ def _build_prompt(entry: Any, index: int, source: str, problems: list[ConfigProb
     return Prompt.of(config, source) if len(problems) == before else None
 
 
-def _build_simple(
+def _validated(
     kind: str, model: type[_M], entry: Any, index: int, source: str, problems: list[ConfigProblem]
 ) -> _M | None:
-    """Validate a resource or a resource template entry, naming what is wrong."""
+    """Validate one entry of a section (tools, prompts, resources, ...), naming every problem by key path."""
     label = str(entry.get("uri") or entry.get("uri_template") or entry.get("name") or f"#{index}")
     try:
         return model.model_validate(entry)
@@ -114,14 +110,10 @@ def _message(err: Any) -> str:
 
 
 def _build(entry: Any, index: int, source: str, problems: list[ConfigProblem]) -> Tool | None:
-    label = entry.get("name") if isinstance(entry, dict) and isinstance(entry.get("name"), str) else f"#{index}"
-    base = f"tools[{index}]"
-    try:
-        config = ToolConfig.model_validate(entry)
-    except ValidationError as exc:
-        for err in exc.errors():
-            problems.append(ConfigProblem(source, _message(err), label, _key_path((base, *err["loc"]))))
+    config = _validated("tools", ToolConfig, entry, index, source, problems)
+    if config is None:
         return None
+    label, base = config.name, f"tools[{index}]"
     ok = True
     schemas: dict[str, dict[str, Any] | None] = {
         "input_schema": config.input_schema,
@@ -193,10 +185,10 @@ def load_registry(directory: Path) -> Registry:
     for path in _tool_files(directory):
         sections = _read(path, problems)
         for index, entry in enumerate(sections.get("resources", [])):
-            resource = _build_simple("resources", ResourceConfig, entry, index, str(path), problems)
+            resource = _validated("resources", ResourceConfig, entry, index, str(path), problems)
             resources.extend([Resource.of(resource)] if resource else [])
         for index, entry in enumerate(sections.get("resource_templates", [])):
-            template = _build_simple("resource_templates", TemplateConfig, entry, index, str(path), problems)
+            template = _validated("resource_templates", TemplateConfig, entry, index, str(path), problems)
             templates.extend([Template.of(template)] if template else [])
         for key in ("tools", "prompts"):
             for index, entry in enumerate(sections.get(key, [])):
