@@ -213,3 +213,92 @@ async def test_sampling_is_relayed_to_the_client(connect: Connect) -> None:
     assert not result.is_error, result.content
     assert asked == ["Capital of France?"]
     assert isinstance(result.content[0], types.TextContent) and result.content[0].text == "LLM response: Paris."
+
+
+def _sampled(text: str) -> Any:
+    async def sample(context: Any, params: types.CreateMessageRequestParams) -> types.CreateMessageResult:
+        return types.CreateMessageResult(role="assistant", content=types.TextContent(text=text), model="test-model")
+
+    return sample
+
+
+async def _roots(context: Any) -> types.ListRootsResult:
+    return types.ListRootsResult(roots=[types.Root.model_validate({"uri": "file:///work", "name": "work"})])
+
+
+async def test_questions_asked_together(connect: Connect, gateway: Gateway) -> None:
+    """A worker asks for a form, a sample and the client's roots at once (`asyncio.gather`): one event, one round
+    on 2026-07-28 (three input requests), three requests tied to the call on 2025-11-25; each answered once."""
+    callback, shown = answering(types.ElicitResult(action="accept", content={"name": "Ada"}))
+    async with connect(
+        elicitation_callback=callback, sampling_callback=_sampled("Hi"), list_roots_callback=_roots
+    ) as c:
+        result = await c.call_tool("test_input_required_result_multiple_inputs", {})
+    assert not result.is_error, result.content
+    assert isinstance(result.content[0], types.TextContent) and result.content[0].text == "Hi Ada (1 roots)"
+    assert shown == ["What is your name?"]
+    (record,) = await gateway.store.list()
+    assert set(record.state.answers) == {"user_name", "greeting", "client_roots"}
+    assert record.state.answers["client_roots"]["content"] == {"roots": [{"uri": "file:///work", "name": "work"}]}
+    kinds = [e.kind for e in await gateway.store.events(record.id)]
+    assert kinds.count("input_required") == 1 and kinds.count("input_answered") == 3
+
+
+async def test_answers_given_in_parts(gateway: Gateway) -> None:
+    """2026-07-28: a retry answering some of the open questions gets the rest asked again (its requestState names
+    only those); a response to a question not asked is ignored; the last answer completes the call."""
+    from mcp import Client
+
+    from tests.conftest import http_server
+
+    name = {"action": "accept", "content": {"name": "Ada"}}
+    sampled = {"role": "assistant", "content": {"type": "text", "text": "Hi"}, "model": "m"}
+    tool = "test_input_required_result_multiple_inputs"
+    async with http_server(gateway) as url, Client(url) as client:
+        first = await client.session.call_tool(tool, {}, allow_input_required=True)
+        assert isinstance(first, types.InputRequiredResult) and first.request_state is not None
+        asked = first.input_requests or {}
+        assert set(asked) == {"user_name", "greeting", "client_roots"} and asked["client_roots"].method == "roots/list"
+        responses: dict[str, Any] = {"user_name": name, "greeting": sampled, "unasked": name}
+        second = await client.session.call_tool(
+            tool, {}, request_state=first.request_state, input_responses=responses, allow_input_required=True
+        )
+        assert isinstance(second, types.InputRequiredResult) and second.request_state is not None
+        assert set(second.input_requests or {}) == {"client_roots"}  # an unasked key answers nothing
+        with pytest.raises(MCPError, match="requestState refused"):  # the earlier state names answered questions
+            await client.session.call_tool(
+                tool, {}, request_state=first.request_state, input_responses={}, allow_input_required=True
+            )
+        roots: Any = {"client_roots": {"roots": []}}
+        done = await client.session.call_tool(tool, {}, request_state=second.request_state, input_responses=roots)
+    assert isinstance(done, types.CallToolResult) and not done.is_error, done
+    assert isinstance(done.content[0], types.TextContent) and done.content[0].text == "Hi Ada (0 roots)"
+
+
+async def test_workers_ask_only_what_the_client_can_answer(connect: Connect, gateway: Gateway) -> None:
+    """The client's declared capabilities reach the worker (`Caller.can_answer`, `ctx.can_ask`): a client that can
+    sample but not elicit is asked for a sample only."""
+    async with connect(sampling_callback=_sampled("Hello")) as client:
+        result = await client.call_tool("test_input_required_result_capabilities", {})
+    assert not result.is_error, result.content
+    assert isinstance(result.content[0], types.TextContent)
+    assert result.content[0].text == "Asked 1 question(s) the client can answer"
+    (record,) = await gateway.store.list()
+    assert set(record.state.answers) == {"greeting"}
+
+
+def test_responses_are_read_by_their_shape() -> None:
+    from mcp_gateway.server._input import answers_from
+
+    given = answers_from(
+        {
+            "form": {"action": "accept", "content": {"name": "Ada"}},
+            "sample": {"role": "assistant", "content": {"type": "text", "text": "Hi"}, "model": "m"},
+            "roots": {"roots": [{"uri": "file:///work"}]},
+            "junk": {"bogus": True},
+            "number": 12345,
+        }
+    )
+    assert set(given) == {"form", "sample", "roots"}
+    assert given["form"].content == {"name": "Ada"} and given["roots"].content == {"roots": [{"uri": "file:///work"}]}
+    assert given["sample"].action == "accept" and given["sample"].content is not None

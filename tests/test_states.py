@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from typing import Any
 
@@ -121,26 +122,61 @@ def test_questions_answers_and_approvals() -> None:
     from mcp_gateway.contract import InputRequest
     from mcp_gateway.core.states import answer
 
-    asked = fold(
-        WorkflowState(Status.RUNNING, last_seq=0),
-        event(EventKind.INPUT_REQUIRED, 1, request=InputRequest(id="q1", kind="confirm", message="Sure?")),
-    ).state
-    assert asked.status is Status.INPUT_REQUIRED and asked.question is not None
-    assert not answer(asked, "q2", "accept", None).changed  # not the open question
+    sure = InputRequest(id="q1", kind="confirm", message="Sure?")
+    asked = fold(WorkflowState(Status.RUNNING, last_seq=0), event(EventKind.INPUT_REQUIRED, 1, requests=[sure])).state
+    assert asked.status is Status.INPUT_REQUIRED and [q["id"] for q in asked.questions] == ["q1"]
+    refused = answer(asked, "q2", "accept", None)
+    assert not refused.changed and refused.note is not None and "'q1'" in refused.note  # not an open question
     answered = answer(asked, "q1", "accept", None).state
-    assert answered.status is Status.RUNNING and answered.question is None
+    assert answered.status is Status.RUNNING and answered.questions == []
     assert not answer(answered, "q1", "decline", None).changed  # two answers to one question
-    again = fold(
-        answered,
-        event(EventKind.INPUT_REQUIRED, 1, attempt=2, request=InputRequest(id="q1", kind="confirm", message="Sure?")),
-    )
-    assert not again.changed and again.resend == {"request_id": "q1", "action": "accept", "content": None}
+    again = fold(answered, event(EventKind.INPUT_REQUIRED, 1, attempt=2, requests=[sure]))
+    assert again.resend == [{"request_id": "q1", "action": "accept", "content": None}]
+    assert again.state.status is Status.RUNNING and again.state.last_seq == 1  # nothing new is open
 
     approval = {"id": "approval", "kind": "confirm", "approval": True, "by": "caller", "message": "ok?"}
-    held = WorkflowState(Status.INPUT_REQUIRED, question=approval)
+    held = WorkflowState(Status.INPUT_REQUIRED, questions=[approval])
     assert answer(held, "approval", "accept", None).state.status is Status.PENDING
     denied = answer(held, "approval", "decline", None).state
     assert denied.status is Status.CANCELLED and denied.error == {
         "code": "denied",
         "message": "the approval was declined",
     }
+
+
+def test_questions_asked_together_are_answered_one_by_one() -> None:
+    from mcp_gateway.contract import InputRequest
+    from mcp_gateway.core.states import answer
+
+    name = InputRequest(id="name", kind="form", message="Name?", schema={"type": "object"})
+    roots = InputRequest(id="roots", kind="roots", message="roots")
+    asked = fold(WorkflowState(Status.RUNNING, last_seq=0), event(EventKind.INPUT_REQUIRED, 1, requests=[name, roots]))
+    assert [q["id"] for q in asked.state.questions] == ["name", "roots"]
+    half = answer(asked.state, "roots", "accept", {"roots": []}).state
+    assert half.status is Status.INPUT_REQUIRED and [q["id"] for q in half.questions] == ["name"]
+    # A redelivered command asks both again: the answered one is re-sent, the open one stays open once.
+    again = fold(half, event(EventKind.INPUT_REQUIRED, 2, requests=[name, roots]))
+    assert again.resend == [{"request_id": "roots", "action": "accept", "content": {"roots": []}}]
+    assert [q["id"] for q in again.state.questions] == ["name"]
+    done = answer(again.state, "name", "accept", {"name": "Ada"}).state
+    assert done.status is Status.RUNNING and done.questions == [] and set(done.answers) == {"name", "roots"}
+    ended = fold(half, event(EventKind.COMPLETED, 2, result={}))
+    assert ended.state.status is Status.COMPLETED and ended.state.questions == []  # an ending closes them
+
+
+def test_an_input_required_event_needs_distinct_questions() -> None:
+    body = {"workflow_id": "w1", "seq": 0, "kind": "input_required", "at": "2026-11-21T00:00:00Z"}
+    with pytest.raises(ContractError, match="requests"):
+        decode_event(json.dumps(body).encode())
+    twice = {"id": "a", "kind": "confirm", "message": "Sure?"}
+    with pytest.raises(ContractError, match="must differ"):
+        decode_event(json.dumps({**body, "requests": [twice, twice]}).encode())
+
+
+def test_the_older_single_request_is_still_read() -> None:
+    body = {"workflow_id": "w1", "seq": 0, "kind": "input_required", "at": "2026-11-21T00:00:00Z"}
+    question = {"id": "q1", "kind": "confirm", "message": "Sure?"}
+    event = decode_event(json.dumps({**body, "request": question}).encode())
+    assert event.requests is not None and [r.id for r in event.requests] == ["q1"]
+    with pytest.raises(ContractError, match="not both"):
+        decode_event(json.dumps({**body, "request": question, "requests": [question]}).encode())

@@ -1,9 +1,11 @@
-"""The tasks extension (2026-07-28): a task-capable client gets a task handle at once, polls tasks/get for
-status and the inline result, cancels with tasks/cancel. A small client-side extension plays the client."""
+"""The tasks extension (2026-07-28): a task-capable client gets a task handle (at once, or after input rounds),
+polls tasks/get for status and the inline result, cancels with tasks/cancel. A small client-side extension plays
+the client."""
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any, ClassVar, Literal
 
 import mcp.types as types
@@ -122,7 +124,8 @@ async def test_tasks_cancel_and_foreign_ids(gateway: Gateway, env: Env) -> None:
         assert isinstance(handed, TaskHandle)
         await task_ack(client.session, "tasks/cancel", handed.task_id)
         state = await task_call(client.session, "tasks/get", handed.task_id)
-        assert state.status == "cancelled" and state.error is not None and state.error["code"] == "cancelled"
+        assert state.status == "cancelled" and state.error is None and state.result is None
+        assert state.status_message == "cancelled through tasks/cancel"
         with pytest.raises(MCPError, match="unknown task"):
             await task_call(client.session, "tasks/get", "0" * 32)
         with pytest.raises(MCPError, match="asks for no input"):
@@ -166,3 +169,74 @@ async def test_tasks_methods_need_the_extension(gateway: Gateway) -> None:
         with pytest.raises(MCPError) as info:
             await task_call(client.session, "tasks/get", "0" * 32)
     assert info.value.error.code == -32021
+
+
+async def poll(session: ClientSession, task_id: str, until: Callable[[TaskState], bool]) -> TaskState:
+    async with asyncio.timeout(10):
+        while not until(state := await task_call(session, "tasks/get", task_id)):  # noqa: ASYNC110 - polling
+            await asyncio.sleep(0.05)
+    return state
+
+
+async def test_tasks_update_answers_open_questions_one_at_a_time(gateway: Gateway) -> None:
+    async with http_server(gateway) as url, Client(url, extensions=[Tasks()]) as client:
+        handed = await client.session.call_tool("multi_input", {}, allow_claimed=True, allow_input_required=True)
+        assert isinstance(handed, TaskHandle)
+        state = await poll(client.session, handed.task_id, lambda s: s.status == "input_required")
+        assert set((state.model_extra or {})["inputRequests"]) == {"name", "confirm"}
+        name = {"name": {"action": "accept", "content": {"name": "Ada"}}}
+        await task_ack(client.session, "tasks/update", handed.task_id, input_responses=name)
+        state = await task_call(client.session, "tasks/get", handed.task_id)
+        assert state.status == "input_required" and set((state.model_extra or {})["inputRequests"]) == {"confirm"}
+        ignored = {"name": {"action": "accept", "content": {"name": "Bob"}}}  # answered already: ignored
+        await task_ack(client.session, "tasks/update", handed.task_id, input_responses=ignored)
+        confirm = {"confirm": {"action": "accept", "content": {"confirm": True}}}
+        await task_ack(client.session, "tasks/update", handed.task_id, input_responses=confirm)
+        state = await poll(client.session, handed.task_id, lambda s: s.result is not None)
+    assert state.status == "completed"
+    assert (
+        state.result is not None and state.result["content"][0]["text"] == 'Got {"name": "Ada"} and {"confirm": true}'
+    )
+
+
+async def test_a_crashed_handler_is_a_failed_task_and_a_tool_failure_a_completed_one(gateway: Gateway) -> None:
+    """A handler that crashes (not a ToolFailure) is a protocol-level error: the task is `failed` with a JSON-RPC
+    error inline and no result; a ToolFailure is a tool error: `completed`, with an isError result."""
+    async with http_server(gateway) as url, Client(url, extensions=[Tasks()]) as client:
+        crashed = await client.session.call_tool("protocol_error_job", {}, allow_claimed=True)
+        failed = await client.session.call_tool("failing_job", {}, allow_claimed=True)
+        assert isinstance(crashed, TaskHandle) and isinstance(failed, TaskHandle)
+        crash = await poll(client.session, crashed.task_id, lambda s: s.status not in ("working", "input_required"))
+        tool_error = await poll(client.session, failed.task_id, lambda s: s.status not in ("working",))
+    assert crash.status == "failed" and crash.result is None and crash.error is not None
+    assert crash.error["code"] == types.INTERNAL_ERROR and crash.error["data"]["code"] == "worker_error"
+    assert "the handler crashed" in crash.error["message"]
+    assert tool_error.status == "completed" and tool_error.error is None
+    assert tool_error.result is not None and tool_error.result["isError"] is True
+
+
+async def test_input_rounds_then_a_task(gateway: Gateway, env: Env) -> None:
+    """SEP-2663's composition: an auto tool's question comes back as an input-required round (no task yet); the
+    retried call, once the work outlasts the tool's timeout, hands back a task whose result has the answer."""
+    gate = test_workers.gates.setdefault(env.prefix, asyncio.Event())
+    async with http_server(gateway) as url, Client(url, extensions=[Tasks()]) as client:
+        first = await client.session.call_tool(
+            "interview", {"gate": env.prefix}, allow_claimed=True, allow_input_required=True
+        )
+        assert isinstance(first, types.InputRequiredResult) and first.request_state is not None
+        (key,) = first.input_requests or {}
+        answer: Any = {key: {"action": "accept", "content": {"name": "Ada"}}}
+        second = await client.session.call_tool(
+            "interview",
+            {"gate": env.prefix},
+            request_state=first.request_state,
+            input_responses=answer,
+            allow_claimed=True,
+            allow_input_required=True,
+        )
+        assert isinstance(second, TaskHandle) and second.status == "working"
+        assert "requestState" not in (second.model_extra or {})
+        gate.set()
+        state = await poll(client.session, second.task_id, lambda s: s.result is not None)
+    assert state.status == "completed" and state.result is not None
+    assert state.result["structuredContent"] == {"name": "Ada"}

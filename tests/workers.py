@@ -71,6 +71,14 @@ async def survey(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]:
     return {"colour": answer.content["colour"]}
 
 
+@worker.tool("interview", subject="testing.interview")
+async def interview(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]:
+    executions[ctx.workflow_id] += 1
+    answer = await ctx.ask("Your name?", {"type": "object", "properties": {"name": {"type": "string"}}})
+    await gates.setdefault(args["gate"], asyncio.Event()).wait()
+    return {"name": (answer.content or {}).get("name")}
+
+
 @worker.tool("guarded", subject="testing.noop")
 @worker.tool("vault", subject="testing.noop")
 @worker.tool("brief_vault", subject="testing.noop")

@@ -9,14 +9,15 @@ from __future__ import annotations
 import json
 from datetime import datetime
 from enum import StrEnum
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, TypeVar, cast
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 __all__ = [
     "CONTRACT_VERSION",
     "Caller",
     "Cancel",
+    "ClientAbility",
     "Command",
     "ContractError",
     "ErrorInfo",
@@ -48,11 +49,16 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
 
+ClientAbility = Literal["elicitation", "sampling", "roots"]
+
+
 class Caller(_Strict):
-    """Who asked: the authenticated subject (or `local` under stdio) and the MCP request id."""
+    """Who asked: the authenticated subject (or `local` under stdio), the MCP request id, and what the calling
+    client can answer mid-call (`can_answer`: elicitation, sampling, roots; None when not known)."""
 
     subject: str = "anonymous"
     request_id: str | None = None
+    can_answer: list[ClientAbility] | None = None
 
 
 class Command(_Strict):
@@ -96,16 +102,18 @@ class EventKind(StrEnum):
 
 
 class InputRequest(_Strict):
-    """A question a worker asks the user mid-way: a confirmation, or fields described by a small JSON Schema."""
+    """A question a worker asks mid-way: the user's confirmation or values (a small JSON Schema), the client's
+    model (sampling), or the client's roots. `id` is unique within the workflow."""
 
-    id: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")
-    kind: Literal["confirm", "form", "sampling"]
+    id: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")
+    kind: Literal["confirm", "form", "sampling", "roots"]
     message: str = Field(min_length=1, max_length=4000)
     schema_: dict[str, Any] | None = Field(default=None, alias="schema")
     """For `form`: a flat JSON object schema (elicitation rules); `confirm` asks yes or no."""
     sampling: dict[str, Any] | None = None
     """For `sampling`: MCP `sampling/createMessage` params (`messages`, `maxTokens`, `systemPrompt`, ...); the
-    answer's `content` is the client's `CreateMessageResult` (`role`, `content`, `model`, `stopReason`)."""
+    answer's `content` is the client's `CreateMessageResult` (`role`, `content`, `model`, `stopReason`).
+    For `roots` (MCP `roots/list`), the answer's `content` is `{"roots": [{"uri", "name"?}, ...]}`."""
 
 
 class InputAnswer(_Strict):
@@ -173,10 +181,22 @@ class Event(_Strict):
     content: list[dict[str, Any]] | None = Field(default=None, max_length=100)
     """MCP content blocks for the client (text, image, audio, resource, resource_link), as MCP writes them."""
     error: ErrorInfo | None = None
-    request: InputRequest | None = None
+    requests: list[InputRequest] | None = Field(default=None, min_length=1, max_length=16)
+    """For `input_required`: the questions asked together (each answered on its own, by id)."""
     level: LogLevel | None = None
     """For `log`: the MCP log level (debug ... emergency); `message` carries the text, `logger` the source."""
     logger: str | None = Field(default=None, max_length=200)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_request(cls, data: Any) -> Any:
+        """`request` (one question), as the first workers wrote it, is read as `requests` with that one."""
+        if isinstance(data, dict) and "request" in data:
+            body = cast(dict[str, Any], data)
+            if "requests" in body:
+                raise ValueError("give 'requests' or the older 'request', not both")
+            return {**{k: v for k, v in body.items() if k != "request"}, "requests": [body["request"]]}
+        return data
 
     @property
     def key(self) -> str:
@@ -192,8 +212,11 @@ class Event(_Strict):
             raise ValueError("a 'progress' event needs 'progress' (a number)")
         if self.kind is EventKind.LOG and (self.level is None or self.message is None):
             raise ValueError("a 'log' event needs 'level' and 'message'")
-        if self.kind is EventKind.INPUT_REQUIRED and self.request is None:
-            raise ValueError("an 'input_required' event needs 'request' ({id, kind, message, schema?})")
+        if self.kind is EventKind.INPUT_REQUIRED and not self.requests:
+            raise ValueError("an 'input_required' event needs 'requests' ([{id, kind, message, schema?}, ...])")
+        ids = [r.id for r in self.requests or ()]
+        if len(set(ids)) != len(ids):
+            raise ValueError(f"the ids of 'requests' must differ, got {ids}")
 
 
 def encode(model: BaseModel) -> bytes:

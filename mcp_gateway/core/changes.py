@@ -48,7 +48,7 @@ class Change:
             "message": s.message,
             "result": s.result,
             "error": s.error,
-            "question": s.question,
+            "questions": s.questions,
             "content": s.content,
             "log": self.log,
         }
@@ -74,7 +74,7 @@ class Change:
             result=b["result"],
             error=b["error"],
             version=b["version"],
-            question=b.get("question"),
+            questions=b.get("questions") or [],
             content=b.get("content"),
         )
         return cls(b["id"], state, b.get("log")), bool(b.get("truncated"))

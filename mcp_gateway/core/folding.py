@@ -123,9 +123,9 @@ class EventFolder:
         if applied.fold.defer:
             await delivery.nak(DEFER_DELAY)
             return
-        if applied.fold.resend is not None:  # a question asked again (redelivery): the same answer again
+        for given in applied.fold.resend:  # questions asked again (a redelivery): the same answers again
             try:
-                await self._bus.publish_answer(InputAnswer(workflow_id=event.workflow_id, **applied.fold.resend))
+                await self._bus.publish_answer(InputAnswer(workflow_id=event.workflow_id, **given))
             except BusError as exc:
                 bound.warning("fold.resend_failed", error=str(exc))
         if applied.fold.note:

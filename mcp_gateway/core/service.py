@@ -70,7 +70,8 @@ class Outcome:
     error: dict[str, Any] | None = None
     violations: list[SchemaViolation] = field(default_factory=list[SchemaViolation])
     status: Status | None = None
-    question: dict[str, Any] | None = None
+    questions: list[dict[str, Any]] = field(default_factory=list[dict[str, Any]])
+    """The open questions the caller may answer (INPUT_REQUIRED)."""
     content: list[dict[str, Any]] | None = None
 
 
@@ -183,8 +184,8 @@ class ToolCallService:
         message = self._command(tool, workflow_id, args, caller, traceparent, deadline)
         structlog.contextvars.bind_contextvars(workflow_id=workflow_id, tool=name, trace_id=trace_id_of(traceparent))
         budget = tool.config.timeout if wait and tool.config.mode not in ("async", "task") else 0.0
-        question = _approval_question(tool, args)
-        initial = WorkflowState(Status.INPUT_REQUIRED, question=question) if question else None
+        approval = _approval_question(tool, args)
+        initial = WorkflowState(Status.INPUT_REQUIRED, questions=[approval]) if approval else None
         recorded = False
         try:
             with self._waiters.watch(workflow_id) as watch:
@@ -199,7 +200,7 @@ class ToolCallService:
                         trace_id_of(traceparent),
                         deadline,
                         status=initial.status if initial else Status.PENDING,
-                        question=question,
+                        approval=approval,
                     ),
                     message,
                 )
@@ -222,25 +223,27 @@ class ToolCallService:
         self,
         name: str,
         workflow_id: str,
-        question_id: str | None,
-        answer: UserAnswer,
+        asked: list[str],
+        answers: dict[str, UserAnswer],
         *,
         caller: Caller,
         on_progress: ProgressCallback | None = None,
     ) -> Outcome:
-        """Continue a call whose workflow asked a question (2026-07-28 input-required): answer it, wait again.
-        The state must name the caller's own workflow, of the tool called, and the question it asks now; any
-        other (a state from elsewhere, or tampered with) is refused."""
+        """Continue a call whose workflow asked questions (2026-07-28 input-required): take the answers given,
+        wait again. `asked` (from the request state) must name the caller's own workflow's open questions, of
+        the tool called; any other state (from elsewhere, or tampered with) is refused. Questions left without
+        an answer stay open, and the outcome asks them again."""
         viewer = Viewer(caller.subject)
         record = await self._workflows.get(workflow_id, viewer)
-        open_question = record.state.question
-        if record.tool != name or open_question is None or open_question["id"] != question_id:
+        open_ids = [q["id"] for q in record.state.questions]
+        if record.tool != name or not asked or not set(asked) <= set(open_ids):
             raise WorkflowNotFound(workflow_id)
         tool = self.registry.get(record.tool)
         mode = tool.config.mode if tool else "sync"
-        question = record.state.question
-        if question is not None:
-            await self._workflows.answer(workflow_id, viewer, question["id"], answer.action, answer.content)
+        for question_id in asked:
+            given = answers.get(question_id)
+            if given is not None:
+                await self._workflows.answer(workflow_id, viewer, question_id, given.action, given.content)
         budget = tool.config.timeout if tool else 0.0
         with self._waiters.watch(workflow_id) as watch:
             current = (await self._workflows.get(workflow_id, viewer)).state
@@ -281,9 +284,10 @@ class ToolCallService:
         """Follow the workflow for up to `budget` seconds: forward progress, put questions to the user (or
         return at the first question when no one can ask it), return at the end."""
         last = initial
+        put: set[str] = set()
         try:
             async with asyncio.timeout(budget):
-                if last is not None and await self._asked(last, workflow_id, caller, on_input):
+                if last is not None and await self._asked(last, workflow_id, caller, on_input, put):
                     return last
                 async for change, truncated in watch.changes():
                     last = change.state
@@ -294,7 +298,7 @@ class ToolCallService:
                             record = await self._store.get(workflow_id)
                             return record.state if record is not None else last
                         return last
-                    if await self._asked(last, workflow_id, caller, on_input):
+                    if await self._asked(last, workflow_id, caller, on_input, put):
                         return last
                     if on_progress is not None and last.progress is not None:
                         await on_progress(Progress(last.progress, last.total, last.message))
@@ -305,20 +309,30 @@ class ToolCallService:
         return record.state if record is not None else last
 
     async def _asked(
-        self, state: WorkflowState, workflow_id: str, caller: Caller, on_input: InputCallback | None
+        self,
+        state: WorkflowState,
+        workflow_id: str,
+        caller: Caller,
+        on_input: InputCallback | None,
+        put: set[str],
     ) -> bool:
-        """Handle an open question; True when the call must return so the caller can answer it."""
-        question = state.question
-        if state.status is not Status.INPUT_REQUIRED or question is None or question.get("by") == "admin":
+        """Handle the open questions; True when the call must return so the caller can answer them. `put`
+        holds the ids already put to the user during this call (each is asked once)."""
+        questions = [q for q in state.questions if q.get("by") != "admin"]
+        if state.status is not Status.INPUT_REQUIRED or not questions:
             return False  # nothing to ask, or an admin decides: keep waiting
         if on_input is None:
             return True
-        try:
-            await self._ask(workflow_id, caller, question, on_input)
-        except AnswerRefused as exc:  # answered meanwhile elsewhere (an admin, another process): go on
-            log.info("call.answered_elsewhere", workflow_id=workflow_id, reason=str(exc))
-        except Exception as exc:  # the client could not be asked: the question stays open for workflow_respond
-            log.warning("call.ask_failed", workflow_id=workflow_id, error=str(exc) or type(exc).__name__)
+        for question in questions:
+            if question["id"] in put:
+                continue
+            put.add(question["id"])
+            try:
+                await self._ask(workflow_id, caller, question, on_input)
+            except AnswerRefused as exc:  # answered meanwhile elsewhere (an admin, another process): go on
+                log.info("call.answered_elsewhere", workflow_id=workflow_id, reason=str(exc))
+            except Exception as exc:  # the client could not be asked: the question stays open for workflow_respond
+                log.warning("call.ask_failed", workflow_id=workflow_id, error=str(exc) or type(exc).__name__)
         return False
 
 
@@ -344,9 +358,9 @@ def _with_id(message: OutboxMessage, outbox_id: int) -> OutboxMessage:
 
 def outcome_from_state(tool: str, workflow_id: str, state: WorkflowState | None, mode: str) -> Outcome:
     """What a call (or a later look at its workflow) amounts to, given the workflow's state."""
-    asks_caller = state is not None and state.question is not None and state.question.get("by") != "admin"
-    if state is not None and state.status is Status.INPUT_REQUIRED and asks_caller:
-        return Outcome(OutcomeKind.INPUT_REQUIRED, tool, workflow_id, status=state.status, question=state.question)
+    asked = [q for q in state.questions if q.get("by") != "admin"] if state is not None else []
+    if state is not None and state.status is Status.INPUT_REQUIRED and asked:
+        return Outcome(OutcomeKind.INPUT_REQUIRED, tool, workflow_id, status=state.status, questions=asked)
     if state is None or state.status not in TERMINAL:
         kind = OutcomeKind.STILL_RUNNING if mode == "sync" else OutcomeKind.HANDED_BACK
         return Outcome(kind, tool, workflow_id, status=state.status if state else None)

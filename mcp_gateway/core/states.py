@@ -14,7 +14,7 @@ from typing import Any
 
 from mcp_gateway.contract import ErrorInfo, Event, EventKind
 
-__all__ = ["TERMINAL", "Fold", "Status", "WorkflowState", "answer", "can_move", "end", "fold"]
+__all__ = ["SYSTEM_FAILURES", "TERMINAL", "Fold", "Status", "WorkflowState", "answer", "can_move", "end", "fold"]
 
 
 class Status(StrEnum):
@@ -41,6 +41,11 @@ _ALLOWED: dict[Status, frozenset[Status]] = {
 }
 
 
+SYSTEM_FAILURES = frozenset({"worker_error", "invalid_output", "invalid_content", "unknown_tool", "deadline_exceeded"})
+"""Failure codes that mean the tool did not run as it should (a handler crashed, a worker broke the contract or
+has no handler, the command came too late), as opposed to a failure the tool itself reported (`ToolFailure`)."""
+
+
 def can_move(current: Status, target: Status) -> bool:
     """Whether a workflow in `current` may move to `target` (terminal states never move)."""
     return target in _ALLOWED.get(current, frozenset())
@@ -61,8 +66,9 @@ class WorkflowState:
     version: int = 0
     content: list[dict[str, Any]] | None = None
     """Content blocks of the result (images, audio, resources), when the worker sent any."""
-    question: dict[str, Any] | None = None
-    """The open input request (a worker's question, or an approval), while `input_required`."""
+    questions: list[dict[str, Any]] = field(default_factory=list[dict[str, Any]])
+    """The open questions (a worker's, asked together or one after another; or an approval), in the order
+    asked. The workflow is `input_required` while any is open."""
     answers: dict[str, Any] = field(default_factory=dict[str, Any])
     """Answers given so far, by request id: a question asked again (a redelivered command) gets the same one."""
 
@@ -76,8 +82,8 @@ class Fold:
     note: str | None = None
     defer: bool = False
     """Earlier events of this attempt have not arrived yet: put this one back and fold it a moment later."""
-    resend: dict[str, Any] | None = None
-    """A question asked again that was already answered: send this answer to the worker again."""
+    resend: list[dict[str, Any]] = field(default_factory=list[dict[str, Any]])
+    """Questions asked again that were already answered: send these answers to the worker again."""
     log: dict[str, Any] | None = None
     """A worker's log line, for the call that waits (announced with the change, not kept in the state)."""
 
@@ -133,18 +139,19 @@ def fold(
                 return Fold(state, False, f"out of order: seq {event.seq} <= {base.last_seq}")
             return Fold(replace(base, last_seq=event.seq, version=base.version + 1), True, log=line)
         case EventKind.INPUT_REQUIRED:
-            assert event.request is not None
-            question = event.request.model_dump(by_alias=True, exclude_none=True)
-            if question["id"] in base.answers:
-                return Fold(state, False, f"already answered: {question['id']}", resend=base.answers[question["id"]])
-            asked = replace(
-                base,
-                status=Status.INPUT_REQUIRED,
-                last_seq=max(base.last_seq, event.seq),
-                question=question,
-                version=base.version + 1,
+            assert event.requests is not None
+            asked = [r.model_dump(by_alias=True, exclude_none=True) for r in event.requests]
+            resend = [base.answers[q["id"]] for q in asked if q["id"] in base.answers]
+            open_ids = {q["id"] for q in base.questions}
+            new = [q for q in asked if q["id"] not in base.answers and q["id"] not in open_ids]
+            moved = replace(base, last_seq=max(base.last_seq, event.seq), version=base.version + 1)
+            if not new:  # asked again (a redelivered command): the answers given go out again
+                if not newer:
+                    return Fold(state, False, f"asked again: {[q['id'] for q in asked]}", resend=resend)
+                return Fold(moved, True, f"asked again: {[q['id'] for q in asked]}", resend=resend)
+            return Fold(
+                replace(moved, status=Status.INPUT_REQUIRED, questions=[*base.questions, *new]), True, resend=resend
             )
-            return Fold(asked, True)
         case EventKind.COMPLETED:
             violations: list[str] = []
             if check_output is not None:
@@ -177,30 +184,30 @@ _PAST = {"accept": "accepted", "decline": "declined", "cancel": "cancelled"}
 
 
 def answer(state: WorkflowState, request_id: str, action: str, content: dict[str, Any] | None) -> Fold:
-    """Record the user's (or an admin's) answer to the open question; the only way out of `input_required`.
+    """Record the user's (or an admin's) answer to one open question; the only way out of `input_required`.
 
     An approval accepted lets the held command go (`pending`); declined or cancelled, the workflow ends
-    `cancelled` (code `denied`). A worker's question answered lets the worker go on (`running`)."""
-    question = state.question
-    if state.status is not Status.INPUT_REQUIRED or question is None:
+    `cancelled` (code `denied`). A worker's question answered leaves the others open; the last one answered
+    lets the worker go on (`running`)."""
+    question = next((q for q in state.questions if q["id"] == request_id), None)
+    if state.status is not Status.INPUT_REQUIRED or not state.questions:
         return _ignored(state, f"answer refused: workflow is {state.status.value}, it asks for no input")
-    if question["id"] != request_id:
-        return _ignored(state, f"answer refused: the open question is {question['id']!r}, not {request_id!r}")
+    if question is None:
+        open_ids = ", ".join(repr(q["id"]) for q in state.questions)
+        return _ignored(state, f"answer refused: the open questions are {open_ids}, not {request_id!r}")
     given = {"request_id": request_id, "action": action, "content": content}
-    answers = {**state.answers, request_id: given}
+    answered = replace(
+        state,
+        questions=[q for q in state.questions if q["id"] != request_id],
+        answers={**state.answers, request_id: given},
+        version=state.version + 1,
+    )
     if question.get("approval"):
         if action == "accept":
-            return Fold(
-                replace(state, status=Status.PENDING, question=None, answers=answers, version=state.version + 1), True
-            )
+            return Fold(replace(answered, status=Status.PENDING), True)
         error = {"code": "denied", "message": f"the approval was {_PAST[action]}"}
-        return Fold(
-            replace(
-                state, status=Status.CANCELLED, question=None, answers=answers, error=error, version=state.version + 1
-            ),
-            True,
-        )
-    return Fold(replace(state, status=Status.RUNNING, question=None, answers=answers, version=state.version + 1), True)
+        return Fold(replace(answered, status=Status.CANCELLED, error=error), True)
+    return Fold(replace(answered, status=Status.INPUT_REQUIRED if answered.questions else Status.RUNNING), True)
 
 
 def _end(
@@ -220,6 +227,7 @@ def _end(
             result=result,
             error=error,
             content=content,
+            questions=[],
             version=state.version + 1,
         ),
         True,
@@ -233,4 +241,4 @@ def end(state: WorkflowState, status: Status, code: str, message: str) -> Fold:
     if not can_move(state.status, status):
         return _ignored(state, f"{status.value} ignored: workflow already {state.status.value}")
     error = {"code": code, "message": message}
-    return Fold(replace(state, status=status, error=error, version=state.version + 1), True)
+    return Fold(replace(state, status=status, error=error, questions=[], version=state.version + 1), True)

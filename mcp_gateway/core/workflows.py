@@ -46,7 +46,7 @@ class WorkflowNotFound(GatewayError):
 
 
 class AnswerRefused(GatewayError):
-    """An answer that cannot be taken: nothing is asked, another question is open, the values break its schema,
+    """An answer that cannot be taken: nothing is asked, no such question is open, the values break its schema,
     or the answerer may not decide (an admin approval)."""
 
 
@@ -65,13 +65,16 @@ class Workflows:
         action: Literal["accept", "decline", "cancel"],
         content: dict[str, Any] | None = None,
     ) -> WorkflowRecord:
-        """Answer the workflow's open question (a worker's, or an approval). Checked, recorded once, passed on."""
+        """Answer one of the workflow's open questions (a worker's, or an approval). Checked, recorded once,
+        passed on."""
         record = await self.get(workflow_id, viewer)
-        question = record.state.question
-        if record.status is not Status.INPUT_REQUIRED or question is None:
+        questions = record.state.questions
+        if record.status is not Status.INPUT_REQUIRED or not questions:
             raise AnswerRefused(f"workflow {workflow_id} is {record.status.value}; it asks for no input")
-        if question["id"] != request_id:
-            raise AnswerRefused(f"workflow {workflow_id} asks {question['id']!r}, not {request_id!r}")
+        question = next((q for q in questions if q["id"] == request_id), None)
+        if question is None:
+            asked = ", ".join(repr(q["id"]) for q in questions)
+            raise AnswerRefused(f"workflow {workflow_id} asks {asked}, not {request_id!r}")
         if question.get("by") == "admin" and not viewer.admin:
             raise AnswerRefused(f"workflow {workflow_id} waits for an admin's approval, not the caller's")
         if action == "accept" and question.get("schema"):

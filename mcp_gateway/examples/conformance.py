@@ -235,6 +235,45 @@ async def ir_request_state(ctx: ToolContext, args: dict[str, Any]) -> ToolResult
     return ToolResult([content.text(f"state-ok: {answer.action}")])
 
 
+@worker.tool("test_input_required_result_list_roots", subject="conformance.ir_list_roots")
+async def ir_list_roots(ctx: ToolContext, args: dict[str, Any]) -> ToolResult:
+    roots = await ctx.roots(key="client_roots")
+    return ToolResult([content.text(f"Roots: {', '.join(str(r.get('uri')) for r in roots) or 'none'}")])
+
+
+_NAME = {"type": "object", "properties": {"name": {"type": "string"}}, "required": ["name"]}
+_GREETING = [{"role": "user", "content": {"type": "text", "text": "Generate a greeting"}}]
+
+
+def _sampled_text(sampled: dict[str, Any]) -> str:
+    reply = sampled.get("content", {})
+    return reply.get("text", "") if isinstance(reply, dict) else json.dumps(reply)
+
+
+@worker.tool("test_input_required_result_multiple_inputs", subject="conformance.ir_multiple_inputs")
+async def ir_multiple_inputs(ctx: ToolContext, args: dict[str, Any]) -> ToolResult:
+    # Asked at the same moment, the three questions reach the client in one input-required round.
+    name, greeting, roots = await asyncio.gather(
+        ctx.ask("What is your name?", _NAME, key="user_name"),
+        ctx.sample(_GREETING, max_tokens=50, key="greeting"),
+        ctx.roots(key="client_roots"),
+    )
+    who = (name.content or {}).get("name", "stranger")
+    return ToolResult([content.text(f"{_sampled_text(greeting)} {who} ({len(roots)} roots)")])
+
+
+@worker.tool("test_input_required_result_capabilities", subject="conformance.ir_capabilities")
+async def ir_capabilities(ctx: ToolContext, args: dict[str, Any]) -> ToolResult:
+    # Asks only what the calling client can answer (its declared capabilities reach the worker with the command).
+    asks: list[Any] = []
+    if ctx.can_ask("sampling"):
+        asks.append(ctx.sample(_GREETING, max_tokens=50, key="greeting"))
+    if ctx.can_ask("elicitation"):
+        asks.append(ctx.ask("What is your name?", _NAME, key="user_name"))
+    answers = await asyncio.gather(*asks)
+    return ToolResult([content.text(f"Asked {len(answers)} question(s) the client can answer")])
+
+
 # Tasks-extension fixtures (SEP-2663).
 
 
@@ -262,3 +301,27 @@ async def confirm_delete(ctx: ToolContext, args: dict[str, Any]) -> ToolResult:
         key="confirm",
     )
     return ToolResult([content.text(f"Delete {answer.action}ed")])
+
+
+@worker.tool("multi_input", subject="conformance.multi_input")
+async def multi_input(ctx: ToolContext, args: dict[str, Any]) -> ToolResult:
+    # Two questions pending at once: the task shows both, and stays input_required until both are answered.
+    name, confirm = await asyncio.gather(
+        ctx.ask("Your name?", {"type": "object", "properties": {"name": {"type": "string"}}}, key="name"),
+        ctx.ask("Go ahead?", {"type": "object", "properties": {"confirm": {"type": "boolean"}}}, key="confirm"),
+    )
+    return ToolResult([content.text(f"Got {json.dumps(name.content)} and {json.dumps(confirm.content)}")])
+
+
+@worker.tool("protocol_error_job", subject="conformance.protocol_error_job")
+async def protocol_error_job(ctx: ToolContext, args: dict[str, Any]) -> ToolResult:
+    raise RuntimeError("the handler crashed")  # not a ToolFailure: the task fails with an internal error
+
+
+@worker.tool("test_tool_with_task", subject="conformance.tool_with_task")
+async def tool_with_task(ctx: ToolContext, args: dict[str, Any]) -> ToolResult:
+    # Mode auto: the question comes back as an input-required round; after the answer the work outlasts the
+    # tool's timeout, so the retried call hands back a task, whose result names the user.
+    answer = await ctx.ask("What is your name?", _NAME, key="user_name")
+    await asyncio.sleep(3)
+    return ToolResult([content.text(f"Hello, {(answer.content or {}).get('name', 'stranger')}! (done as a task)")])

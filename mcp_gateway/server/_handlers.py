@@ -15,16 +15,17 @@ from mcp.shared.exceptions import MCPError
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
 from mcp_gateway import __version__
-from mcp_gateway.contract import Caller
+from mcp_gateway.contract import Caller, ClientAbility
 from mcp_gateway.core.resources import ResourceNotFound, ResourceReader, ResourceUnavailable
 from mcp_gateway.core.service import OutcomeKind, Progress, ToolCallService
 from mcp_gateway.core.states import Status
 from mcp_gateway.core.workflows import AnswerRefused, Viewer, WorkflowNotFound, Workflows
 from mcp_gateway.registry import PromptError
-from mcp_gateway.server._input import answer_from, elicitor, input_required, question_of, workflow_of
+from mcp_gateway.server._input import answers_from, elicitor, input_required, parse_request_state
 from mcp_gateway.server._resources import TEMPLATES, ResourceFeed, as_contents, parse_uri, read_workflow_resource
 from mcp_gateway.server._results import outcome_to_result
 from mcp_gateway.server._tasks import (
+    CLIENT_CAPABILITIES,
     MISSING_CAPABILITY,
     TASKS_EXTENSION,
     client_wants_tasks,
@@ -47,9 +48,27 @@ INSTRUCTIONS = (
 )
 
 
+_ABILITIES: dict[ClientAbility, types.ClientCapabilities] = {
+    "elicitation": types.ClientCapabilities(elicitation=types.ElicitationCapability()),
+    "sampling": types.ClientCapabilities(sampling=types.SamplingCapability()),
+    "roots": types.ClientCapabilities(roots=types.RootsCapability()),
+}
+
+
+def _can_answer(ctx: ServerRequestContext[Any]) -> list[ClientAbility] | None:
+    """What the calling client can answer mid-call: on 2026-07-28 from the request's declared capabilities,
+    before that from the session's (None when the request declares none)."""
+    if ctx.protocol_version in MODERN_PROTOCOL_VERSIONS:
+        declared = (ctx.meta or {}).get(CLIENT_CAPABILITIES)
+        if not isinstance(declared, dict):
+            return None
+        return [name for name in _ABILITIES if name in declared]
+    return [name for name, needed in _ABILITIES.items() if ctx.session.check_client_capability(needed)]
+
+
 def _caller(ctx: ServerRequestContext[Any], default_subject: str) -> Caller:
     request_id = str(ctx.request_id) if ctx.request_id is not None else None
-    return Caller(subject=default_subject, request_id=request_id)
+    return Caller(subject=default_subject, request_id=request_id, can_answer=_can_answer(ctx))
 
 
 def _traceparent(ctx: ServerRequestContext[Any]) -> str | None:
@@ -72,10 +91,14 @@ async def _ask_again(
     if workflow_id is None:
         return None
     state = (await workflows.get(workflow_id, viewer)).state
-    if state.status is not Status.INPUT_REQUIRED or state.question is None:
+    questions = [q for q in state.questions if q.get("by") != "admin"]
+    if state.status is not Status.INPUT_REQUIRED or not questions:
         return None
-    question = {**state.question, "message": f"{reason}. {state.question['message']}"}
-    return cast(types.CallToolResult, input_required(workflow_id, question))
+    return cast(types.CallToolResult, input_required(workflow_id, [_noted(q, reason) for q in questions]))
+
+
+def _noted(question: dict[str, Any], reason: str) -> dict[str, Any]:
+    return {**question, "message": f"{reason}. {question['message']}"} if question.get("kind") == "form" else question
 
 
 def build_server(
@@ -124,12 +147,13 @@ def build_server(
         if tool is not None and tool.config.poll_after and ctx.close_sse_stream is not None:
             poll = asyncio.create_task(_close_stream_after(tool.config.poll_after, ctx.close_sse_stream))
         try:
-            if params.request_state is not None:  # 2026-07-28: the retry that carries the user's answer
+            if params.request_state is not None:  # 2026-07-28: the retry that carries the user's answers
+                workflow_id, asked = parse_request_state(params.request_state)
                 outcome = await service.resume(
                     params.name,
-                    workflow_of(params.request_state),
-                    question_of(params.request_state),
-                    answer_from(params.input_responses),
+                    workflow_id,
+                    asked,
+                    answers_from(params.input_responses),
                     caller=_caller(ctx, caller_subject),
                     on_progress=progress,
                 )
@@ -142,11 +166,10 @@ def build_server(
                     on_progress=progress,
                     on_input=elicitor(ctx),
                     on_log=relay_log,
-                    wait=not as_task,
                 )
         except AnswerRefused as exc:  # a retried call whose answer breaks the question: ask again, saying why
             state = params.request_state
-            again = await _ask_again(workflows, viewer, workflow_of(state) if state else None, str(exc))
+            again = await _ask_again(workflows, viewer, parse_request_state(state)[0] if state else None, str(exc))
             return again or types.CallToolResult(content=[types.TextContent(text=str(exc))], is_error=True)
         except WorkflowNotFound as exc:  # a requestState that names no workflow of this caller and tool
             raise MCPError(types.INVALID_PARAMS, f"requestState refused: {exc}") from None
@@ -156,11 +179,12 @@ def build_server(
                 poll.cancel()
         log.info("call.finished", tool=params.name, outcome=outcome.kind.value, workflow_id=outcome.workflow_id)
         if as_task and outcome.kind is OutcomeKind.HANDED_BACK and outcome.workflow_id is not None:
-            # The task is the workflow, already recorded: hand its id back at once.
+            # The task is the workflow, already recorded: at once for async and task tools, past the wait
+            # budget for auto ones (whose questions before that were input-required rounds).
             return cast(types.CallToolResult, task_handle(await workflows.get(outcome.workflow_id, viewer)))
         modern = ctx.protocol_version in MODERN_PROTOCOL_VERSIONS
-        if modern and outcome.kind is OutcomeKind.INPUT_REQUIRED and outcome.question and outcome.workflow_id:
-            return cast(types.CallToolResult, input_required(outcome.workflow_id, outcome.question))
+        if modern and outcome.kind is OutcomeKind.INPUT_REQUIRED and outcome.questions and outcome.workflow_id:
+            return cast(types.CallToolResult, input_required(outcome.workflow_id, outcome.questions))
         return outcome_to_result(outcome)
 
     async def list_resources(

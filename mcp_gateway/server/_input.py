@@ -1,8 +1,9 @@
-"""Putting a workflow's question to the user, on each wire.
+"""Putting a workflow's questions to the client, on each wire.
 
-2025-11-25: elicitation, tied to the open call (`related_request_id`), when the client can elicit.
-2026-07-28: the server may not ask: the call returns an input-required result carrying the question, with
-the workflow id as `requestState`; the client answers and calls again (`resume`). Tasks use `tasks/update`.
+2025-11-25: elicitation, sampling or roots/list requests tied to the open call (`related_request_id`), when
+the client has the capability. 2026-07-28: the server may not ask: the call returns an input-required result
+carrying the open questions, with a `requestState` naming the workflow and them; the client answers and calls
+again (`resume`). Tasks use `tasks/update`. Workers see what the calling client can answer (`Caller.can_answer`).
 """
 
 from __future__ import annotations
@@ -17,14 +18,17 @@ from pydantic import ValidationError
 from mcp_gateway.core.service import InputCallback, UserAnswer
 
 __all__ = [
-    "answer_from",
+    "answers_from",
     "elicitation_schema",
     "elicitor",
+    "input_requests",
     "input_required",
-    "question_of",
+    "parse_request_state",
     "request_state",
-    "workflow_of",
 ]
+
+_ABILITY = {"confirm": "elicitation", "form": "elicitation", "sampling": "sampling", "roots": "roots"}
+"""Which client capability answers which kind of question."""
 
 _CONFIRM_SCHEMA: dict[str, Any] = {"type": "object", "properties": {}}
 
@@ -35,23 +39,24 @@ def elicitation_schema(question: dict[str, Any]) -> dict[str, Any]:
 
 
 def elicitor(ctx: ServerRequestContext[Any]) -> InputCallback | None:
-    """An elicitation callback for this call, or None where the server cannot ask (2026-07-28, or a client
-    without elicitation): then the call returns and the caller answers later."""
+    """A callback that asks the client during the call, or None where the server cannot ask (2026-07-28, or a
+    client that can neither elicit, sample nor list roots): then the call returns and the caller answers later."""
     if ctx.protocol_version in MODERN_PROTOCOL_VERSIONS:
         return None
-    can_elicit = ctx.session.check_client_capability(
-        types.ClientCapabilities(elicitation=types.ElicitationCapability())
-    )
-    can_sample = ctx.session.check_client_capability(types.ClientCapabilities(sampling=types.SamplingCapability()))
-    if not (can_elicit or can_sample):
+    abilities = {
+        "elicitation": types.ClientCapabilities(elicitation=types.ElicitationCapability()),
+        "sampling": types.ClientCapabilities(sampling=types.SamplingCapability()),
+        "roots": types.ClientCapabilities(roots=types.RootsCapability()),
+    }
+    can = {name for name, needed in abilities.items() if ctx.session.check_client_capability(needed)}
+    if not can:
         return None
 
     async def ask(question: dict[str, Any]) -> UserAnswer:
-        if (question.get("kind") == "sampling" and not can_sample) or (
-            question.get("kind") != "sampling" and not can_elicit
-        ):
-            raise NotImplementedError(f"the client cannot answer a {question.get('kind')} request")
-        if question.get("kind") == "sampling":
+        kind = question.get("kind", "confirm")
+        if _ABILITY.get(kind) not in can:
+            raise NotImplementedError(f"the client cannot answer a {kind} request")
+        if kind == "sampling":
             sampling = types.CreateMessageRequestParams.model_validate(question.get("sampling") or {})
             sampled = await ctx.session.create_message(  # pyright: ignore[reportDeprecated] - a 2025-11-25 call
                 sampling.messages,
@@ -60,6 +65,9 @@ def elicitor(ctx: ServerRequestContext[Any]) -> InputCallback | None:
                 related_request_id=ctx.request_id,
             )
             return UserAnswer("accept", sampled.model_dump(by_alias=True, mode="json", exclude_none=True))
+        if kind == "roots":
+            roots = await ctx.session.list_roots()  # pyright: ignore[reportDeprecated] - a 2025-11-25 call
+            return UserAnswer("accept", roots.model_dump(by_alias=True, mode="json", exclude_none=True))
         result = await ctx.session.elicit_form(
             question["message"], elicitation_schema(question), related_request_id=ctx.request_id
         )
@@ -69,49 +77,70 @@ def elicitor(ctx: ServerRequestContext[Any]) -> InputCallback | None:
     return ask
 
 
-def input_required(workflow_id: str, question: dict[str, Any]) -> types.InputRequiredResult:
-    request: types.InputRequest
-    if question.get("kind") == "sampling":
-        params = types.CreateMessageRequestParams.model_validate(question.get("sampling") or {})
-        request = types.CreateMessageRequest(params=params)
-    else:
-        form = types.ElicitRequestFormParams(message=question["message"], requested_schema=elicitation_schema(question))
-        request = types.ElicitRequest(params=form)
+def _input_request(question: dict[str, Any]) -> types.InputRequest:
+    kind = question.get("kind", "confirm")
+    if kind == "sampling":
+        return types.CreateMessageRequest(
+            params=types.CreateMessageRequestParams.model_validate(question.get("sampling") or {})
+        )
+    if kind == "roots":
+        return types.ListRootsRequest()
+    form = types.ElicitRequestFormParams(message=question["message"], requested_schema=elicitation_schema(question))
+    return types.ElicitRequest(params=form)
+
+
+def input_requests(questions: list[dict[str, Any]]) -> dict[str, Any]:
+    """The wire form of the open questions: `{question id: {method, params}}`."""
+    return {q["id"]: _input_request(q).model_dump(by_alias=True, mode="json", exclude_none=True) for q in questions}
+
+
+def input_required(workflow_id: str, questions: list[dict[str, Any]]) -> types.InputRequiredResult:
     return types.InputRequiredResult(
-        input_requests={question["id"]: request}, request_state=request_state(workflow_id, question)
+        input_requests={q["id"]: _input_request(q) for q in questions},
+        request_state=request_state(workflow_id, questions),
     )
 
 
-def request_state(workflow_id: str, question: dict[str, Any]) -> str:
-    """`<workflow id>.<question id>`: names the caller's own workflow (unguessable, bound to the caller) and the
-    round; a state that names anything else is refused."""
-    return f"{workflow_id}.{question['id']}"
+def request_state(workflow_id: str, questions: list[dict[str, Any]]) -> str:
+    """`<workflow id>.<question id>[.<question id>...]`: names the caller's own workflow (unguessable, bound to
+    the caller) and the questions of this round (ids never hold a dot); a state naming anything else is refused."""
+    return ".".join([workflow_id, *(q["id"] for q in questions)])
 
 
-def workflow_of(state: str) -> str:
-    return state.split(".", 1)[0]
+def parse_request_state(state: str) -> tuple[str, list[str]]:
+    """The workflow id and the question ids a `requestState` names."""
+    workflow_id, *asked = state.split(".")
+    return workflow_id, asked
 
 
-def question_of(state: str) -> str | None:
-    parts = state.split(".", 1)
-    return parts[1] if len(parts) == 2 else None
+def _user_answer(response: object) -> UserAnswer | None:
+    """A response of `inputResponses` (or `tasks/update`) as an answer, by its shape: an elicitation result, a
+    sampled message, or the client's roots; None when it is none of these."""
+    if isinstance(response, types.ElicitResult):
+        return UserAnswer(response.action, dict(response.content) if response.content is not None else None)
+    if isinstance(response, types.CreateMessageResult | types.CreateMessageResultWithTools | types.ListRootsResult):
+        return UserAnswer("accept", response.model_dump(by_alias=True, mode="json", exclude_none=True))
+    if not isinstance(response, dict):
+        return None
+    shapes: list[type[types.Result]] = [types.ElicitResult]
+    if "roots" in response:
+        shapes = [types.ListRootsResult]
+    elif "role" in response:
+        shapes = [types.CreateMessageResult, types.CreateMessageResultWithTools]
+    for shape in shapes:
+        try:
+            return _user_answer(shape.model_validate(response))
+        except ValidationError:
+            continue
+    return None
 
 
-def answer_from(responses: dict[str, Any] | None) -> UserAnswer:
-    """The user's answer in a retried call's `inputResponses` (the first elicitation result); none: cancel."""
-    for response in (responses or {}).values():
-        if isinstance(response, dict):  # as the tasks extension's params carry it
-            try:
-                response = (
-                    types.CreateMessageResult.model_validate(response)
-                    if "role" in response
-                    else types.ElicitResult.model_validate(response)
-                )
-            except ValidationError:
-                continue
-        if isinstance(response, types.ElicitResult):
-            content = dict(response.content) if response.content is not None else None
-            return UserAnswer(response.action, content)
-        if isinstance(response, types.CreateMessageResult | types.CreateMessageResultWithTools):
-            return UserAnswer("accept", response.model_dump(by_alias=True, mode="json", exclude_none=True))
-    return UserAnswer("cancel")
+def answers_from(responses: dict[str, Any] | None) -> dict[str, UserAnswer]:
+    """The answers in a retried call's `inputResponses` (or a `tasks/update`), by question id; a response that
+    is no elicitation, sampling or roots result is left out (its question stays open, and is asked again)."""
+    answers: dict[str, UserAnswer] = {}
+    for key, response in (responses or {}).items():
+        given = _user_answer(response)
+        if given is not None:
+            answers[key] = given
+    return answers

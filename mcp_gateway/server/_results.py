@@ -66,11 +66,8 @@ def outcome_to_result(outcome: Outcome) -> types.CallToolResult:
                 f"workflow_status or workflow_result (workflow_id={outcome.workflow_id!r}), cancel it with "
                 f"workflow_cancel, or read {uri}."
             )
-            if outcome.question is not None:
-                text += (
-                    f" It asks: {outcome.question['message']} Answer with workflow_respond "
-                    f"(request_id={outcome.question['id']!r})."
-                )
+            for question in outcome.questions:
+                text += f" It asks: {question['message']} Answer with workflow_respond (request_id={question['id']!r})."
             handle = {"workflow": {"id": outcome.workflow_id, "status": status, "uri": uri, "message": text}}
             link = types.ResourceLink(uri=uri, name=f"workflow {outcome.workflow_id}", mime_type="application/json")
             return types.CallToolResult(content=[*_text(text), link], structured_content=handle, _meta=meta)

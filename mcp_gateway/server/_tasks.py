@@ -1,12 +1,16 @@
 """The tasks extension (`io.modelcontextprotocol/tasks`, SEP-2663, 2026-07-28 wire): the task is the workflow.
 
-A worker's failure is a tool error: the task is `completed` and its inline result has `isError`; a task is
-`failed` when the gateway ends it (deadline passed, dead-lettered), with the error inline.
+A failure the tool reports (`ToolFailure`) is a tool error: the task is `completed` and its inline result has
+`isError`. A task is `failed`, with a JSON-RPC error inline, when the tool did not run as it should (a handler
+crashed, a worker broke the contract: `SYSTEM_FAILURES`) or the gateway ended it (deadline passed, dead-lettered).
 
-A client that declares the extension gets, for a tool in `async` or `auto` mode, a task handle as soon as the
-workflow is recorded; it polls `tasks/get` (status, latest progress message, and the result or error inline
-once done), answers input with `tasks/update`, and cancels with `tasks/cancel`. Task ids are workflow ids:
-unguessable, and bound to their caller (another caller's id is "not found").
+A client that declares the extension gets, for a tool in `async` or `task` mode, a task handle as soon as the
+workflow is recorded. An `auto` tool's call waits up to the tool's timeout as for any client (the result
+inline; questions as input-required rounds), and becomes a task when that time runs out: SEP-2663's
+composition of input rounds, then a task. The client polls `tasks/get` (status, latest progress message, and
+the result or error inline once done), answers the open questions with `tasks/update` (one at a time, or all
+at once), and cancels with `tasks/cancel`. Task ids are workflow ids: unguessable, and bound to their caller
+(another caller's id is "not found").
 """
 
 from __future__ import annotations
@@ -19,9 +23,9 @@ from mcp.server import Server, ServerRequestContext
 from mcp.shared.exceptions import MCPError
 
 from mcp_gateway.core.service import outcome_from_state
-from mcp_gateway.core.states import Status
+from mcp_gateway.core.states import SYSTEM_FAILURES, Status, WorkflowState
 from mcp_gateway.core.workflows import AnswerRefused, Viewer, WorkflowNotFound, Workflows
-from mcp_gateway.server._input import answer_from, input_required
+from mcp_gateway.server._input import answers_from, input_requests
 from mcp_gateway.server._results import outcome_to_result
 from mcp_gateway.store import WorkflowRecord
 
@@ -40,7 +44,8 @@ _TASK_STATUS = {
     Status.RUNNING: "working",
     Status.INPUT_REQUIRED: "input_required",
     Status.COMPLETED: "completed",
-    Status.FAILED: "completed",  # a tool's failure is a finished task whose result is an isError result
+    Status.FAILED: "completed",  # a tool's failure is a finished task whose result is an isError result (but
+    # see SYSTEM_FAILURES)
     Status.TIMED_OUT: "failed",
     Status.DEAD_LETTERED: "failed",
     Status.CANCELLED: "cancelled",
@@ -63,6 +68,19 @@ def client_wants_tasks(ctx: ServerRequestContext[Any]) -> bool:
     return isinstance(extensions, dict) and TASKS_EXTENSION in extensions
 
 
+def _task_status(state: WorkflowState) -> str:
+    if state.status is Status.FAILED and (state.error or {}).get("code") in SYSTEM_FAILURES:
+        return "failed"
+    return _TASK_STATUS[state.status]
+
+
+def _jsonrpc_error(state: WorkflowState) -> dict[str, Any]:
+    """A failed task's error, in JSON-RPC shape: the gateway's error (`{code, message, ...}`) goes in `data`."""
+    error = state.error or {"code": state.status.value, "message": f"the workflow ended {state.status.value}"}
+    code = types.REQUEST_TIMEOUT if error.get("code") in ("timed_out", "deadline_exceeded") else types.INTERNAL_ERROR
+    return {"code": code, "message": str(error.get("message") or error.get("code")), "data": error}
+
+
 def _iso(moment: datetime) -> str:
     return moment.isoformat().replace("+00:00", "Z")
 
@@ -74,7 +92,7 @@ def task_handle(record: WorkflowRecord, *, inline: bool = False) -> dict[str, An
     task: dict[str, Any] = {
         "resultType": "task",
         "taskId": record.id,
-        "status": _TASK_STATUS[s.status],
+        "status": _task_status(s),
         "createdAt": _iso(record.created_at),
         "lastUpdatedAt": _iso(record.updated_at),
         "ttlMs": ttl_ms,
@@ -82,16 +100,17 @@ def task_handle(record: WorkflowRecord, *, inline: bool = False) -> dict[str, An
     }
     if s.message:
         task["statusMessage"] = s.message
-    if s.status is Status.INPUT_REQUIRED and s.question is not None and s.question.get("by") != "admin":
-        task["statusMessage"] = s.question["message"]
-        task["inputRequests"] = input_required(record.id, s.question).model_dump(by_alias=True, mode="json")[
-            "inputRequests"
-        ]
-    if inline and s.status in (Status.COMPLETED, Status.FAILED):
+    if s.status is Status.CANCELLED and s.error is not None:
+        task["statusMessage"] = s.error.get("message") or s.error.get("code")
+    asked = [q for q in s.questions if q.get("by") != "admin"]
+    if s.status is Status.INPUT_REQUIRED and asked:
+        task["statusMessage"] = asked[0]["message"]
+        task["inputRequests"] = input_requests(asked)
+    if inline and task["status"] == "completed":
         result = outcome_to_result(outcome_from_state(record.tool, record.id, s, "sync"))
         task["result"] = result.model_dump(by_alias=True, mode="json", exclude_none=True)
-    elif inline and s.error is not None:
-        task["error"] = s.error
+    elif inline and task["status"] == "failed":
+        task["error"] = _jsonrpc_error(s)
     return task
 
 
@@ -135,14 +154,16 @@ def register_tasks(server: Server[Any], workflows: Workflows, viewer: Viewer) ->
         require_extension(ctx)
         require_matching_name(ctx, params.task_id)
         record = await lookup(params.task_id)
-        question = record.state.question
-        if record.status is not Status.INPUT_REQUIRED or question is None:
+        open_ids = [q["id"] for q in record.state.questions if q.get("by") != "admin"]
+        if record.status is not Status.INPUT_REQUIRED or not open_ids:
             raise MCPError(
                 types.INVALID_PARAMS, f"task {params.task_id!r} is {record.status.value}; it asks for no input"
             )
-        given = answer_from(params.input_responses)
-        try:
-            await workflows.answer(params.task_id, viewer, question["id"], given.action, given.content)
+        given = answers_from(params.input_responses)
+        matched = [key for key in given if key in open_ids]  # others are ignored (SEP-2322): the task shows
+        try:  # what it still asks on the next tasks/get
+            for key in matched:
+                await workflows.answer(params.task_id, viewer, key, given[key].action, given[key].content)
         except AnswerRefused as exc:
             raise MCPError(types.INVALID_PARAMS, str(exc)) from exc
         return {"resultType": "complete"}

@@ -42,8 +42,8 @@ def summary(record: WorkflowRecord) -> dict[str, Any]:
         out["progress"] = {"progress": s.progress, "total": s.total, "message": s.message}
     if s.error is not None:
         out["error"] = s.error
-    if s.question is not None:
-        out["question"] = s.question
+    if s.questions:
+        out["questions"] = s.questions
     return out
 
 
@@ -131,7 +131,7 @@ BUILTIN_TOOLS: dict[str, BuiltinTool] = {
         ),
         _tool(
             "workflow_respond",
-            "Answer the question one of your workflows asks (see workflow_status): accept with content, or decline.",
+            "Answer a question one of your workflows asks (see workflow_status): accept with content, or decline.",
             {
                 "workflow_id": _ID,
                 "request_id": {"type": "string", "minLength": 1, "maxLength": 64},

@@ -24,7 +24,7 @@ class NewWorkflow:
     trace_id: str | None
     deadline: datetime
     status: Status = Status.PENDING
-    question: dict[str, Any] | None = None
+    approval: dict[str, Any] | None = None
     """An approval asked before dispatch: the workflow starts `input_required` and its command is held."""
 
 
@@ -111,7 +111,7 @@ class WorkflowStore(Protocol):
     async def answer(
         self, workflow_id: str, request_id: str, action: str, content: dict[str, Any] | None, by: str
     ) -> Applied | None:
-        """Record an answer to the workflow's open question (refused, with a note, if it asks none)."""
+        """Record an answer to one of the workflow's open questions (refused, with a note, if it is not open)."""
         ...
 
     async def overdue(self, limit: int = 100) -> list[str]:

@@ -46,9 +46,9 @@ _CREATE = text(
     """
     WITH wf AS (
         INSERT INTO workflows (id, tool, tool_version, arguments, status, caller, request_id, trace_id, deadline,
-                               question)
+                               questions)
         VALUES (:id, :tool, :tool_version, :arguments, :status, :caller, :request_id, :trace_id, :deadline,
-                :question)
+                :questions)
         RETURNING id
     ), ev AS (
         INSERT INTO workflow_events (workflow_id, event_key, kind, status, data)
@@ -60,7 +60,7 @@ _CREATE = text(
     """
 ).bindparams(
     bindparam("arguments", type_=JSONB),
-    bindparam("question", type_=JSONB),
+    bindparam("questions", type_=JSONB),
     bindparam("event_data", type_=JSONB),
     bindparam("headers", type_=JSONB),
     bindparam("payload", type_=LargeBinary),
@@ -93,7 +93,7 @@ _UNPUBLISHED = text(
 _LOCK = text(
     """
     SELECT tool, status, attempt, last_seq, progress, progress_total, progress_message, result, error, version,
-           question, answers, content
+           questions, answers, content
     FROM workflows WHERE id = :id FOR UPDATE
     """
 )
@@ -114,7 +114,7 @@ _UPDATE = text(
     WITH changed AS (
         UPDATE workflows SET status = :status, attempt = :attempt, last_seq = :last_seq, progress = :progress,
             progress_total = :total, progress_message = :message, result = :result, error = :error,
-            version = :version, question = :question, answers = :answers, content = :content, updated_at = now()
+            version = :version, questions = :questions, answers = :answers, content = :content, updated_at = now()
         WHERE id = :id
         RETURNING id
     )
@@ -123,7 +123,7 @@ _UPDATE = text(
 ).bindparams(
     bindparam("result", type_=JSONB),
     bindparam("error", type_=JSONB),
-    bindparam("question", type_=JSONB),
+    bindparam("questions", type_=JSONB),
     bindparam("answers", type_=JSONB),
     bindparam("content", type_=JSONB),
 )
@@ -148,7 +148,7 @@ _OVERDUE = text(
 
 _COLUMNS = (
     "id, tool, tool_version, arguments, caller, request_id, trace_id, created_at, updated_at, deadline, "
-    "status, attempt, last_seq, progress, progress_total, progress_message, result, error, version, question, "
+    "status, attempt, last_seq, progress, progress_total, progress_message, result, error, version, questions, "
     "answers, content"
 )
 
@@ -172,7 +172,7 @@ def _state(m: RowMapping) -> WorkflowState:
         result=m["result"],
         error=m["error"],
         version=m["version"],
-        question=m["question"],
+        questions=m["questions"] or [],
         answers=m["answers"] or {},
         content=m["content"],
     )
@@ -323,8 +323,8 @@ class PostgresStore:
                     "trace_id": workflow.trace_id,
                     "deadline": workflow.deadline,
                     "status": workflow.status.value,
-                    "question": workflow.question,
-                    "held": workflow.question is not None,
+                    "questions": [workflow.approval] if workflow.approval else [],
+                    "held": workflow.approval is not None,
                     "event_data": {"tool": workflow.tool, "version": workflow.tool_version},
                     "subject": command.subject,
                     "msg_id": command.msg_id,
@@ -412,7 +412,7 @@ class PostgresStore:
                         "result": new.result,
                         "error": new.error,
                         "version": new.version,
-                        "question": new.question,
+                        "questions": new.questions,
                         "answers": new.answers,
                         "content": new.content,
                         "channel": CHANGES_CHANNEL,

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from mcp_gateway.contract import Caller, Command, ErrorInfo, EventKind, InputAnswer, InputRequest
+from mcp_gateway.contract import Caller, ClientAbility, Command, ErrorInfo, EventKind, InputAnswer, InputRequest
 
 __all__ = ["ToolContext", "ToolFailure", "ToolResult"]
 
@@ -78,16 +78,31 @@ class ToolContext:
         """A log line for the client of the call (MCP `notifications/message`, at or above its chosen level)."""
         await self._emit(EventKind.LOG, level=level, message=message, logger=logger)
 
+    def can_ask(self, ability: ClientAbility) -> bool:
+        """Whether the calling client declared it can answer this kind of question (`elicitation` for `ask` and
+        `confirm`, `sampling` for `sample`, `roots` for `roots`); True when the gateway does not know. Ask only
+        what it can: a question it cannot answer waits for an answer from elsewhere (`workflow_respond`, an
+        admin) until the deadline."""
+        known = self._command.caller.can_answer
+        return known is None or ability in known
+
+    async def _put(self, request: InputRequest) -> InputAnswer:
+        self.reported = True
+        return await self._ask(request)
+
+    def _key(self, key: str | None) -> str:
+        self._questions += 1
+        return key or f"q{self._questions}"
+
     async def ask(self, message: str, schema: dict[str, Any] | None = None, *, key: str | None = None) -> InputAnswer:
         """Ask the user (through the gateway) and wait for the answer: with `schema` (a flat JSON object schema)
         for values, without it for a confirmation. The answer's `action` is accept, decline or cancel; accepted
         values were checked against `schema` by the gateway. Questions are numbered in the order asked (or named
-        by `key`, unique within the call), so a redelivered command asking again gets the answer already given."""
-        self._questions += 1
-        self.reported = True
+        by `key`, unique within the call), so a redelivered command asking again gets the answer already given.
+        Questions asked at the same moment (`asyncio.gather`) reach the client together (see `can_ask`)."""
         kind = "form" if schema else "confirm"
-        request = InputRequest(id=key or f"q{self._questions}", kind=kind, message=message, schema=schema)
-        return await self._ask(request)
+        request = InputRequest(id=self._key(key), kind=kind, message=message, schema=schema)
+        return await self._put(request)
 
     async def sample(
         self,
@@ -99,16 +114,23 @@ class ToolContext:
     ) -> dict[str, Any]:
         """Ask the client's model (MCP sampling) and wait: `messages` as MCP writes them (`{role, content}`);
         returns the `CreateMessageResult` (`role`, `content`, `model`, ...). Raises ToolFailure if refused."""
-        self._questions += 1
-        self.reported = True
         params: dict[str, Any] = {"messages": messages, "maxTokens": max_tokens}
         if system_prompt is not None:
             params["systemPrompt"] = system_prompt
-        request = InputRequest(id=key or f"q{self._questions}", kind="sampling", message="sampling", sampling=params)
-        answer = await self._ask(request)
+        request = InputRequest(id=self._key(key), kind="sampling", message="sampling", sampling=params)
+        answer = await self._put(request)
         if answer.action != "accept" or answer.content is None:
             raise ToolFailure("sampling_refused", f"the client did not sample ({answer.action})")
         return answer.content
+
+    async def roots(self, *, key: str | None = None) -> list[dict[str, Any]]:
+        """The client's roots (MCP `roots/list`): `[{"uri": "file:///...", "name"?: ...}, ...]`. Raises
+        ToolFailure if the client gave none (declined)."""
+        request = InputRequest(id=self._key(key), kind="roots", message="roots")
+        answer = await self._put(request)
+        if answer.action != "accept" or answer.content is None:
+            raise ToolFailure("roots_refused", f"the client did not list its roots ({answer.action})")
+        return list(answer.content.get("roots") or [])
 
     async def confirm(self, message: str) -> bool:
         """Ask for a yes or no; True only when the user accepted."""

@@ -28,17 +28,13 @@ from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig
 
 from mcp_gateway.contract import (
-    Command,
     ContractError,
     ErrorInfo,
     Event,
     EventKind,
     Headers,
-    InputAnswer,
-    InputRequest,
     ResourceReply,
     Subjects,
-    decode_answer,
     decode_cancel,
     decode_command,
     decode_resource_read,
@@ -46,6 +42,7 @@ from mcp_gateway.contract import (
     ensure_streams,
 )
 from mcp_gateway.worker._context import ToolContext, ToolFailure, ToolResult
+from mcp_gateway.worker._questions import Questions
 
 __all__ = ["Handler", "Worker"]
 
@@ -340,12 +337,13 @@ class Worker:
                     error=ErrorInfo(code="deadline_exceeded", message="the command arrived after its deadline"),
                 )
             else:
-
-                async def ask(request: InputRequest) -> InputAnswer:
-                    return await self._ask(command, request, emit)
-
-                ctx = ToolContext(command, emit, ask)
-                final = await self._run_handler(route, command.arguments, ctx, emit, bound)
+                assert self._nc is not None
+                questions = Questions(self._nc, self.subjects.answer(command.workflow_id), command, emit)
+                try:
+                    ctx = ToolContext(command, emit, questions.ask)
+                    final = await self._run_handler(route, command.arguments, ctx, emit, bound)
+                finally:
+                    await questions.close()
         except asyncio.CancelledError:
             heartbeat.cancel()
             await msg.nak()
@@ -405,30 +403,6 @@ class Worker:
                 ),
             )
         return await emit(EventKind.COMPLETED, result=result)
-
-    async def _ask(self, command: Command, request: InputRequest, emit: Callable[..., Awaitable[bytes]]) -> InputAnswer:
-        """Publish the question, then wait for its answer (listening before asking, so none is missed)."""
-        assert self._nc is not None
-        answered: asyncio.Future[InputAnswer] = asyncio.get_running_loop().create_future()
-
-        async def on_answer(msg: Msg) -> None:
-            try:
-                answer = decode_answer(msg.data)
-            except ContractError as exc:
-                log.warning("worker.bad_answer", error=str(exc))
-                return
-            if answer.request_id == request.id and not answered.done():
-                answered.set_result(answer)
-
-        subscription = await self._nc.subscribe(self.subjects.answer(command.workflow_id), cb=on_answer)
-        try:
-            await emit(EventKind.INPUT_REQUIRED, request=request)
-            wait = (command.deadline - datetime.now(UTC)).total_seconds()
-            return await asyncio.wait_for(answered, timeout=max(wait, 0.001))
-        except TimeoutError:
-            return InputAnswer(workflow_id=command.workflow_id, request_id=request.id, action="cancel")
-        finally:
-            await subscription.unsubscribe()
 
     async def _publish_raw(
         self, subject: str, data: bytes, command_headers: dict[str, str] | None, msg_id: str | None = None
