@@ -6,6 +6,8 @@ The stdio gateway runs in a subprocess (as Claude Desktop runs it) beside the in
 
 from __future__ import annotations
 
+import asyncio
+import json
 from typing import Any
 
 import mcp.types as types
@@ -15,6 +17,28 @@ from mcp.shared.exceptions import MCPError
 from mcp_gateway.app import Gateway
 from mcp_gateway.core.states import Status
 from tests.conftest import MODES, Connect
+
+
+async def raw_post(url: str, headers: dict[str, str], body: dict[str, Any]) -> str:
+    """POST a JSON-RPC body with exactly these headers (HTTP clients refuse some we send on purpose); the whole
+    response, status line first."""
+    payload = json.dumps(body).encode()
+    host, port = url.removeprefix("http://").split("/")[0].split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    lines = [
+        "POST /mcp HTTP/1.1",
+        f"Host: {host}:{port}",
+        "Content-Type: application/json",
+        f"Content-Length: {len(payload)}",
+        "Connection: close",
+        *(f"{k}: {v}" for k, v in headers.items()),
+    ]
+    writer.write(("\r\n".join(lines) + "\r\n\r\n").encode() + payload)
+    await writer.drain()
+    async with asyncio.timeout(10):
+        response = (await reader.read()).decode()
+    writer.close()
+    return response
 
 
 def workflow_id(result: types.CallToolResult) -> str:
@@ -171,9 +195,6 @@ async def test_worker_log_lines_reach_the_client(connect: Connect) -> None:
 
 async def test_header_values_are_trimmed(gateway: Any) -> None:
     """2026-07-28: `Mcp-Name: "  echo  "` names the tool echo (HTTP field values exclude surrounding whitespace)."""
-    import asyncio
-    import json
-
     from tests.conftest import http_server
 
     body = {
@@ -196,22 +217,77 @@ async def test_header_values_are_trimmed(gateway: Any) -> None:
         "Mcp-Method": "tools/call",
         "Mcp-Name": "  echo  ",
     }
-    payload = json.dumps(body).encode()
     async with http_server(gateway) as url:
-        host, port = url.removeprefix("http://").split("/")[0].split(":")
-        reader, writer = await asyncio.open_connection(host, int(port))  # raw: HTTP clients refuse such headers
-        lines = [
-            "POST /mcp HTTP/1.1",
-            f"Host: {host}:{port}",
-            "Content-Type: application/json",
-            f"Content-Length: {len(payload)}",
-            "Connection: close",
-            *(f"{k}: {v}" for k, v in headers.items()),
-        ]
-        writer.write(("\r\n".join(lines) + "\r\n\r\n").encode() + payload)
-        await writer.drain()
-        async with asyncio.timeout(10):
-            response = (await reader.read()).decode()
-        writer.close()
+        response = await raw_post(url, headers, body)
     assert response.startswith("HTTP/1.1 200"), response[:300]
     assert '"structuredContent"' in response and '"text": "x"' in response.replace('"text":"x"', '"text": "x"')
+
+
+async def test_a_tool_that_needs_a_capability_refuses_clients_without_it(connect: Connect, gateway: Gateway) -> None:
+    """`requires: [sampling]`: a client that did not declare sampling is refused (-32021, naming it) before
+    anything is recorded; one that did is served."""
+    async with connect() as client:
+        with pytest.raises(MCPError) as info:
+            await client.call_tool("test_missing_capability", {})
+    assert info.value.error.code == -32021
+    assert info.value.error.data == {"requiredCapabilities": {"sampling": {}}}
+    assert await gateway.store.list() == []
+
+    async def sample(context: Any, params: types.CreateMessageRequestParams) -> types.CreateMessageResult:
+        return types.CreateMessageResult(role="assistant", content=types.TextContent(text="Hi there"), model="m")
+
+    async with connect(sampling_callback=sample) as client:
+        result = await client.call_tool("test_missing_capability", {})
+    assert not result.is_error and isinstance(result.content[0], types.TextContent)
+    assert result.content[0].text == "Hi there"
+
+
+async def test_a_prompt_asks_for_the_arguments_left_out(connect: Connect) -> None:
+    """An argument with `ask`: elicited on 2025-11-25, an input-required round on 2026-07-28."""
+    shown: list[str] = []
+
+    async def answer(context: Any, params: types.ElicitRequestParams) -> types.ElicitResult:
+        shown.append(params.message)
+        return types.ElicitResult(action="accept", content={"context": "the weather"})
+
+    async with connect(elicitation_callback=answer) as client:
+        asked = await client.get_prompt("test_input_required_result_prompt")
+        given = await client.get_prompt("test_input_required_result_prompt", {"context": "tides"})
+    assert shown == ["What context should the prompt use?"]
+    for result, context in ((asked, "the weather"), (given, "tides")):
+        assert isinstance(result.messages[0].content, types.TextContent)
+        assert result.messages[0].content.text == f"Answer with this context in mind: {context}"
+
+
+async def test_param_headers_are_checked(gateway: Gateway) -> None:
+    """SEP-2243 over HTTP: the SDK client mirrors `x-mcp-header` arguments and is served; a request whose
+    Mcp-Param header disagrees with its body, or lacks it, is refused (HTTP 400, -32020) and records nothing."""
+    from mcp import Client
+
+    from tests.conftest import http_server
+
+    async with http_server(gateway) as url:
+        async with Client(url) as client:
+            result = await client.call_tool("test_custom_headers", {"region": "eu-west", "priority": 2})
+        assert not result.is_error, result.content
+        meta = {
+            "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+            "io.modelcontextprotocol/clientCapabilities": {},
+        }
+        body = {
+            "jsonrpc": "2.0",
+            "id": 7,
+            "method": "tools/call",
+            "params": {"name": "test_custom_headers", "arguments": {"region": "eu-west"}, "_meta": meta},
+        }
+        base = {
+            "Accept": "application/json, text/event-stream",
+            "MCP-Protocol-Version": "2026-07-28",
+            "Mcp-Method": "tools/call",
+            "Mcp-Name": "test_custom_headers",
+        }
+        for extra in ({"Mcp-Param-Region": "us-east"}, {}):
+            response = await raw_post(url, {**base, **extra}, body)
+            assert response.startswith("HTTP/1.1 400"), response[:300]
+            assert '"code":-32020' in response.replace(" ", "") and "Mcp-Param-Region" in response
+    assert len(await gateway.store.list()) == 1  # the SDK client's call only

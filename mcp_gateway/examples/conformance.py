@@ -274,6 +274,17 @@ async def ir_capabilities(ctx: ToolContext, args: dict[str, Any]) -> ToolResult:
     return ToolResult([content.text(f"Asked {len(answers)} question(s) the client can answer")])
 
 
+@worker.tool("test_missing_capability", subject="conformance.sampling_required")
+async def sampling_required(ctx: ToolContext, args: dict[str, Any]) -> ToolResult:
+    # The gateway refuses clients that cannot sample before the command is written (`requires: [sampling]`).
+    return ToolResult([content.text(_sampled_text(await ctx.sample(_GREETING, max_tokens=50)))])
+
+
+@worker.tool("test_custom_headers", subject="conformance.custom_headers")
+async def custom_headers(ctx: ToolContext, args: dict[str, Any]) -> ToolResult:
+    return ToolResult([content.text(f"Routed to {args['region']}: {json.dumps(args, sort_keys=True)}")])
+
+
 # Tasks-extension fixtures (SEP-2663).
 
 

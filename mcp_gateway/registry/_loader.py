@@ -10,6 +10,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from mcp_gateway.errors import ConfigError, ConfigProblem
+from mcp_gateway.registry._headers import param_headers
 from mcp_gateway.registry._model import Registry, Tool, ToolConfig
 from mcp_gateway.registry._prompts import Prompt, PromptConfig, placeholders
 from mcp_gateway.registry._resources import Resource, ResourceConfig, Template, TemplateConfig
@@ -130,6 +131,10 @@ def _build(entry: Any, index: int, source: str, problems: list[ConfigProblem]) -
                 ConfigProblem(source, 'must have "type": "object" at its root (MCP)', label, f"{base}.{key}")
             )
             ok = False
+    headers, header_problems = param_headers(config.input_schema) if ok else ({}, [])
+    for where, message in header_problems:
+        problems.append(ConfigProblem(source, message, label, f"{base}.input_schema.{where}"))
+        ok = False
     if not ok:
         return None
     served_input = close_objects(config.input_schema) if config.strict else config.input_schema
@@ -159,6 +164,7 @@ def _build(entry: Any, index: int, source: str, problems: list[ConfigProblem]) -
         input=CompiledSchema(served_input),
         output=CompiledSchema(served_output) if served_output is not None else None,
         listing=listing,
+        param_headers=headers,
     )
 
 

@@ -47,8 +47,8 @@ class ToolConfig(_Strict):
     mode: Literal["sync", "async", "auto", "task"] = Field(
         default="auto",
         description="sync: wait for the result (up to timeout); async: hand back a workflow handle at once; "
-        "auto: wait up to timeout, then hand back a handle; task: only as a task (clients without the tasks "
-        "extension are refused with -32021)",
+        "auto: wait up to timeout (questions come back as input rounds), then hand back a handle (a task for "
+        "task-capable clients); task: only as a task (clients without the tasks extension are refused with -32021)",
     )
     timeout: float = Field(default=30.0, gt=0, le=86_400, description="seconds a call waits for the result")
     deadline: float | None = Field(
@@ -63,6 +63,11 @@ class ToolConfig(_Strict):
     )
     approval: Literal["none", "caller", "admin"] = Field(
         default="none", description="hold each call before dispatch until the caller, or an admin, approves it"
+    )
+    requires: list[Literal["elicitation", "sampling", "roots"]] = Field(
+        default_factory=list[Literal["elicitation", "sampling", "roots"]],
+        description="client capabilities the tool cannot do without: a client that did not declare them is "
+        "refused (-32021, naming them) before anything is recorded",
     )
     annotations: Annotations | None = None
     input_schema: dict[str, Any]
@@ -92,6 +97,8 @@ class Tool:
     input: CompiledSchema
     output: CompiledSchema | None
     listing: types.Tool
+    param_headers: dict[str, str] = field(default_factory=dict[str, str])
+    """Arguments mirrored into HTTP headers (`x-mcp-header`): {property: header name after `Mcp-Param-`}."""
 
     @property
     def name(self) -> str:

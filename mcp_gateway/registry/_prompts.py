@@ -1,4 +1,8 @@
-"""Prompts from config: typed arguments, messages whose strings name arguments as `{name}`, completions."""
+"""Prompts from config: typed arguments, messages whose strings name arguments as `{name}`, completions.
+
+An argument with `ask` that the caller leaves out is asked of the user (one form for all of them): by
+elicitation on 2025-11-25, as an input-required result on 2026-07-28 (the retried request carries the answer).
+"""
 
 from __future__ import annotations
 
@@ -11,7 +15,10 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from mcp_gateway.registry._content import CONTENT_BLOCK, content_block_problem
 
-__all__ = ["Prompt", "PromptConfig", "PromptError", "placeholders"]
+__all__ = ["ASK_KEY", "Prompt", "PromptConfig", "PromptError", "placeholders"]
+
+ASK_KEY = "arguments"
+"""The id of the question that asks for a prompt's missing arguments."""
 
 _PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
@@ -29,6 +36,7 @@ class PromptArgument(_Strict):
     description: str | None = None
     required: bool = False
     completions: list[str] = Field(default_factory=list[str], description="values offered by completion/complete")
+    ask: str | None = Field(default=None, min_length=1, description="left out by the caller: ask the user this")
 
 
 class PromptMessage(_Strict):
@@ -104,6 +112,25 @@ class Prompt:
             for m in self.config.messages
         ]
         return types.GetPromptResult(description=self.config.description, messages=messages)
+
+    def question(self, arguments: dict[str, str] | None) -> dict[str, Any] | None:
+        """The form asking for the arguments with `ask` the caller left out (None when none is missing)."""
+        missing = [a for a in self.config.arguments if a.ask and a.name not in (arguments or {})]
+        if not missing:
+            return None
+        schema: dict[str, Any] = {
+            "type": "object",
+            "properties": {a.name: {"type": "string", "description": a.ask} for a in missing},
+            "required": [a.name for a in missing if a.required],
+        }
+        message = " ".join(a.ask for a in missing if a.ask)
+        return {"id": ASK_KEY, "kind": "form", "message": message, "schema": schema}
+
+    def answered(self, arguments: dict[str, str] | None, content: dict[str, Any] | None) -> dict[str, str]:
+        """The caller's arguments with the user's answer to `question` added (strings, asked arguments only)."""
+        asked = {a.name for a in self.config.arguments if a.ask}
+        given = {k: str(v) for k, v in (content or {}).items() if k in asked and v is not None}
+        return {**given, **(arguments or {})}
 
     def complete(self, argument: str, prefix: str) -> list[str]:
         for a in self.config.arguments:

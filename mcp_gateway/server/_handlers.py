@@ -20,8 +20,8 @@ from mcp_gateway.core.resources import ResourceNotFound, ResourceReader, Resourc
 from mcp_gateway.core.service import OutcomeKind, Progress, ToolCallService
 from mcp_gateway.core.states import Status
 from mcp_gateway.core.workflows import AnswerRefused, Viewer, WorkflowNotFound, Workflows
-from mcp_gateway.registry import PromptError
-from mcp_gateway.server._input import answers_from, elicitor, input_required, parse_request_state
+from mcp_gateway.server._input import answers_from, elicitor, input_required, parse_request_state, prompt_arguments
+from mcp_gateway.server._param_headers import param_header_problem
 from mcp_gateway.server._resources import TEMPLATES, ResourceFeed, as_contents, parse_uri, read_workflow_resource
 from mcp_gateway.server._results import outcome_to_result
 from mcp_gateway.server._tasks import (
@@ -142,6 +142,18 @@ def build_server(
                 f"tool {params.name!r} runs only as a task: declare the {TASKS_EXTENSION} extension",
                 {"requiredCapabilities": {"extensions": {TASKS_EXTENSION: {}}}},
             )
+        missing = [need for need in tool.config.requires if need not in (_can_answer(ctx) or [])] if tool else []
+        if missing:
+            raise MCPError(
+                MISSING_CAPABILITY,
+                f"tool {params.name!r} needs the client capabilities {', '.join(missing)}; declare them",
+                {"requiredCapabilities": {need: {} for need in missing}},
+            )
+        headers = getattr(ctx.request, "headers", None)
+        if tool is not None and headers is not None and ctx.protocol_version in MODERN_PROTOCOL_VERSIONS:
+            problem = param_header_problem(tool, params.arguments or {}, headers)
+            if problem is not None:
+                raise MCPError(types.HEADER_MISMATCH, problem)
         structlog.contextvars.bind_contextvars(request_id=str(ctx.request_id))
         poll = None
         if tool is not None and tool.config.poll_after and ctx.close_sse_stream is not None:
@@ -251,8 +263,11 @@ def build_server(
         if prompt is None:
             raise MCPError(types.INVALID_PARAMS, f"unknown prompt {params.name!r}")
         try:
-            return prompt.render(params.arguments)
-        except PromptError as exc:
+            arguments = await prompt_arguments(ctx, prompt, params)
+            if isinstance(arguments, types.InputRequiredResult):
+                return cast(types.GetPromptResult, arguments)
+            return prompt.render(arguments)
+        except ValueError as exc:  # a PromptError, or an answer refused
             raise MCPError(types.INVALID_PARAMS, str(exc)) from None
 
     async def complete(ctx: ServerRequestContext[Any], params: types.CompleteRequestParams) -> types.CompleteResult:

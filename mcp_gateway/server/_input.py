@@ -16,6 +16,7 @@ from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from pydantic import ValidationError
 
 from mcp_gateway.core.service import InputCallback, UserAnswer
+from mcp_gateway.registry import CompiledSchema, Prompt
 
 __all__ = [
     "answers_from",
@@ -24,6 +25,7 @@ __all__ = [
     "input_requests",
     "input_required",
     "parse_request_state",
+    "prompt_arguments",
     "request_state",
 ]
 
@@ -144,3 +146,33 @@ def answers_from(responses: dict[str, Any] | None) -> dict[str, UserAnswer]:
         if given is not None:
             answers[key] = given
     return answers
+
+
+async def prompt_arguments(
+    ctx: ServerRequestContext[Any], prompt: Prompt, params: types.GetPromptRequestParams
+) -> dict[str, str] | types.InputRequiredResult:
+    """The prompt's arguments, with those it asks for when left out (`ask`) answered by the user: asked by
+    elicitation (2025-11-25, when the client can), or returned as an input-required result whose answer the
+    retried request carries (2026-07-28; nothing is kept meanwhile, so no `requestState`). Raises ValueError
+    when the user declines, or the answer does not fit."""
+    question = prompt.question(params.arguments)
+    if question is None:
+        return dict(params.arguments or {})
+    if ctx.protocol_version in MODERN_PROTOCOL_VERSIONS:
+        given = answers_from(params.input_responses).get(question["id"])
+        if given is None:
+            return types.InputRequiredResult(input_requests={question["id"]: _input_request(question)})
+    else:
+        ask = elicitor(ctx)
+        try:
+            if ask is None:
+                raise NotImplementedError
+            given = await ask(question)
+        except NotImplementedError:  # nobody to ask: the prompt renders with what it has
+            return dict(params.arguments or {})
+    if given.action != "accept":
+        raise ValueError(f"the user chose to {given.action} the prompt's questions")
+    problems = CompiledSchema(question["schema"]).violations(given.content or {})
+    if problems:
+        raise ValueError(f"the answer does not match what was asked ({'; '.join(str(p) for p in problems)})")
+    return prompt.answered(params.arguments, given.content)
