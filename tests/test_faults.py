@@ -12,6 +12,7 @@ from mcp_gateway.app import Gateway, open_gateway
 from mcp_gateway.contract import Caller, Subjects
 from mcp_gateway.core.service import OutcomeKind
 from mcp_gateway.core.states import TERMINAL, Status
+from mcp_gateway.core.workflows import Viewer
 from mcp_gateway.store import OutboxMessage
 from tests import workers as test_workers
 from tests.conftest import Env, running_workers
@@ -115,3 +116,25 @@ async def test_bad_worker_events_are_refused_and_nothing_breaks(gateway: Gateway
     assert any("needs 'result'" in r for r in reasons)
     assert any(e["event"] == "fold.unknown_workflow" for e in errors)
     assert [r.id for r in await gateway.store.list()] == [outcome.workflow_id]
+
+
+async def test_an_answer_given_while_no_worker_runs_reaches_the_rerun(env: Env) -> None:
+    """A worker stops while its handler waits for an answer (the command goes back to JetStream); the user answers
+    meanwhile (nobody hears it); the redelivered command asks again, as a new attempt, and is re-sent the answer."""
+    async with open_gateway(env.settings()) as gateway:
+        async with running_workers(env):
+            outcome = await gateway.service.call("quiz", {}, caller=CALLER)
+            assert outcome.workflow_id is not None
+            workflow_id = outcome.workflow_id
+            assert await reach(gateway, workflow_id, Status.INPUT_REQUIRED) is Status.INPUT_REQUIRED
+        answered = await gateway.workflows.answer(
+            workflow_id, Viewer(CALLER.subject), "q1", "accept", {"colour": "red"}
+        )
+        assert answered.status is Status.RUNNING  # recorded; no worker listens now
+        async with running_workers(env):
+            assert await reach(gateway, workflow_id, Status.COMPLETED) is Status.COMPLETED
+        record = await gateway.store.get(workflow_id)
+        kinds = [e.kind for e in await gateway.store.events(workflow_id)]
+    assert record is not None and record.state.result == {"colour": "red"} and record.state.attempt == 2
+    assert test_workers.executions[workflow_id] == 2  # asked twice, answered once
+    assert kinds.count("input_required") == 2 and kinds.count("input_answered") == 1

@@ -180,3 +180,17 @@ def test_the_older_single_request_is_still_read() -> None:
     assert event.requests is not None and [r.id for r in event.requests] == ["q1"]
     with pytest.raises(ContractError, match="not both"):
         decode_event(json.dumps({**body, "request": question, "requests": [question]}).encode())
+
+
+def test_questions_are_checked_on_the_way_in() -> None:
+    body = {"workflow_id": "w1", "seq": 0, "kind": "input_required", "at": "2026-11-21T00:00:00Z"}
+    cases = {
+        "is the gateway's": {"id": "approval", "kind": "confirm", "message": "Sure?"},
+        "needs 'sampling' with 'messages'": {"id": "s", "kind": "sampling", "message": "sampling"},
+        "JSON object schema": {"id": "f", "kind": "form", "message": "?", "schema": {"type": "string"}},
+    }
+    for expected, question in cases.items():
+        with pytest.raises(ContractError, match=expected):
+            decode_event(json.dumps({**body, "requests": [question]}).encode())
+    progress = {**body, "kind": "progress", "progress": 1, "request": None}  # a null field, as some write them
+    assert decode_event(json.dumps(progress).encode()).requests is None

@@ -103,9 +103,9 @@ class EventKind(StrEnum):
 
 class InputRequest(_Strict):
     """A question a worker asks mid-way: the user's confirmation or values (a small JSON Schema), the client's
-    model (sampling), or the client's roots. `id` is unique within the workflow."""
+    model (sampling), or the client's roots. `id` is unique within the workflow (`approval` is the gateway's)."""
 
-    id: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")
+    id: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")
     kind: Literal["confirm", "form", "sampling", "roots"]
     message: str = Field(min_length=1, max_length=4000)
     schema_: dict[str, Any] | None = Field(default=None, alias="schema")
@@ -114,6 +114,16 @@ class InputRequest(_Strict):
     """For `sampling`: MCP `sampling/createMessage` params (`messages`, `maxTokens`, `systemPrompt`, ...); the
     answer's `content` is the client's `CreateMessageResult` (`role`, `content`, `model`, `stopReason`).
     For `roots` (MCP `roots/list`), the answer's `content` is `{"roots": [{"uri", "name"?}, ...]}`."""
+
+    def model_post_init(self, context: Any, /) -> None:
+        if self.id == "approval":
+            raise ValueError("the question id 'approval' is the gateway's (for approvals); use another")
+        if self.kind == "sampling":
+            params = self.sampling or {}
+            if not isinstance(params.get("messages"), list) or not isinstance(params.get("maxTokens"), int):
+                raise ValueError("a 'sampling' question needs 'sampling' with 'messages' (a list) and 'maxTokens'")
+        if self.schema_ is not None and self.schema_.get("type") != "object":
+            raise ValueError('a question\'s \'schema\' must be a JSON object schema ({"type": "object", ...})')
 
 
 class InputAnswer(_Strict):
@@ -192,10 +202,12 @@ class Event(_Strict):
     def _one_request(cls, data: Any) -> Any:
         """`request` (one question), as the first workers wrote it, is read as `requests` with that one."""
         if isinstance(data, dict) and "request" in data:
-            body = cast(dict[str, Any], data)
-            if "requests" in body:
+            body = {k: v for k, v in cast(dict[str, Any], data).items() if k != "request"}
+            if data["request"] is None:
+                return body
+            if body.get("requests") is not None:
                 raise ValueError("give 'requests' or the older 'request', not both")
-            return {**{k: v for k, v in body.items() if k != "request"}, "requests": [body["request"]]}
+            return {**body, "requests": [data["request"]]}
         return data
 
     @property

@@ -55,9 +55,10 @@ class Change:
         data = json.dumps(body, separators=(",", ":")).encode()
         if len(data) > max_size:
             # Too large to fan out: listeners read the full state from the store instead.
-            body["result"] = None
-            body["content"] = None
-            body["truncated"] = True
+            body.update(result=None, content=None, questions=[], truncated=True)
+            data = json.dumps(body, separators=(",", ":")).encode()
+        if len(data) > max_size:  # a huge message or log line: left out too (the history has them)
+            body.update(message=None, log=None, error=None)
             data = json.dumps(body, separators=(",", ":")).encode()
         return data
 

@@ -14,15 +14,15 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
-from typing import Any, Literal
+from typing import Any
 
 import structlog
 
 from mcp_gateway.contract import Caller, Command, Headers, Subjects, encode
 from mcp_gateway.core.changes import Waiters, Watch
 from mcp_gateway.core.dispatch import Dispatcher
-from mcp_gateway.core.states import TERMINAL, Status, WorkflowState
-from mcp_gateway.core.workflows import AnswerRefused, Viewer, WorkflowNotFound, Workflows
+from mcp_gateway.core.states import APPROVAL, TERMINAL, Status, WorkflowState
+from mcp_gateway.core.workflows import Action, AnswerRefused, Viewer, WorkflowNotFound, Workflows
 from mcp_gateway.registry import Registry, SchemaViolation, Tool
 from mcp_gateway.store import NewWorkflow, OutboxMessage, WorkflowStore
 
@@ -82,8 +82,12 @@ LogCallback = Callable[[dict[str, Any]], Awaitable[None]]
 
 @dataclass(frozen=True, slots=True)
 class UserAnswer:
-    action: Literal["accept", "decline", "cancel"]
+    action: Action
     content: dict[str, Any] | None = None
+
+    @property
+    def pair(self) -> tuple[Action, dict[str, Any] | None]:
+        return self.action, self.content
 
 
 InputCallback = Callable[[dict[str, Any]], Awaitable[UserAnswer]]
@@ -230,22 +234,21 @@ class ToolCallService:
         on_progress: ProgressCallback | None = None,
     ) -> Outcome:
         """Continue a call whose workflow asked questions (2026-07-28 input-required): take the answers given,
-        wait again. `asked` (from the request state) must name the caller's own workflow's open questions, of
-        the tool called; any other state (from elsewhere, or tampered with) is refused. Questions left without
-        an answer stay open, and the outcome asks them again."""
+        wait again. The state must name the caller's own workflow, of the tool called (any other, from
+        elsewhere or tampered with, is refused as not found); of the questions it names, those still open are
+        answered (all checked before any is recorded). Questions left open are asked again in the outcome."""
         viewer = Viewer(caller.subject)
         record = await self._workflows.get(workflow_id, viewer)
-        open_ids = [q["id"] for q in record.state.questions]
-        if record.tool != name or not asked or not set(asked) <= set(open_ids):
+        if record.tool != name or not asked:
             raise WorkflowNotFound(workflow_id)
         tool = self.registry.get(record.tool)
         mode = tool.config.mode if tool else "sync"
-        for question_id in asked:
-            given = answers.get(question_id)
-            if given is not None:
-                await self._workflows.answer(workflow_id, viewer, question_id, given.action, given.content)
+        open_ids = {q["id"] for q in record.state.questions}
+        given = {qid: answers[qid].pair for qid in asked if qid in answers and qid in open_ids}
         budget = tool.config.timeout if tool else 0.0
-        with self._waiters.watch(workflow_id) as watch:
+        with self._waiters.watch(workflow_id) as watch:  # before answering: the worker may finish at once
+            if given:
+                await self._workflows.answer_all(workflow_id, viewer, given)
             current = (await self._workflows.get(workflow_id, viewer)).state
             state = await self._wait(watch, workflow_id, caller, budget, on_progress, None, current)
         return outcome_from_state(record.tool, workflow_id, state, mode)
@@ -285,6 +288,8 @@ class ToolCallService:
         return at the first question when no one can ask it), return at the end."""
         last = initial
         put: set[str] = set()
+        if last is not None and last.status in TERMINAL:
+            return last
         try:
             async with asyncio.timeout(budget):
                 if last is not None and await self._asked(last, workflow_id, caller, on_input, put):
@@ -293,10 +298,10 @@ class ToolCallService:
                     last = change.state
                     if change.log is not None and on_log is not None:
                         await on_log(change.log)
+                    if truncated:  # too large to announce whole: the store has it
+                        record = await self._store.get(workflow_id)
+                        last = record.state if record is not None else last
                     if change.terminal:
-                        if truncated:
-                            record = await self._store.get(workflow_id)
-                            return record.state if record is not None else last
                         return last
                     if await self._asked(last, workflow_id, caller, on_input, put):
                         return last
@@ -342,7 +347,7 @@ def _approval_question(tool: Tool, arguments: dict[str, Any]) -> dict[str, Any] 
     shown = json.dumps(arguments, ensure_ascii=False)[:2000]
     who = "you" if tool.config.approval == "caller" else "an admin"
     return {
-        "id": "approval",
+        "id": APPROVAL,
         "kind": "confirm",
         "approval": True,
         "by": tool.config.approval,

@@ -14,7 +14,18 @@ from typing import Any
 
 from mcp_gateway.contract import ErrorInfo, Event, EventKind
 
-__all__ = ["SYSTEM_FAILURES", "TERMINAL", "Fold", "Status", "WorkflowState", "answer", "can_move", "end", "fold"]
+__all__ = [
+    "APPROVAL",
+    "SYSTEM_FAILURES",
+    "TERMINAL",
+    "Fold",
+    "Status",
+    "WorkflowState",
+    "answer",
+    "can_move",
+    "end",
+    "fold",
+]
 
 
 class Status(StrEnum):
@@ -40,6 +51,10 @@ _ALLOWED: dict[Status, frozenset[Status]] = {
     Status.INPUT_REQUIRED: frozenset({Status.RUNNING, Status.PENDING} | _ENDINGS),
 }
 
+
+APPROVAL = "approval"
+"""The id of the question that holds a tool with `approval` until the caller (or an admin) decides; a worker's
+questions never use it (the contract reserves it)."""
 
 SYSTEM_FAILURES = frozenset({"worker_error", "invalid_output", "invalid_content", "unknown_tool", "deadline_exceeded"})
 """Failure codes that mean the tool did not run as it should (a handler crashed, a worker broke the contract or

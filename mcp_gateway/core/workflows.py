@@ -8,7 +8,7 @@ arrived first wins) and then told to the workers.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -18,7 +18,7 @@ from mcp_gateway.bus import Bus
 from mcp_gateway.contract import InputAnswer
 from mcp_gateway.core.changes import Waiters
 from mcp_gateway.core.dispatch import Dispatcher
-from mcp_gateway.core.states import TERMINAL, Status
+from mcp_gateway.core.states import APPROVAL, TERMINAL, Status
 from mcp_gateway.errors import BusError, GatewayError
 from mcp_gateway.registry import CompiledSchema
 from mcp_gateway.store import EventRecord, WorkflowRecord, WorkflowStore
@@ -26,6 +26,8 @@ from mcp_gateway.store import EventRecord, WorkflowRecord, WorkflowStore
 __all__ = ["ADMIN", "AnswerRefused", "Viewer", "WorkflowNotFound", "Workflows"]
 
 log = structlog.get_logger(__name__)
+
+Action = Literal["accept", "decline", "cancel"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,7 +49,11 @@ class WorkflowNotFound(GatewayError):
 
 class AnswerRefused(GatewayError):
     """An answer that cannot be taken: nothing is asked, no such question is open, the values break its schema,
-    or the answerer may not decide (an admin approval)."""
+    or the answerer may not decide (an admin approval). `request_id` names the question answered."""
+
+    def __init__(self, message: str, request_id: str | None = None) -> None:
+        super().__init__(message)
+        self.request_id = request_id
 
 
 class Workflows:
@@ -57,44 +63,64 @@ class Workflows:
         self._waiters = waiters
         self._dispatcher = dispatcher
 
+    @staticmethod
+    def _refusal(record: WorkflowRecord, viewer: Viewer, request_id: str, action: str, content: Any) -> str | None:
+        """Why this answer cannot be taken (None when it can)."""
+        questions = record.state.questions
+        if record.status is not Status.INPUT_REQUIRED or not questions:
+            return f"workflow {record.id} is {record.status.value}; it asks for no input"
+        question = next((q for q in questions if q["id"] == request_id), None)
+        if question is None:
+            asked = ", ".join(repr(q["id"]) for q in questions)
+            return f"workflow {record.id} asks {asked}, not {request_id!r}"
+        if question.get("by") == "admin" and not viewer.admin:
+            return f"workflow {record.id} waits for an admin's approval, not the caller's"
+        if action == "accept" and question.get("schema"):
+            problems = CompiledSchema(question["schema"]).violations(content or {})
+            if problems:
+                listed = "; ".join(str(p) for p in problems)
+                return f"the answer to {request_id!r} does not match what was asked ({listed})"
+        return None
+
     async def answer(
         self,
         workflow_id: str,
         viewer: Viewer,
         request_id: str,
-        action: Literal["accept", "decline", "cancel"],
+        action: Action,
         content: dict[str, Any] | None = None,
     ) -> WorkflowRecord:
         """Answer one of the workflow's open questions (a worker's, or an approval). Checked, recorded once,
         passed on."""
+        return await self.answer_all(workflow_id, viewer, {request_id: (action, content)})
+
+    async def answer_all(
+        self, workflow_id: str, viewer: Viewer, answers: Mapping[str, tuple[Action, dict[str, Any] | None]]
+    ) -> WorkflowRecord:
+        """Answer several open questions at once: every answer is checked before any is recorded, so a refused
+        one (AnswerRefused, naming it) leaves them all open."""
         record = await self.get(workflow_id, viewer)
-        questions = record.state.questions
-        if record.status is not Status.INPUT_REQUIRED or not questions:
-            raise AnswerRefused(f"workflow {workflow_id} is {record.status.value}; it asks for no input")
-        question = next((q for q in questions if q["id"] == request_id), None)
-        if question is None:
-            asked = ", ".join(repr(q["id"]) for q in questions)
-            raise AnswerRefused(f"workflow {workflow_id} asks {asked}, not {request_id!r}")
-        if question.get("by") == "admin" and not viewer.admin:
-            raise AnswerRefused(f"workflow {workflow_id} waits for an admin's approval, not the caller's")
-        if action == "accept" and question.get("schema"):
-            problems = CompiledSchema(question["schema"]).violations(content or {})
-            if problems:
-                listed = "; ".join(str(p) for p in problems)
-                raise AnswerRefused(f"the answer does not match what was asked ({listed})")
-        applied = await self._store.answer(workflow_id, request_id, action, content, by=viewer.subject)
-        if applied is None or applied.duplicate or not applied.fold.changed:
-            raise AnswerRefused(applied.fold.note if applied and applied.fold.note else "the answer was not taken")
-        log.info("workflow.answered", workflow_id=workflow_id, request_id=request_id, action=action, by=viewer.subject)
-        for message in applied.released:  # an approval let the held command go
-            await self._dispatcher.send(message)
-        if not question.get("approval"):
-            try:
-                await self._bus.publish_answer(
-                    InputAnswer(workflow_id=workflow_id, request_id=request_id, action=action, content=content)
-                )
-            except BusError as exc:  # recorded; a worker asking again gets it then
-                log.warning("workflow.answer_not_sent", workflow_id=workflow_id, error=str(exc))
+        for request_id, (action, content) in answers.items():
+            refusal = self._refusal(record, viewer, request_id, action, content)
+            if refusal is not None:
+                raise AnswerRefused(refusal, request_id)
+        for request_id, (action, content) in answers.items():
+            applied = await self._store.answer(workflow_id, request_id, action, content, by=viewer.subject)
+            if applied is None or applied.duplicate or not applied.fold.changed:
+                note = applied.fold.note if applied and applied.fold.note else "the answer was not taken"
+                raise AnswerRefused(note, request_id)
+            log.info(
+                "workflow.answered", workflow_id=workflow_id, request_id=request_id, action=action, by=viewer.subject
+            )
+            for message in applied.released:  # an approval let the held command go
+                await self._dispatcher.send(message)
+            if request_id != APPROVAL:
+                try:
+                    await self._bus.publish_answer(
+                        InputAnswer(workflow_id=workflow_id, request_id=request_id, action=action, content=content)
+                    )
+                except BusError as exc:  # recorded; a worker asking again gets it then
+                    log.warning("workflow.answer_not_sent", workflow_id=workflow_id, error=str(exc))
         return await self.get(workflow_id, viewer)
 
     async def get(self, workflow_id: str, viewer: Viewer) -> WorkflowRecord:

@@ -7,10 +7,10 @@ from typing import Any, TypeVar
 
 import mcp.types as types
 import yaml
+from mcp.shared.inbound import find_invalid_x_mcp_header
 from pydantic import BaseModel, ValidationError
 
 from mcp_gateway.errors import ConfigError, ConfigProblem
-from mcp_gateway.registry._headers import param_headers
 from mcp_gateway.registry._model import Registry, Tool, ToolConfig
 from mcp_gateway.registry._prompts import Prompt, PromptConfig, placeholders
 from mcp_gateway.registry._resources import Resource, ResourceConfig, Template, TemplateConfig
@@ -131,9 +131,9 @@ def _build(entry: Any, index: int, source: str, problems: list[ConfigProblem]) -
                 ConfigProblem(source, 'must have "type": "object" at its root (MCP)', label, f"{base}.{key}")
             )
             ok = False
-    headers, header_problems = param_headers(config.input_schema) if ok else ({}, [])
-    for where, message in header_problems:
-        problems.append(ConfigProblem(source, message, label, f"{base}.input_schema.{where}"))
+    header_problem = find_invalid_x_mcp_header(config.input_schema) if ok else None
+    if header_problem is not None:  # SEP-2243; the SDK's own rule, so that what loads is what it serves
+        problems.append(ConfigProblem(source, header_problem, label, f"{base}.input_schema"))
         ok = False
     if not ok:
         return None
@@ -164,7 +164,6 @@ def _build(entry: Any, index: int, source: str, problems: list[ConfigProblem]) -
         input=CompiledSchema(served_input),
         output=CompiledSchema(served_output) if served_output is not None else None,
         listing=listing,
-        param_headers=headers,
     )
 
 

@@ -97,8 +97,6 @@ class Tool:
     input: CompiledSchema
     output: CompiledSchema | None
     listing: types.Tool
-    param_headers: dict[str, str] = field(default_factory=dict[str, str])
-    """Arguments mirrored into HTTP headers (`x-mcp-header`): {property: header name after `Mcp-Param-`}."""
 
     @property
     def name(self) -> str:

@@ -21,7 +21,6 @@ from mcp_gateway.core.service import OutcomeKind, Progress, ToolCallService
 from mcp_gateway.core.states import Status
 from mcp_gateway.core.workflows import AnswerRefused, Viewer, WorkflowNotFound, Workflows
 from mcp_gateway.server._input import answers_from, elicitor, input_required, parse_request_state, prompt_arguments
-from mcp_gateway.server._param_headers import param_header_problem
 from mcp_gateway.server._resources import TEMPLATES, ResourceFeed, as_contents, parse_uri, read_workflow_resource
 from mcp_gateway.server._results import outcome_to_result
 from mcp_gateway.server._tasks import (
@@ -86,7 +85,7 @@ async def _close_stream_after(seconds: float, close: Callable[[], Awaitable[None
 
 
 async def _ask_again(
-    workflows: Workflows, viewer: Viewer, workflow_id: str | None, reason: str
+    workflows: Workflows, viewer: Viewer, workflow_id: str | None, refused: AnswerRefused
 ) -> types.CallToolResult | None:
     if workflow_id is None:
         return None
@@ -94,11 +93,8 @@ async def _ask_again(
     questions = [q for q in state.questions if q.get("by") != "admin"]
     if state.status is not Status.INPUT_REQUIRED or not questions:
         return None
-    return cast(types.CallToolResult, input_required(workflow_id, [_noted(q, reason) for q in questions]))
-
-
-def _noted(question: dict[str, Any], reason: str) -> dict[str, Any]:
-    return {**question, "message": f"{reason}. {question['message']}"} if question.get("kind") == "form" else question
+    noted = [{**q, "message": f"{refused}. {q['message']}"} if q["id"] == refused.request_id else q for q in questions]
+    return cast(types.CallToolResult, input_required(workflow_id, noted))
 
 
 def build_server(
@@ -149,11 +145,6 @@ def build_server(
                 f"tool {params.name!r} needs the client capabilities {', '.join(missing)}; declare them",
                 {"requiredCapabilities": {need: {} for need in missing}},
             )
-        headers = getattr(ctx.request, "headers", None)
-        if tool is not None and headers is not None and ctx.protocol_version in MODERN_PROTOCOL_VERSIONS:
-            problem = param_header_problem(tool, params.arguments or {}, headers)
-            if problem is not None:
-                raise MCPError(types.HEADER_MISMATCH, problem)
         structlog.contextvars.bind_contextvars(request_id=str(ctx.request_id))
         poll = None
         if tool is not None and tool.config.poll_after and ctx.close_sse_stream is not None:
@@ -181,7 +172,7 @@ def build_server(
                 )
         except AnswerRefused as exc:  # a retried call whose answer breaks the question: ask again, saying why
             state = params.request_state
-            again = await _ask_again(workflows, viewer, parse_request_state(state)[0] if state else None, str(exc))
+            again = await _ask_again(workflows, viewer, parse_request_state(state)[0] if state else None, exc)
             return again or types.CallToolResult(content=[types.TextContent(text=str(exc))], is_error=True)
         except WorkflowNotFound as exc:  # a requestState that names no workflow of this caller and tool
             raise MCPError(types.INVALID_PARAMS, f"requestState refused: {exc}") from None
@@ -233,7 +224,8 @@ def build_server(
             data = await read_workflow_resource(workflows, viewer, uri)
             if data is not None:
                 return as_contents(uri, data)
-            contents = await reader.read(uri, _caller(ctx, caller_subject))
+            request_id = str(ctx.request_id) if ctx.request_id is not None else None
+            contents = await reader.read(uri, Caller(subject=caller_subject, request_id=request_id))
         except (WorkflowNotFound, ResourceNotFound) as exc:
             raise MCPError(code, str(exc), {"uri": uri}) from None
         except ResourceUnavailable as exc:

@@ -104,15 +104,15 @@ def input_required(workflow_id: str, questions: list[dict[str, Any]]) -> types.I
 
 
 def request_state(workflow_id: str, questions: list[dict[str, Any]]) -> str:
-    """`<workflow id>.<question id>[.<question id>...]`: names the caller's own workflow (unguessable, bound to
-    the caller) and the questions of this round (ids never hold a dot); a state naming anything else is refused."""
-    return ".".join([workflow_id, *(q["id"] for q in questions)])
+    """`<workflow id>.<question id>[,<question id>...]`: names the caller's own workflow (unguessable, bound to
+    the caller) and the questions of this round; a state naming anything else is refused."""
+    return f"{workflow_id}.{','.join(q['id'] for q in questions)}"
 
 
 def parse_request_state(state: str) -> tuple[str, list[str]]:
     """The workflow id and the question ids a `requestState` names."""
-    workflow_id, *asked = state.split(".")
-    return workflow_id, asked
+    workflow_id, _, asked = state.partition(".")
+    return workflow_id, [a for a in asked.split(",") if a]
 
 
 def _user_answer(response: object) -> UserAnswer | None:

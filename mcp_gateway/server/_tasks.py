@@ -35,8 +35,8 @@ TASKS_EXTENSION = "io.modelcontextprotocol/tasks"
 CLIENT_CAPABILITIES = "io.modelcontextprotocol/clientCapabilities"
 POLL_INTERVAL_MS = 500
 MISSING_CAPABILITY = -32021
-HEADER_MISMATCH = -32020
 """JSON-RPC error (2026-07-28) for a request that needs a capability the client did not declare."""
+HEADER_MISMATCH = -32020
 
 _TASK_STATUS = {
     Status.PENDING: "working",
@@ -162,8 +162,7 @@ def register_tasks(server: Server[Any], workflows: Workflows, viewer: Viewer) ->
         given = answers_from(params.input_responses)
         matched = [key for key in given if key in open_ids]  # others are ignored (SEP-2322): the task shows
         try:  # what it still asks on the next tasks/get
-            for key in matched:
-                await workflows.answer(params.task_id, viewer, key, given[key].action, given[key].content)
+            await workflows.answer_all(params.task_id, viewer, {key: given[key].pair for key in matched})
         except AnswerRefused as exc:
             raise MCPError(types.INVALID_PARAMS, str(exc)) from exc
         return {"resultType": "complete"}

@@ -172,7 +172,7 @@ def _state(m: RowMapping) -> WorkflowState:
         result=m["result"],
         error=m["error"],
         version=m["version"],
-        questions=m["questions"] or [],
+        questions=[q for q in m["questions"] or [] if isinstance(q, dict)],
         answers=m["answers"] or {},
         content=m["content"],
     )

@@ -39,6 +39,7 @@ class Questions:
         self._sending: asyncio.Task[None] | None = None
         self._sent: set[asyncio.Task[None]] = set()
         self._subscription: Subscription | None = None
+        self._closed = False
 
     async def ask(self, request: InputRequest) -> InputAnswer:
         """Ask (together with any question asked at the same moment) and wait for this one's answer; at the
@@ -63,6 +64,9 @@ class Questions:
     async def _send(self) -> None:
         await asyncio.sleep(0)  # let the questions asked at the same moment join this one
         batch, self._batch, self._sending = self._batch, [], None
+        batch = [r for r in batch if r.id in self._waiting]  # an ask cancelled meanwhile is not sent
+        if not batch or self._closed:
+            return
         try:
             if self._subscription is None:  # listen before asking, so no answer is missed
                 self._subscription = await self._nc.subscribe(self._subject, cb=self._on_answer)
@@ -84,6 +88,12 @@ class Questions:
             future.set_result(answer)
 
     async def close(self) -> None:
+        """The command is settled: stop listening, and send nothing more."""
+        self._closed = True
+        for sending in list(self._sent):
+            sending.cancel()
+        if self._sent:
+            await asyncio.gather(*self._sent, return_exceptions=True)
         if self._subscription is not None:
             with contextlib.suppress(Exception):
                 await self._subscription.unsubscribe()

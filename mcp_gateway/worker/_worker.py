@@ -64,6 +64,14 @@ class _Route:
     handler: Handler
 
 
+def _delivered(msg: Msg) -> int:
+    """How often JetStream has delivered this message (1 the first time)."""
+    try:
+        return max(int(msg.metadata.num_delivered or 1), 1)
+    except Exception:  # not a JetStream message (a test double): the first delivery
+        return 1
+
+
 class Worker:
     def __init__(
         self,
@@ -302,12 +310,15 @@ class Worker:
             await msg.ack()
             return
         seq = 0
+        # A redelivered command (its worker died) is a new attempt for the events: numbered afresh, not taken for
+        # duplicates of the first run's, so that a question asked again gets the recorded answer re-sent.
+        attempt = max(command.attempt, _delivered(msg))
 
         async def emit(kind: EventKind, **fields: Any) -> bytes:
             nonlocal seq
             event = Event(
                 workflow_id=command.workflow_id,
-                attempt=command.attempt,
+                attempt=attempt,
                 seq=seq,
                 kind=kind,
                 at=datetime.now(UTC),

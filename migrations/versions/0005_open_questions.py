@@ -24,7 +24,12 @@ depends_on: str | Sequence[str] | None = None
 
 def upgrade() -> None:
     op.add_column("workflows", sa.Column("questions", JSONB, nullable=False, server_default=sa.text("'[]'::jsonb")))
-    op.execute("UPDATE workflows SET questions = jsonb_build_array(question) WHERE question IS NOT NULL")
+    # Only an open question moves over: the old column could hold JSON null (not SQL NULL), and ended workflows
+    # kept their last question.
+    op.execute(
+        "UPDATE workflows SET questions = jsonb_build_array(question) "
+        "WHERE status = 'input_required' AND jsonb_typeof(question) = 'object'"
+    )
     op.drop_column("workflows", "question")
 
 
