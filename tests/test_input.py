@@ -260,6 +260,10 @@ async def test_answers_given_in_parts(gateway: Gateway) -> None:
         assert isinstance(first, types.InputRequiredResult) and first.request_state is not None
         asked = first.input_requests or {}
         assert set(asked) == {"user_name", "greeting", "client_roots"} and asked["client_roots"].method == "roots/list"
+        with pytest.raises(MCPError, match="requestState refused"):  # names a question never asked
+            await client.session.call_tool(
+                tool, {}, request_state=first.request_state + "-TAMPERED", input_responses={}, allow_input_required=True
+            )
         responses: dict[str, Any] = {"user_name": name, "greeting": sampled, "unasked": name}
         second = await client.session.call_tool(
             tool, {}, request_state=first.request_state, input_responses=responses, allow_input_required=True

@@ -194,3 +194,15 @@ def test_questions_are_checked_on_the_way_in() -> None:
             decode_event(json.dumps({**body, "requests": [question]}).encode())
     progress = {**body, "kind": "progress", "progress": 1, "request": None}  # a null field, as some write them
     assert decode_event(json.dumps(progress).encode()).requests is None
+
+
+async def test_a_watch_drops_changes_older_than_what_was_read() -> None:
+    waiters = Waiters()
+    with waiters.watch("w1") as watch:
+        for version in (1, 2, 3):
+            waiters.deliver(Change("w1", WorkflowState(Status.RUNNING, version=version)))
+        watch.seen(2)  # the caller read version 2 from the store
+        waiters.deliver(Change("w1", WorkflowState(Status.RUNNING, version=2)))  # late, from another process
+        waiters.deliver(Change("w1", WorkflowState(Status.COMPLETED, version=4)))
+        versions = [change.state.version async for change, _ in watch.changes()]
+    assert versions == [3, 4]

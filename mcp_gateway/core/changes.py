@@ -100,6 +100,17 @@ class Watch:
             except asyncio.QueueFull:
                 self._queue.get_nowait()  # drop the oldest: a newer state supersedes it
 
+    def seen(self, version: int) -> None:
+        """The caller has read the state at `version` (from the store): drop what is older, queued or to come."""
+        self._version = max(self._version, version)
+        kept: list[tuple[Change, bool]] = []
+        while not self._queue.empty():
+            item = self._queue.get_nowait()
+            if item[0].state.version > version:
+                kept.append(item)
+        for item in kept:
+            self._queue.put_nowait(item)
+
     async def next(self) -> Change:
         """The next change (waits for it)."""
         return (await self._queue.get())[0]

@@ -234,16 +234,16 @@ class ToolCallService:
         on_progress: ProgressCallback | None = None,
     ) -> Outcome:
         """Continue a call whose workflow asked questions (2026-07-28 input-required): take the answers given,
-        wait again. The state must name the caller's own workflow, of the tool called (any other, from
-        elsewhere or tampered with, is refused as not found); of the questions it names, those still open are
-        answered (all checked before any is recorded). Questions left open are asked again in the outcome."""
+        wait again. The state must name the caller's own workflow, of the tool called, and questions it asked
+        (any other, from elsewhere or tampered with, is refused as not found); of those, the ones still open
+        are answered (all checked before any is recorded). Questions left open are asked again in the outcome."""
         viewer = Viewer(caller.subject)
         record = await self._workflows.get(workflow_id, viewer)
-        if record.tool != name or not asked:
-            raise WorkflowNotFound(workflow_id)
+        open_ids = {q["id"] for q in record.state.questions}
+        if record.tool != name or not asked or not set(asked) <= open_ids | set(record.state.answers):
+            raise WorkflowNotFound(workflow_id)  # names a question this workflow never asked: tampered with
         tool = self.registry.get(record.tool)
         mode = tool.config.mode if tool else "sync"
-        open_ids = {q["id"] for q in record.state.questions}
         given = {qid: answers[qid].pair for qid in asked if qid in answers and qid in open_ids}
         budget = tool.config.timeout if tool else 0.0
         with self._waiters.watch(workflow_id) as watch:  # before answering: the worker may finish at once
@@ -290,6 +290,8 @@ class ToolCallService:
         put: set[str] = set()
         if last is not None and last.status in TERMINAL:
             return last
+        if last is not None:
+            watch.seen(last.version)  # changes queued before that state was read are stale
         try:
             async with asyncio.timeout(budget):
                 if last is not None and await self._asked(last, workflow_id, caller, on_input, put):

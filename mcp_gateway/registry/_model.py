@@ -10,6 +10,7 @@ from typing import Any, Literal
 import mcp.types as types
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from mcp_gateway.contract import ClientAbility
 from mcp_gateway.registry._prompts import Prompt
 from mcp_gateway.registry._resources import Resource, Template
 from mcp_gateway.registry._schema import CompiledSchema
@@ -64,8 +65,8 @@ class ToolConfig(_Strict):
     approval: Literal["none", "caller", "admin"] = Field(
         default="none", description="hold each call before dispatch until the caller, or an admin, approves it"
     )
-    requires: list[Literal["elicitation", "sampling", "roots"]] = Field(
-        default_factory=list[Literal["elicitation", "sampling", "roots"]],
+    requires: list[ClientAbility] = Field(
+        default_factory=list[ClientAbility],
         description="client capabilities the tool cannot do without: a client that did not declare them is "
         "refused (-32021, naming them) before anything is recorded",
     )

@@ -15,16 +15,22 @@ from mcp.shared.exceptions import MCPError
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
 from mcp_gateway import __version__
-from mcp_gateway.contract import Caller, ClientAbility
+from mcp_gateway.contract import Caller
 from mcp_gateway.core.resources import ResourceNotFound, ResourceReader, ResourceUnavailable
 from mcp_gateway.core.service import OutcomeKind, Progress, ToolCallService
 from mcp_gateway.core.states import Status
 from mcp_gateway.core.workflows import AnswerRefused, Viewer, WorkflowNotFound, Workflows
-from mcp_gateway.server._input import answers_from, elicitor, input_required, parse_request_state, prompt_arguments
+from mcp_gateway.server._input import (
+    answers_from,
+    can_answer,
+    elicitor,
+    input_required,
+    parse_request_state,
+    prompt_arguments,
+)
 from mcp_gateway.server._resources import TEMPLATES, ResourceFeed, as_contents, parse_uri, read_workflow_resource
 from mcp_gateway.server._results import outcome_to_result
 from mcp_gateway.server._tasks import (
-    CLIENT_CAPABILITIES,
     MISSING_CAPABILITY,
     TASKS_EXTENSION,
     client_wants_tasks,
@@ -47,27 +53,9 @@ INSTRUCTIONS = (
 )
 
 
-_ABILITIES: dict[ClientAbility, types.ClientCapabilities] = {
-    "elicitation": types.ClientCapabilities(elicitation=types.ElicitationCapability()),
-    "sampling": types.ClientCapabilities(sampling=types.SamplingCapability()),
-    "roots": types.ClientCapabilities(roots=types.RootsCapability()),
-}
-
-
-def _can_answer(ctx: ServerRequestContext[Any]) -> list[ClientAbility] | None:
-    """What the calling client can answer mid-call: on 2026-07-28 from the request's declared capabilities,
-    before that from the session's (None when the request declares none)."""
-    if ctx.protocol_version in MODERN_PROTOCOL_VERSIONS:
-        declared = (ctx.meta or {}).get(CLIENT_CAPABILITIES)
-        if not isinstance(declared, dict):
-            return None
-        return [name for name in _ABILITIES if name in declared]
-    return [name for name, needed in _ABILITIES.items() if ctx.session.check_client_capability(needed)]
-
-
 def _caller(ctx: ServerRequestContext[Any], default_subject: str) -> Caller:
     request_id = str(ctx.request_id) if ctx.request_id is not None else None
-    return Caller(subject=default_subject, request_id=request_id, can_answer=_can_answer(ctx))
+    return Caller(subject=default_subject, request_id=request_id, can_answer=can_answer(ctx))
 
 
 def _traceparent(ctx: ServerRequestContext[Any]) -> str | None:
@@ -138,7 +126,7 @@ def build_server(
                 f"tool {params.name!r} runs only as a task: declare the {TASKS_EXTENSION} extension",
                 {"requiredCapabilities": {"extensions": {TASKS_EXTENSION: {}}}},
             )
-        missing = [need for need in tool.config.requires if need not in (_can_answer(ctx) or [])] if tool else []
+        missing = [need for need in tool.config.requires if need not in (can_answer(ctx) or [])] if tool else []
         if missing:
             raise MCPError(
                 MISSING_CAPABILITY,

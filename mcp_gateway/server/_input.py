@@ -15,11 +15,14 @@ from mcp.server import ServerRequestContext
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from pydantic import ValidationError
 
+from mcp_gateway.contract import ClientAbility
 from mcp_gateway.core.service import InputCallback, UserAnswer
 from mcp_gateway.registry import CompiledSchema, Prompt
 
 __all__ = [
+    "CLIENT_CAPABILITIES",
     "answers_from",
+    "can_answer",
     "elicitation_schema",
     "elicitor",
     "input_requests",
@@ -29,8 +32,29 @@ __all__ = [
     "request_state",
 ]
 
+CLIENT_CAPABILITIES = "io.modelcontextprotocol/clientCapabilities"
+"""Where a 2026-07-28 request declares its client's capabilities (in `_meta`)."""
+
 _ABILITY = {"confirm": "elicitation", "form": "elicitation", "sampling": "sampling", "roots": "roots"}
 """Which client capability answers which kind of question."""
+
+_ABILITIES: dict[ClientAbility, types.ClientCapabilities] = {
+    "elicitation": types.ClientCapabilities(elicitation=types.ElicitationCapability()),
+    "sampling": types.ClientCapabilities(sampling=types.SamplingCapability()),
+    "roots": types.ClientCapabilities(roots=types.RootsCapability()),
+}
+
+
+def can_answer(ctx: ServerRequestContext[Any]) -> list[ClientAbility] | None:
+    """What the calling client can answer mid-call: on 2026-07-28 from the request's declared capabilities,
+    before that from the session's (None when the request declares none)."""
+    if ctx.protocol_version in MODERN_PROTOCOL_VERSIONS:
+        declared = (ctx.meta or {}).get(CLIENT_CAPABILITIES)
+        if not isinstance(declared, dict):
+            return None
+        return [name for name in _ABILITIES if name in declared]
+    return [name for name, needed in _ABILITIES.items() if ctx.session.check_client_capability(needed)]
+
 
 _CONFIRM_SCHEMA: dict[str, Any] = {"type": "object", "properties": {}}
 
@@ -45,12 +69,7 @@ def elicitor(ctx: ServerRequestContext[Any]) -> InputCallback | None:
     client that can neither elicit, sample nor list roots): then the call returns and the caller answers later."""
     if ctx.protocol_version in MODERN_PROTOCOL_VERSIONS:
         return None
-    abilities = {
-        "elicitation": types.ClientCapabilities(elicitation=types.ElicitationCapability()),
-        "sampling": types.ClientCapabilities(sampling=types.SamplingCapability()),
-        "roots": types.ClientCapabilities(roots=types.RootsCapability()),
-    }
-    can = {name for name, needed in abilities.items() if ctx.session.check_client_capability(needed)}
+    can = set(can_answer(ctx) or ())
     if not can:
         return None
 

@@ -25,14 +25,13 @@ from mcp.shared.exceptions import MCPError
 from mcp_gateway.core.service import outcome_from_state
 from mcp_gateway.core.states import SYSTEM_FAILURES, Status, WorkflowState
 from mcp_gateway.core.workflows import AnswerRefused, Viewer, WorkflowNotFound, Workflows
-from mcp_gateway.server._input import answers_from, input_requests
+from mcp_gateway.server._input import CLIENT_CAPABILITIES, answers_from, input_requests
 from mcp_gateway.server._results import outcome_to_result
 from mcp_gateway.store import WorkflowRecord
 
 __all__ = ["TASKS_EXTENSION", "client_wants_tasks", "register_tasks", "task_handle"]
 
 TASKS_EXTENSION = "io.modelcontextprotocol/tasks"
-CLIENT_CAPABILITIES = "io.modelcontextprotocol/clientCapabilities"
 POLL_INTERVAL_MS = 500
 MISSING_CAPABILITY = -32021
 """JSON-RPC error (2026-07-28) for a request that needs a capability the client did not declare."""
@@ -66,6 +65,9 @@ def client_wants_tasks(ctx: ServerRequestContext[Any]) -> bool:
     capabilities = (ctx.meta or {}).get(CLIENT_CAPABILITIES)
     extensions = capabilities.get("extensions") if isinstance(capabilities, dict) else None
     return isinstance(extensions, dict) and TASKS_EXTENSION in extensions
+
+
+_WAITS_FOR = {"sampling": "waiting for the client's model (sampling)", "roots": "waiting for the client's roots"}
 
 
 def _task_status(state: WorkflowState) -> str:
@@ -104,7 +106,7 @@ def task_handle(record: WorkflowRecord, *, inline: bool = False) -> dict[str, An
         task["statusMessage"] = s.error.get("message") or s.error.get("code")
     asked = [q for q in s.questions if q.get("by") != "admin"]
     if s.status is Status.INPUT_REQUIRED and asked:
-        task["statusMessage"] = asked[0]["message"]
+        task["statusMessage"] = "; ".join(_WAITS_FOR.get(str(q.get("kind")), str(q["message"])) for q in asked)
         task["inputRequests"] = input_requests(asked)
     if inline and task["status"] == "completed":
         result = outcome_to_result(outcome_from_state(record.tool, record.id, s, "sync"))
