@@ -206,3 +206,11 @@ async def test_a_watch_drops_changes_older_than_what_was_read() -> None:
         waiters.deliver(Change("w1", WorkflowState(Status.COMPLETED, version=4)))
         versions = [change.state.version async for change, _ in watch.changes()]
     assert versions == [3, 4]
+
+
+def test_a_tool_cannot_pass_its_failure_off_as_a_system_failure() -> None:
+    from mcp_gateway.worker import ToolFailure
+
+    with pytest.raises(ValueError, match="reserved for system failures"):
+        ToolFailure("worker_error", "pretending to crash")
+    assert ToolFailure("out_of_stock", "none left").info.code == "out_of_stock"

@@ -7,6 +7,7 @@ It imports nothing from the gateway.
 from mcp_gateway.contract import _content as content
 from mcp_gateway.contract._envelopes import (
     CONTRACT_VERSION,
+    SYSTEM_FAILURES,
     Caller,
     Cancel,
     ClientAbility,
@@ -32,6 +33,7 @@ from mcp_gateway.contract._subjects import Headers, Subjects
 
 __all__ = [
     "CONTRACT_VERSION",
+    "SYSTEM_FAILURES",
     "Caller",
     "Cancel",
     "ClientAbility",

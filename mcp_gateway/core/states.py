@@ -16,7 +16,6 @@ from mcp_gateway.contract import ErrorInfo, Event, EventKind
 
 __all__ = [
     "APPROVAL",
-    "SYSTEM_FAILURES",
     "TERMINAL",
     "Fold",
     "Status",
@@ -55,10 +54,6 @@ _ALLOWED: dict[Status, frozenset[Status]] = {
 APPROVAL = "approval"
 """The id of the question that holds a tool with `approval` until the caller (or an admin) decides; a worker's
 questions never use it (the contract reserves it)."""
-
-SYSTEM_FAILURES = frozenset({"worker_error", "invalid_output", "invalid_content", "unknown_tool", "deadline_exceeded"})
-"""Failure codes that mean the tool did not run as it should (a handler crashed, a worker broke the contract or
-has no handler, the command came too late), as opposed to a failure the tool itself reported (`ToolFailure`)."""
 
 
 def can_move(current: Status, target: Status) -> bool:

@@ -22,8 +22,9 @@ import mcp.types as types
 from mcp.server import Server, ServerRequestContext
 from mcp.shared.exceptions import MCPError
 
+from mcp_gateway.contract import SYSTEM_FAILURES
 from mcp_gateway.core.service import outcome_from_state
-from mcp_gateway.core.states import SYSTEM_FAILURES, Status, WorkflowState
+from mcp_gateway.core.states import Status, WorkflowState
 from mcp_gateway.core.workflows import AnswerRefused, Viewer, WorkflowNotFound, Workflows
 from mcp_gateway.server._input import CLIENT_CAPABILITIES, answers_from, input_requests
 from mcp_gateway.server._results import outcome_to_result

@@ -7,7 +7,16 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from mcp_gateway.contract import Caller, ClientAbility, Command, ErrorInfo, EventKind, InputAnswer, InputRequest
+from mcp_gateway.contract import (
+    SYSTEM_FAILURES,
+    Caller,
+    ClientAbility,
+    Command,
+    ErrorInfo,
+    EventKind,
+    InputAnswer,
+    InputRequest,
+)
 
 __all__ = ["ToolContext", "ToolFailure", "ToolResult"]
 
@@ -25,6 +34,8 @@ class ToolFailure(Exception):
     """Raise from a handler to fail the workflow with a stable code the client sees."""
 
     def __init__(self, code: str, message: str, *, retryable: bool = False, details: dict[str, Any] | None = None):
+        if code in SYSTEM_FAILURES:  # raised in a handler, this fails the call as the crash it is
+            raise ValueError(f"ToolFailure code {code!r} is reserved for system failures; use a code of your own")
         super().__init__(message)
         self.info = ErrorInfo(code=code, message=message, retryable=retryable, details=details)
 
