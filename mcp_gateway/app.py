@@ -23,6 +23,7 @@ from mcp_gateway.core.changes import Waiters
 from mcp_gateway.core.deadlines import DeadlineKeeper
 from mcp_gateway.core.dispatch import Dispatcher
 from mcp_gateway.core.folding import EventFolder
+from mcp_gateway.core.reload import RegistryReloader
 from mcp_gateway.core.resources import ResourceReader
 from mcp_gateway.core.service import ToolCallService
 from mcp_gateway.core.workflows import Workflows
@@ -76,7 +77,6 @@ class Gateway:
         dispatcher: Dispatcher,
     ) -> None:
         self.settings = settings
-        self.registry = registry
         self.urls = urls
         self.store = store
         self.bus = bus
@@ -84,8 +84,16 @@ class Gateway:
         self.dispatcher = dispatcher
         self.workflows = Workflows(store, bus, waiters, dispatcher)
         self.feed = ResourceFeed(waiters)
+        self.reloader = RegistryReloader(
+            settings.tools_dir, registry, self.feed.lists_changed, interval=settings.reload_interval
+        )
         self.resources = ResourceReader(lambda: self.registry, bus, bus.subjects)
         self.service = ToolCallService(lambda: self.registry, store, dispatcher, waiters, bus.subjects, self.workflows)
+
+    @property
+    def registry(self) -> Registry:
+        """The tools, prompts and resources served now (the config folder's last good state)."""
+        return self.reloader.registry
 
     def mcp_server(self, caller_subject: str = "anonymous") -> Server[Any]:
         return build_server(self.service, self.workflows, self.feed, self.resources, caller_subject=caller_subject)
@@ -119,6 +127,7 @@ async def open_gateway(settings: Settings, registry: Registry | None = None) -> 
         await stack.enter_async_context(EventFolder(store, bus, lambda: gateway.registry, check_content=check_content))
         await stack.enter_async_context(DeadlineKeeper(gateway.workflows))
         await stack.enter_async_context(gateway.feed)
+        await stack.enter_async_context(gateway.reloader)
         stack.callback(setattr, gateway.service, "stopping", True)  # first thing on the way out
         log.info("gateway.started", tools=len(registry), nats=urls.nats, database=_redact(urls.database))
         yield gateway

@@ -148,6 +148,7 @@ async def _serve(settings: Settings, registry: Any, transport: str, examples: bo
             for worker in all_workers():
                 await workers.enter_async_context(worker.connect(gateway.urls.nats))
         if transport == "stdio":
+            reload_at_sighup(gateway)
             await serve_stdio(gateway.mcp_server(caller_subject="local"))
             return 0
         app = build_http_app(
@@ -180,9 +181,23 @@ async def _serve(settings: Settings, registry: Any, transport: str, examples: bo
 
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop)
+        reload_at_sighup(gateway)
         log.info("serve.http", url=f"http://{settings.host}:{settings.port}/mcp", database=gateway.urls.database)
         await server.serve()
         return 0 if server.started else _fail(f"could not serve on {settings.host}:{settings.port} (see the log)")
+
+
+def reload_at_sighup(gateway: Any) -> None:
+    """SIGHUP: load the config folder again now (it is also checked every `reload_interval` seconds)."""
+    loop = asyncio.get_running_loop()
+    pending: set[asyncio.Task[bool]] = set()
+
+    def reload() -> None:
+        task = loop.create_task(gateway.reloader.reload())
+        pending.add(task)
+        task.add_done_callback(pending.discard)
+
+    loop.add_signal_handler(signal.SIGHUP, reload)
 
 
 class _Uvicorn(uvicorn.Server):

@@ -26,6 +26,9 @@ class Settings(BaseSettings):
     database_url: str | None = Field(default=None, description="postgresql://...; none: start an embedded one")
     data_dir: Path = Field(default=Path(".data"), description="where embedded servers keep their data")
     tools_dir: Path = Field(default=Path("config/tools"), description="folder of tool YAML files")
+    reload_interval: float = Field(
+        default=2.0, ge=0, description="seconds between checks of tools_dir for changes (0: only at SIGHUP)"
+    )
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
     subject_prefix: str = Field(default="mcpgw", pattern=r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$")

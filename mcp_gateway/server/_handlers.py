@@ -9,7 +9,7 @@ from weakref import WeakKeyDictionary
 
 import mcp.types as types
 import structlog
-from mcp.server import Server, ServerRequestContext
+from mcp.server import InitializationOptions, NotificationOptions, Server, ServerRequestContext
 from mcp.server.subscriptions import ListenHandler
 from mcp.shared.exceptions import MCPError
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
@@ -85,6 +85,22 @@ async def _ask_again(
     return cast(types.CallToolResult, input_required(workflow_id, noted))
 
 
+class _GatewayServer(Server[Any]):
+    """The SDK's low-level server, advertising list-changed notifications on 2025-11-25 too: the lists change
+    when the config is reloaded (2026-07-28 derives the flags from `subscriptions/listen`)."""
+
+    def create_initialization_options(
+        self,
+        notification_options: NotificationOptions | None = None,
+        experimental_capabilities: dict[str, dict[str, Any]] | None = None,
+        extensions: dict[str, dict[str, Any]] | None = None,
+    ) -> InitializationOptions:
+        every = NotificationOptions(prompts_changed=True, resources_changed=True, tools_changed=True)
+        return super().create_initialization_options(
+            notification_options or every, experimental_capabilities, extensions
+        )
+
+
 def build_server(
     service: ToolCallService,
     workflows: Workflows,
@@ -98,9 +114,14 @@ def build_server(
     viewer = Viewer(caller_subject)
     log_levels: WeakKeyDictionary[Any, str] = WeakKeyDictionary()
 
+    def track_lister(ctx: ServerRequestContext[Any]) -> None:
+        if ctx.protocol_version not in MODERN_PROTOCOL_VERSIONS:  # 2026-07-28 clients listen instead
+            feed.listed(ctx.session)
+
     async def list_tools(
         ctx: ServerRequestContext[Any], params: types.PaginatedRequestParams | None
     ) -> types.ListToolsResult:
+        track_lister(ctx)
         return types.ListToolsResult(tools=[*service.registry.listing, *(t.listing for t in BUILTIN_TOOLS.values())])
 
     async def call_tool(ctx: ServerRequestContext[Any], params: types.CallToolRequestParams) -> types.CallToolResult:
@@ -181,6 +202,7 @@ def build_server(
     async def list_resources(
         ctx: ServerRequestContext[Any], params: types.PaginatedRequestParams | None
     ) -> types.ListResourcesResult:
+        track_lister(ctx)
         records = await workflows.list(viewer, limit=20)
         configured = [r.listing for r in service.registry.resources.values()]
         return types.ListResourcesResult(
@@ -236,6 +258,7 @@ def build_server(
     async def list_prompts(
         ctx: ServerRequestContext[Any], params: types.PaginatedRequestParams | None
     ) -> types.ListPromptsResult:
+        track_lister(ctx)
         return types.ListPromptsResult(prompts=[p.listing for p in service.registry.prompts.values()])
 
     async def get_prompt(ctx: ServerRequestContext[Any], params: types.GetPromptRequestParams) -> types.GetPromptResult:
@@ -268,7 +291,7 @@ def build_server(
         builtin = BUILTIN_TOOLS.get(name)
         return builtin.listing.input_schema if builtin is not None else None
 
-    server = Server(
+    server = _GatewayServer(
         "mcp-gateway",
         get_tool_input_schema=input_schema,
         version=__version__,

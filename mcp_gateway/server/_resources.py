@@ -1,5 +1,6 @@
 """Workflow resources: `workflow://{id}` (state, progress, result) and `workflow://{id}/events` (history),
-and the update notifications their subscribers get on every change, on both protocol revisions.
+and the update notifications their subscribers get on every change, on both protocol revisions; and the
+list-changed notifications when the config is reloaded.
 
 2025-11-25 clients subscribe with `resources/subscribe` (the session is kept and notified); 2026-07-28 clients
 listen with `subscriptions/listen` (fed by the SDK's subscription bus). Changes come from the store, whichever
@@ -18,17 +19,25 @@ from typing import Any
 import mcp.types as types
 import structlog
 from mcp.server.session import ServerSession
-from mcp.server.subscriptions import InMemorySubscriptionBus, ResourceUpdated
+from mcp.server.subscriptions import (
+    InMemorySubscriptionBus,
+    PromptsListChanged,
+    ResourcesListChanged,
+    ResourceUpdated,
+    ToolsListChanged,
+)
 
 from mcp_gateway.core._background import cancel_and_wait
 from mcp_gateway.core.changes import Change, Waiters
 from mcp_gateway.core.workflows import Viewer, Workflows
+from mcp_gateway.registry import Registry
 from mcp_gateway.server._workflow_tools import summary, workflow_uri
 
 __all__ = ["TEMPLATES", "ResourceFeed", "parse_uri", "read_workflow_resource"]
 
 log = structlog.get_logger(__name__)
 
+MAX_LISTERS = 10_000
 _URI = re.compile(r"^workflow://([A-Za-z0-9_-]{1,64})(/events)?$")
 
 TEMPLATES = [
@@ -84,11 +93,14 @@ def as_contents(uri: str, data: dict[str, Any]) -> types.ReadResourceResult:
 
 
 class ResourceFeed:
-    """Tells resource subscribers (both wires) that a workflow resource changed."""
+    """Tells subscribers (both wires) that a workflow resource changed, or the list of tools, prompts or
+    resources (after a config reload). 2025-11-25 sessions hear of list changes once they have listed."""
 
     def __init__(self, waiters: Waiters, *, capacity: int = 4096) -> None:
         self.bus = InMemorySubscriptionBus()
         self._sessions: dict[str, set[ServerSession]] = {}
+        self._listers: dict[int, ServerSession] = {}
+        """By connection: the SDK hands a new session proxy to each request; the latest one of each connection."""
         self._queue: asyncio.Queue[str] = asyncio.Queue(capacity)
         self._task: asyncio.Task[None] | None = None
         waiters.add_listener(self._on_change)
@@ -111,6 +123,35 @@ class ResourceFeed:
             sessions.discard(session)
             if not sessions:
                 del self._sessions[uri]
+
+    def listed(self, session: ServerSession) -> None:
+        """A 2025-11-25 session listed tools, prompts or resources: tell it when they change. Bounded: past
+        MAX_LISTERS connections, the oldest is forgotten (closed ones go at the next announcement)."""
+        key = id(getattr(session, "_connection", session))
+        self._listers.pop(key, None)
+        self._listers[key] = session
+        while len(self._listers) > MAX_LISTERS:
+            del self._listers[next(iter(self._listers))]
+
+    async def lists_changed(self, old: Registry, new: Registry) -> None:
+        """Announce what a reload changed: on `subscriptions/listen` streams, and to the sessions that listed."""
+        changed: list[tuple[Any, str]] = []
+        if old.listing != new.listing:
+            changed.append((ToolsListChanged(), "send_tool_list_changed"))
+        if [p.listing for p in old.prompts.values()] != [p.listing for p in new.prompts.values()]:
+            changed.append((PromptsListChanged(), "send_prompt_list_changed"))
+        old_resources = ([r.listing for r in old.resources.values()], [t.listing for t in old.templates])
+        if old_resources != ([r.listing for r in new.resources.values()], [t.listing for t in new.templates]):
+            changed.append((ResourcesListChanged(), "send_resource_list_changed"))
+        for event, method in changed:
+            await self.bus.publish(event)
+            for key, session in list(self._listers.items()):
+                try:
+                    await getattr(session, method)()
+                except Exception:  # the connection is gone: forget it
+                    self._listers.pop(key, None)
+        if changed:
+            log.info("lists.changed", lists=[type(event).__name__ for event, _ in changed], sessions=len(self._listers))
 
     def _on_change(self, change: Change) -> None:
         try:
