@@ -240,3 +240,30 @@ async def test_input_rounds_then_a_task(gateway: Gateway, env: Env) -> None:
         state = await poll(client.session, second.task_id, lambda s: s.result is not None)
     assert state.status == "completed" and state.result is not None
     assert state.result["structuredContent"] == {"name": "Ada"}
+
+
+async def test_tasks_over_stdio(gateway: Gateway, env: Env) -> None:
+    """The tasks extension on a stdio gateway (a subprocess, as Claude Desktop runs it): a task at once, its
+    question answered with tasks/update, its result polled with tasks/get."""
+    import os
+    import sys
+
+    from mcp import StdioServerParameters
+
+    params = StdioServerParameters(
+        command=sys.executable,
+        args=["-m", "mcp_gateway", "serve", "--transport", "stdio"],
+        env={**os.environ, **env.env_vars()},
+    )
+    async with Client(params, extensions=[Tasks()], read_timeout_seconds=30) as client:
+        assert client.protocol_version == "2026-07-28"
+        handed = await client.session.call_tool("quiz", {}, allow_claimed=True, allow_input_required=True)
+        assert isinstance(handed, TaskHandle)
+        await poll(client.session, handed.task_id, lambda s: s.status == "input_required")
+        answer = {"q1": {"action": "accept", "content": {"colour": "green"}}}
+        await task_ack(client.session, "tasks/update", handed.task_id, input_responses=answer)
+        state = await poll(client.session, handed.task_id, lambda s: s.result is not None)
+    assert state.status == "completed" and state.result is not None
+    assert state.result["structuredContent"] == {"colour": "green"}
+    record = await gateway.store.get(handed.task_id)
+    assert record is not None and record.caller == "local"  # stdio callers are "local"
