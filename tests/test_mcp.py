@@ -291,3 +291,59 @@ async def test_param_headers_are_checked(gateway: Gateway) -> None:
             assert response.startswith("HTTP/1.1 400"), response[:300]
             assert '"code":-32020' in response.replace(" ", "") and "Mcp-Param-Region" in response
     assert len(await gateway.store.list()) == 1  # the SDK client's call only
+
+
+async def test_the_chosen_log_level_filters_worker_lines(connect: Connect) -> None:
+    """`logging/setLevel warning` (2025-11-25, kept per connection) or a per-request warning level (2026-07-28):
+    the worker's info lines are not relayed."""
+    lines: list[str] = []
+
+    async def on_log(params: types.LoggingMessageNotificationParams) -> None:
+        lines.append(str(params.data))
+
+    async with connect(logging_callback=on_log, log_level="warning") as client:
+        if client.protocol_version == "2025-11-25":
+            await client.session.set_logging_level("warning")  # pyright: ignore[reportDeprecated]
+        result = await client.call_tool("test_tool_with_logging", {})
+        assert not result.is_error
+    assert lines == []
+
+
+async def test_subscriptions_belong_to_the_connection_not_the_request() -> None:
+    """The SDK hands each request a new session proxy: a subscription made through one is ended through
+    another, and list changes reach each listing connection once."""
+    from mcp_gateway.core.changes import Change, Waiters
+    from mcp_gateway.core.states import WorkflowState
+    from mcp_gateway.registry import Registry, load_registry
+    from mcp_gateway.server._resources import ResourceFeed
+    from tests.conftest import ROOT
+
+    class Connection:
+        def __init__(self) -> None:
+            self.sent: list[str] = []
+
+        async def send_resource_updated(self, uri: str) -> None:
+            self.sent.append(uri)
+
+        async def send_tool_list_changed(self) -> None:
+            self.sent.append("tools")
+
+    class Proxy:  # what a request's ctx.session is: a new object each time, over the same connection
+        def __init__(self, connection: Connection) -> None:
+            self._connection = connection
+
+    kept, ended = Connection(), Connection()
+    waiters = Waiters()
+    async with ResourceFeed(waiters) as feed:
+        feed.subscribe(Proxy(kept), "workflow://w1")  # type: ignore[arg-type]
+        feed.subscribe(Proxy(ended), "workflow://w1")  # type: ignore[arg-type]
+        feed.unsubscribe(Proxy(ended), "workflow://w1")  # type: ignore[arg-type]
+        for _ in range(2):
+            feed.listed(Proxy(kept))  # type: ignore[arg-type]
+        waiters.deliver(Change("w1", WorkflowState(Status.RUNNING, version=1)))
+        await feed.lists_changed(Registry(), load_registry(ROOT / "config" / "tools"))
+        async with asyncio.timeout(5):
+            while "workflow://w1" not in kept.sent:  # noqa: ASYNC110 - the feed sends from its own task
+                await asyncio.sleep(0.01)
+    assert kept.sent.count("workflow://w1") == 1 and kept.sent.count("tools") == 1
+    assert ended.sent == []

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any, cast
-from weakref import WeakKeyDictionary
 
 import mcp.types as types
 import structlog
@@ -28,7 +27,14 @@ from mcp_gateway.server._input import (
     parse_request_state,
     prompt_arguments,
 )
-from mcp_gateway.server._resources import TEMPLATES, ResourceFeed, as_contents, parse_uri, read_workflow_resource
+from mcp_gateway.server._resources import (
+    TEMPLATES,
+    ResourceFeed,
+    as_contents,
+    connection_of,
+    parse_uri,
+    read_workflow_resource,
+)
 from mcp_gateway.server._results import outcome_to_result
 from mcp_gateway.server._tasks import (
     MISSING_CAPABILITY,
@@ -44,6 +50,7 @@ __all__ = ["build_server"]
 log = structlog.get_logger(__name__)
 
 RESOURCE_NOT_FOUND = -32002
+LOG_LEVEL_KEY = "mcp-gateway/log-level"
 LEVELS = ["debug", "info", "notice", "warning", "error", "critical", "alert", "emergency"]
 
 INSTRUCTIONS = (
@@ -112,7 +119,6 @@ def build_server(
     """The low-level MCP server: tools from the registry plus the built-in workflow tools, calls through the
     service, workflow resources with update notifications on both protocol revisions."""
     viewer = Viewer(caller_subject)
-    log_levels: WeakKeyDictionary[Any, str] = WeakKeyDictionary()
 
     def track_lister(ctx: ServerRequestContext[Any]) -> None:
         if ctx.protocol_version not in MODERN_PROTOCOL_VERSIONS:  # 2026-07-28 clients listen instead
@@ -134,7 +140,8 @@ def build_server(
 
         async def relay_log(line: dict[str, Any]) -> None:
             level = line.get("level") or "info"
-            if LEVELS.index(level) >= LEVELS.index(log_levels.get(ctx.session, "debug")):
+            threshold = getattr(connection_of(ctx.session), "state", {}).get(LOG_LEVEL_KEY, "debug")
+            if LEVELS.index(level) >= LEVELS.index(threshold):
                 await ctx.session.send_log_message(  # pyright: ignore[reportDeprecated] - both wires still serve it
                     level, line.get("message"), line.get("logger"), related_request_id=ctx.request_id
                 )
@@ -280,7 +287,7 @@ def build_server(
         return types.CompleteResult(completion=types.Completion(values=values, total=len(values), has_more=False))
 
     async def set_level(ctx: ServerRequestContext[Any], params: types.SetLevelRequestParams) -> types.EmptyResult:
-        log_levels[ctx.session] = params.level  # 2025-11-25: the session's threshold for worker log lines
+        connection_of(ctx.session).state[LOG_LEVEL_KEY] = params.level  # 2025-11-25: the connection's threshold
         return types.EmptyResult()
 
     def input_schema(name: str) -> dict[str, Any] | None:

@@ -33,7 +33,7 @@ from mcp_gateway.core.workflows import Viewer, Workflows
 from mcp_gateway.registry import Registry
 from mcp_gateway.server._workflow_tools import summary, workflow_uri
 
-__all__ = ["TEMPLATES", "ResourceFeed", "parse_uri", "read_workflow_resource"]
+__all__ = ["TEMPLATES", "ResourceFeed", "connection_of", "parse_uri", "read_workflow_resource"]
 
 log = structlog.get_logger(__name__)
 
@@ -56,6 +56,13 @@ TEMPLATES = [
         mime_type="application/json",
     ),
 ]
+
+
+def connection_of(session: ServerSession) -> Any:
+    """The client connection behind a request's session. The SDK hands each request a new `ServerSession` proxy;
+    per-connection state (`state`) and the standalone channel (`send_resource_updated`, `send_*_list_changed`)
+    live on the connection, which the low-level request context does not expose."""
+    return getattr(session, "_connection", session)
 
 
 def parse_uri(uri: str) -> tuple[str, bool] | None:
@@ -98,9 +105,10 @@ class ResourceFeed:
 
     def __init__(self, waiters: Waiters, *, capacity: int = 4096) -> None:
         self.bus = InMemorySubscriptionBus()
-        self._sessions: dict[str, set[ServerSession]] = {}
-        self._listers: dict[int, ServerSession] = {}
-        """By connection: the SDK hands a new session proxy to each request; the latest one of each connection."""
+        self._subscribers: dict[str, set[Any]] = {}
+        """Connections subscribed to each URI (2025-11-25)."""
+        self._listers: dict[Any, None] = {}
+        """Connections that listed tools, prompts or resources (2025-11-25), oldest first."""
         self._queue: asyncio.Queue[str] = asyncio.Queue(capacity)
         self._task: asyncio.Task[None] | None = None
         waiters.add_listener(self._on_change)
@@ -115,21 +123,24 @@ class ResourceFeed:
         await cancel_and_wait(self._task)
 
     def subscribe(self, session: ServerSession, uri: str) -> None:
-        self._sessions.setdefault(uri, set()).add(session)
+        self._subscribers.setdefault(uri, set()).add(connection_of(session))
 
     def unsubscribe(self, session: ServerSession, uri: str) -> None:
-        sessions = self._sessions.get(uri)
-        if sessions is not None:
-            sessions.discard(session)
-            if not sessions:
-                del self._sessions[uri]
+        self._forget(connection_of(session), uri)
+
+    def _forget(self, connection: Any, uri: str) -> None:
+        subscribers = self._subscribers.get(uri)
+        if subscribers is not None:
+            subscribers.discard(connection)
+            if not subscribers:
+                del self._subscribers[uri]
 
     def listed(self, session: ServerSession) -> None:
         """A 2025-11-25 session listed tools, prompts or resources: tell it when they change. Bounded: past
         MAX_LISTERS connections, the oldest is forgotten (closed ones go at the next announcement)."""
-        key = id(getattr(session, "_connection", session))
-        self._listers.pop(key, None)
-        self._listers[key] = session
+        connection = connection_of(session)
+        self._listers.pop(connection, None)
+        self._listers[connection] = None
         while len(self._listers) > MAX_LISTERS:
             del self._listers[next(iter(self._listers))]
 
@@ -145,11 +156,11 @@ class ResourceFeed:
             changed.append((ResourcesListChanged(), "send_resource_list_changed"))
         for event, method in changed:
             await self.bus.publish(event)
-            for key, session in list(self._listers.items()):
+            for connection in list(self._listers):
                 try:
-                    await getattr(session, method)()
+                    await getattr(connection, method)()
                 except Exception:  # the connection is gone: forget it
-                    self._listers.pop(key, None)
+                    self._listers.pop(connection, None)
         if changed:
             log.info("lists.changed", lists=[type(event).__name__ for event, _ in changed], sessions=len(self._listers))
 
@@ -164,8 +175,8 @@ class ResourceFeed:
             workflow_id = await self._queue.get()
             for uri in (workflow_uri(workflow_id), workflow_uri(workflow_id) + "/events"):
                 await self.bus.publish(ResourceUpdated(uri=uri))
-                for session in list(self._sessions.get(uri, ())):
+                for connection in list(self._subscribers.get(uri, ())):
                     try:
-                        await session.send_resource_updated(uri)
-                    except Exception:  # the session is gone: forget it
-                        self.unsubscribe(session, uri)
+                        await connection.send_resource_updated(uri)
+                    except Exception:  # the connection is gone: forget it
+                        self._forget(connection, uri)
