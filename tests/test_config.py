@@ -298,3 +298,30 @@ def test_prompts_ask_for_arguments_left_out(tmp_path: Path) -> None:
     assert prompt.question({"context": "given"}) is None
     filled = prompt.answered({}, {"context": "weather", "unasked": "x"})
     assert filled == {"context": "weather"}
+
+
+def test_entries_that_are_not_mappings_and_repeated_resources(tmp_path: Path) -> None:
+    """Every section: an entry that is not a mapping is named, not a crash; resource URIs and template names
+    are unique like tool and prompt names."""
+    resource = "{uri: 'test://a', name: a, text: hi}"
+    template = "{uri_template: 'test://t/{id}', name: t, subject: team.t}"
+    found = problems(
+        tmp_path,
+        scalars='tools: ["x"]\nprompts: [1]\nresources: ["x"]\nresource_templates: [true]\n',
+        one=f"resources: [{resource}]\nresource_templates: [{template}]\n",
+        two=f"resources: [{resource}]\nresource_templates: [{template}]\n",
+    )
+    joined = "\n".join(found)
+    for where, kind in (("tools[0]", "str"), ("prompts[0]", "int"), ("resources[0]", "str")):
+        assert f"scalars.yaml: {where}: must be a mapping, got {kind}" in joined, joined
+    assert "scalars.yaml: resource_templates[0]: must be a mapping, got bool" in joined
+    assert "two.yaml: resource 'test://a': resources[0].uri: duplicate resource uri, first declared in" in joined
+    assert "two.yaml: resource template 't': resource_templates[0].name: duplicate resource template name" in joined
+    assert len(found) == 6, joined
+
+
+def test_reserved_names_are_the_builtin_tools() -> None:
+    from mcp_gateway.registry import RESERVED_NAMES
+    from mcp_gateway.server._workflow_tools import BUILTIN_TOOLS
+
+    assert set(RESERVED_NAMES) == set(BUILTIN_TOOLS)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import mcp.types as types
 import yaml
@@ -92,6 +92,12 @@ def _validated(
     kind: str, model: type[_M], entry: Any, index: int, source: str, problems: list[ConfigProblem]
 ) -> _M | None:
     """Validate one entry of a section (tools, prompts, resources, ...), naming every problem by key path."""
+    if not isinstance(entry, dict):
+        problems.append(
+            ConfigProblem(source, f"must be a mapping, got {type(entry).__name__}", key_path=f"{kind}[{index}]")
+        )
+        return None
+    entry = cast(dict[str, Any], entry)
     label = str(entry.get("uri") or entry.get("uri_template") or entry.get("name") or f"#{index}")
     try:
         return model.model_validate(entry)
@@ -167,15 +173,6 @@ def _build(entry: Any, index: int, source: str, problems: list[ConfigProblem]) -
     )
 
 
-def _duplicate(kind: str, name: str, path: Path, index: int, seen: dict[str, str]) -> ConfigProblem | None:
-    if name in seen:
-        return ConfigProblem(
-            str(path), f"duplicate {kind} name, first declared in {seen[name]}", name, f"{kind}s[{index}].name", kind
-        )
-    seen[name] = str(path)
-    return None
-
-
 def load_registry(directory: Path) -> Registry:
     """Load every `*.yaml` under `directory` (recursively). Raises `ConfigError` listing every problem."""
     problems: list[ConfigProblem] = []
@@ -185,48 +182,41 @@ def load_registry(directory: Path) -> Registry:
     prompts: list[Prompt] = []
     resources: list[Resource] = []
     templates: list[Template] = []
-    seen_tools: dict[str, str] = {}
-    seen_prompts: dict[str, str] = {}
+    seen: dict[tuple[str, str], str] = {}
+
+    def first(kind: str, name: str, source: str, key_path: str) -> bool:
+        """Whether `name` is the first of its kind; a repeat is a problem naming where the first was declared."""
+        if (kind, name) in seen:
+            what = f"duplicate {kind} {key_path.rsplit('.', 1)[1]}, first declared in {seen[kind, name]}"
+            problems.append(ConfigProblem(source, what, name, key_path, kind))
+            return False
+        seen[kind, name] = source
+        return True
+
     for path in _tool_files(directory):
         sections = _read(path, problems)
+        source = str(path)
+        for index, entry in enumerate(sections.get("tools", [])):
+            tool = _build(entry, index, source, problems)
+            if tool is None:
+                continue
+            if tool.name in RESERVED_NAMES:
+                message = f"{tool.name!r} is a built-in tool of the gateway; choose another name"
+                problems.append(ConfigProblem(source, message, tool.name, f"tools[{index}].name"))
+            elif first("tool", tool.name, source, f"tools[{index}].name"):
+                tools.append(tool)
+        for index, entry in enumerate(sections.get("prompts", [])):
+            prompt = _build_prompt(entry, index, source, problems)
+            if prompt and first("prompt", prompt.config.name, source, f"prompts[{index}].name"):
+                prompts.append(prompt)
         for index, entry in enumerate(sections.get("resources", [])):
-            resource = _validated("resources", ResourceConfig, entry, index, str(path), problems)
-            resources.extend([Resource.of(resource)] if resource else [])
+            resource = _validated("resources", ResourceConfig, entry, index, source, problems)
+            if resource and first("resource", resource.uri, source, f"resources[{index}].uri"):
+                resources.append(Resource.of(resource))
         for index, entry in enumerate(sections.get("resource_templates", [])):
-            template = _validated("resource_templates", TemplateConfig, entry, index, str(path), problems)
-            templates.extend([Template.of(template)] if template else [])
-        for key in ("tools", "prompts"):
-            for index, entry in enumerate(sections.get(key, [])):
-                if not isinstance(entry, dict):
-                    problems.append(
-                        ConfigProblem(
-                            str(path), f"must be a mapping, got {type(entry).__name__}", key_path=f"{key}[{index}]"
-                        )
-                    )
-                    continue
-                if key == "prompts":
-                    prompt = _build_prompt(entry, index, str(path), problems)
-                    if prompt is not None:
-                        duplicate = _duplicate("prompt", prompt.config.name, path, index, seen_prompts)
-                        problems.extend([duplicate] if duplicate else [])
-                        prompts.extend([] if duplicate else [prompt])
-                    continue
-                tool = _build(entry, index, str(path), problems)
-                if tool is None:
-                    continue
-                if tool.name in RESERVED_NAMES:
-                    problems.append(
-                        ConfigProblem(
-                            str(path),
-                            f"{tool.name!r} is a built-in tool of the gateway; choose another name",
-                            tool.name,
-                            f"tools[{index}].name",
-                        )
-                    )
-                    continue
-                duplicate = _duplicate("tool", tool.name, path, index, seen_tools)
-                problems.extend([duplicate] if duplicate else [])
-                tools.extend([] if duplicate else [tool])
+            template = _validated("resource_templates", TemplateConfig, entry, index, source, problems)
+            if template and first("resource template", template.name, source, f"resource_templates[{index}].name"):
+                templates.append(Template.of(template))
     if problems:
         raise ConfigError(problems)
     return Registry.of(tools, prompts, resources, templates)
