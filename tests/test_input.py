@@ -68,6 +68,12 @@ async def test_caller_approval(connect: Connect, gateway: Gateway) -> None:
     by_note = {r.arguments["note"]: r for r in await gateway.store.list()}
     assert by_note["stop"].status is Status.CANCELLED
     assert test_workers.executions[by_note["stop"].id] == 0  # the held command never went out
+    from sqlalchemy import text
+
+    async with gateway.store.engine.connect() as conn:
+        query = text("SELECT count(*) FROM outbox WHERE workflow_id = :id")
+        held = (await conn.execute(query, {"id": by_note["stop"].id})).scalar_one()
+    assert held == 0  # and is gone with its workflow
     history = await gateway.store.events(by_note["go"].id)
     answered = [e for e in history if e.kind == "input_answered"]
     assert answered[0].data["action"] == "accept"
@@ -307,3 +313,20 @@ def test_responses_are_read_by_their_shape() -> None:
     assert set(given) == {"form", "sample", "roots"}
     assert given["form"].content == {"name": "Ada"} and given["roots"].content == {"roots": [{"uri": "file:///work"}]}
     assert given["sample"].action == "accept" and given["sample"].content is not None
+
+
+async def test_a_question_the_client_cannot_take_is_handed_back_at_once(gateway: Gateway) -> None:
+    """The client could not be asked (it cannot elicit, or the request failed): the call returns the open
+    question for workflow_respond, instead of waiting out its timeout."""
+
+    async def cannot_ask(question: dict[str, Any]) -> Any:
+        raise NotImplementedError("the client cannot answer a form request")
+
+    async with asyncio.timeout(5):  # the tool's timeout is longer
+        outcome = await gateway.service.call("survey", {}, caller=Caller(subject="tester"), on_input=cannot_ask)
+    assert outcome.kind is OutcomeKind.INPUT_REQUIRED and [q["id"] for q in outcome.questions] == ["q1"]
+    assert outcome.workflow_id is not None
+    record = await gateway.workflows.answer(outcome.workflow_id, Viewer("tester"), "q1", "accept", {"colour": "red"})
+    assert record.status is Status.RUNNING
+    done = await gateway.workflows.wait(outcome.workflow_id, Viewer("tester"), 10)
+    assert done.state.result == {"colour": "red"}

@@ -216,8 +216,11 @@ async def test_sse_feed_replays_then_follows_then_ends(gateway: Gateway, env: En
 
         missing = await http.get(f"{base}/workflows/{'0' * 32}/events")
         assert missing.status_code == 404 and missing.json()["error"] == "not_found"
-        bad = await http.get(f"{base}/workflows/{workflow_id}/events", headers={"Last-Event-ID": "abc"})
-        assert bad.status_code == 400 and "Last-Event-ID" in bad.json()["message"]
+        for wrong in ("abc", "9" * 40, "-1"):
+            bad = await http.get(f"{base}/workflows/{workflow_id}/events", headers={"Last-Event-ID": wrong})
+            assert bad.status_code == 400 and "Last-Event-ID" in bad.json()["message"], wrong
+        superscript = await http.get(f"{base}/workflows/{workflow_id}/events", params={"after": "²"})
+        assert superscript.status_code == 400  # a digit to str.isdigit, not to int()
 
 
 async def test_broken_stream_resumes_from_the_event_store(gateway: Gateway, env: Env) -> None:

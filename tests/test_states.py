@@ -214,3 +214,13 @@ def test_a_tool_cannot_pass_its_failure_off_as_a_system_failure() -> None:
     with pytest.raises(ValueError, match="reserved for system failures"):
         ToolFailure("worker_error", "pretending to crash")
     assert ToolFailure("out_of_stock", "none left").info.code == "out_of_stock"
+
+
+def test_a_question_whose_schema_cannot_check_answers_fails_the_workflow() -> None:
+    from mcp_gateway.contract import InputRequest
+
+    broken = InputRequest(id="q1", kind="form", message="?", schema={"type": "object", "minProperties": "two"})
+    folded = fold(WorkflowState(Status.RUNNING, last_seq=0), event(EventKind.INPUT_REQUIRED, 1, requests=[broken]))
+    assert folded.state.status is Status.FAILED and folded.state.questions == []
+    assert folded.state.error is not None and folded.state.error["code"] == "invalid_question"
+    assert "q1: invalid JSON Schema" in folded.state.error["details"]["problems"][0]

@@ -185,7 +185,8 @@ class NatsBus:
             raise BusError(f"telling workers to stop {workflow_id} failed: {exc}") from exc
 
     async def publish_answer(self, answer: InputAnswer) -> None:
-        """Give the waiting worker the user's answer (core NATS; a worker that missed it asks again)."""
+        """Give the waiting worker the user's answer (core NATS, not stored: a worker that was not listening gets
+        it when its command is redelivered and asks again)."""
         if self._nc is None:
             raise BusError("the bus is not open (use it inside 'async with')")
         try:

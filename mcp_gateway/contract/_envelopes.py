@@ -166,9 +166,12 @@ def decode_answer(data: bytes) -> InputAnswer:
     return _decode(data, InputAnswer, "input answer")
 
 
-SYSTEM_FAILURES = frozenset({"worker_error", "invalid_output", "invalid_content", "unknown_tool", "deadline_exceeded"})
+SYSTEM_FAILURES = frozenset(
+    {"worker_error", "invalid_output", "invalid_content", "invalid_question", "unknown_tool", "deadline_exceeded"}
+)
 """Failure codes that mean the tool did not run as it should: a handler crashed or returned no object
-(`worker_error`), a worker broke the contract (`invalid_output`, `invalid_content`: set by the gateway) or has no
+(`worker_error`), a worker broke the contract (`invalid_output`, `invalid_content`, `invalid_question`: set by the
+gateway) or has no
 handler (`unknown_tool`), the command came too late (`deadline_exceeded`). A tool's own failures use other codes."""
 
 

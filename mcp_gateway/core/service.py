@@ -247,9 +247,8 @@ class ToolCallService:
         given = {qid: answers[qid].pair for qid in asked if qid in answers and qid in open_ids}
         budget = tool.config.timeout if tool else 0.0
         with self._waiters.watch(workflow_id) as watch:  # before answering: the worker may finish at once
-            if given:
-                await self._workflows.answer_all(workflow_id, viewer, given)
-            current = (await self._workflows.get(workflow_id, viewer)).state
+            answered = await self._workflows.answer_all(workflow_id, viewer, given) if given else None
+            current = (answered or await self._workflows.get(workflow_id, viewer)).state
             state = await self._wait(watch, workflow_id, caller, budget, on_progress, None, current)
         return outcome_from_state(record.tool, workflow_id, state, mode)
 
@@ -330,6 +329,7 @@ class ToolCallService:
             return False  # nothing to ask, or an admin decides: keep waiting
         if on_input is None:
             return True
+        unasked = False
         for question in questions:
             if question["id"] in put:
                 continue
@@ -338,9 +338,10 @@ class ToolCallService:
                 await self._ask(workflow_id, caller, question, on_input)
             except AnswerRefused as exc:  # answered meanwhile elsewhere (an admin, another process): go on
                 log.info("call.answered_elsewhere", workflow_id=workflow_id, reason=str(exc))
-            except Exception as exc:  # the client could not be asked: the question stays open for workflow_respond
+            except Exception as exc:  # the client could not be asked: return, the question stays open for
                 log.warning("call.ask_failed", workflow_id=workflow_id, error=str(exc) or type(exc).__name__)
-        return False
+                unasked = True  # workflow_respond (rather than wait out the timeout for nothing)
+        return unasked
 
 
 def _approval_question(tool: Tool, arguments: dict[str, Any]) -> dict[str, Any] | None:

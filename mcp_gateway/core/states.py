@@ -13,6 +13,7 @@ from enum import StrEnum
 from typing import Any
 
 from mcp_gateway.contract import ErrorInfo, Event, EventKind
+from mcp_gateway.registry import check_schema
 
 __all__ = [
     "APPROVAL",
@@ -154,6 +155,14 @@ def fold(
             resend = [base.answers[q["id"]] for q in asked if q["id"] in base.answers]
             open_ids = {q["id"] for q in base.questions}
             new = [q for q in asked if q["id"] not in base.answers and q["id"] not in open_ids]
+            broken = [f"{q['id']}: {p}" for q in new if q.get("schema") for p in check_schema(q["schema"])]
+            if broken:  # no answer could ever be checked against it: the workflow would wait for nothing
+                error = ErrorInfo(
+                    code="invalid_question",
+                    message="the worker asked with a schema that is not a JSON Schema",
+                    details={"problems": broken},
+                )
+                return _end(base, event, Status.FAILED, error=error.model_dump(exclude_none=True))
             moved = replace(base, last_seq=max(base.last_seq, event.seq), version=base.version + 1)
             if not new:  # asked again (a redelivered command): the answers given go out again
                 if not newer:

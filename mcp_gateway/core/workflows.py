@@ -97,8 +97,9 @@ class Workflows:
     async def answer_all(
         self, workflow_id: str, viewer: Viewer, answers: Mapping[str, tuple[Action, dict[str, Any] | None]]
     ) -> WorkflowRecord:
-        """Answer several open questions at once: every answer is checked before any is recorded, so a refused
-        one (AnswerRefused, naming it) leaves them all open."""
+        """Answer several open questions at once: every answer is checked before any is recorded, so one that
+        breaks its question (AnswerRefused, naming it) leaves them all open. Each is then recorded in its own
+        transaction: one answered elsewhere in the meantime is refused alone, after those before it."""
         record = await self.get(workflow_id, viewer)
         for request_id, (action, content) in answers.items():
             refusal = self._refusal(record, viewer, request_id, action, content)
@@ -119,7 +120,7 @@ class Workflows:
                     await self._bus.publish_answer(
                         InputAnswer(workflow_id=workflow_id, request_id=request_id, action=action, content=content)
                     )
-                except BusError as exc:  # recorded; a worker asking again gets it then
+                except BusError as exc:  # recorded; a rerun of the command (redelivery) that asks again gets it
                     log.warning("workflow.answer_not_sent", workflow_id=workflow_id, error=str(exc))
         return await self.get(workflow_id, viewer)
 

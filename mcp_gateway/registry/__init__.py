@@ -3,7 +3,7 @@
 from mcp_gateway.registry._loader import RESERVED_NAMES, load_registry
 from mcp_gateway.registry._model import Registry, Tool, ToolConfig
 from mcp_gateway.registry._prompts import Prompt, PromptError
-from mcp_gateway.registry._schema import HANDLE_SCHEMA, CompiledSchema, SchemaViolation, close_objects
+from mcp_gateway.registry._schema import HANDLE_SCHEMA, CompiledSchema, SchemaViolation, check_schema, close_objects
 
 __all__ = [
     "HANDLE_SCHEMA",
@@ -15,6 +15,7 @@ __all__ = [
     "SchemaViolation",
     "Tool",
     "ToolConfig",
+    "check_schema",
     "close_objects",
     "load_registry",
 ]

@@ -154,7 +154,8 @@ def build_server(
                 f"tool {params.name!r} runs only as a task: declare the {TASKS_EXTENSION} extension",
                 {"requiredCapabilities": {"extensions": {TASKS_EXTENSION: {}}}},
             )
-        missing = [need for need in tool.config.requires if need not in (can_answer(ctx) or [])] if tool else []
+        caller = _caller(ctx, caller_subject)
+        missing = [need for need in tool.config.requires if need not in (caller.can_answer or [])] if tool else []
         if missing:
             raise MCPError(
                 MISSING_CAPABILITY,
@@ -173,14 +174,14 @@ def build_server(
                     workflow_id,
                     asked,
                     answers_from(params.input_responses),
-                    caller=_caller(ctx, caller_subject),
+                    caller=caller,
                     on_progress=progress,
                 )
             else:
                 outcome = await service.call(
                     params.name,
                     params.arguments,
-                    caller=_caller(ctx, caller_subject),
+                    caller=caller,
                     traceparent=_traceparent(ctx),
                     on_progress=progress,
                     on_input=elicitor(ctx),

@@ -83,15 +83,16 @@ def build_http_app(
         """SSE for UIs and admins: the history after `Last-Event-ID`, then live events, ending with the workflow."""
         workflow_id = request.path_params["workflow_id"]
         raw = request.headers.get("last-event-id") or request.query_params.get("after") or "0"
-        if not raw.isdigit():
-            return _problem(400, "bad_last_event_id", f"Last-Event-ID must be an event id (digits), got {raw!r}")
+        if not (raw.isascii() and raw.isdigit() and len(raw) <= 18):  # an event id: a bigint
+            return _problem(400, "bad_last_event_id", f"Last-Event-ID must be an event id (digits), got {raw[:40]!r}")
+        after = int(raw)
         try:
             await workflows.get(workflow_id, viewer)
         except WorkflowNotFound as exc:
             return _problem(404, "not_found", str(exc))
 
         async def stream() -> AsyncGenerator[dict[str, str]]:
-            async for event in workflows.follow(workflow_id, viewer, int(raw)):
+            async for event in workflows.follow(workflow_id, viewer, after):
                 data = {"kind": event.kind, "status": event.status, "at": event.at.isoformat(), "data": event.data}
                 if event.note:
                     data["note"] = event.note

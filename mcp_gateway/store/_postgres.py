@@ -25,7 +25,7 @@ from sqlalchemy.types import BigInteger, LargeBinary
 
 from mcp_gateway.contract import Event
 from mcp_gateway.core.changes import Change
-from mcp_gateway.core.states import Fold, Status, WorkflowState, answer, end
+from mcp_gateway.core.states import TERMINAL, Fold, Status, WorkflowState, answer, end
 from mcp_gateway.errors import StoreError
 from mcp_gateway.store._interface import (
     Applied,
@@ -134,6 +134,9 @@ _RELEASE = text(
     RETURNING id, workflow_id, subject, msg_id, headers, payload
     """
 )
+
+_DROP_HELD = text("DELETE FROM outbox WHERE workflow_id = :id AND held")
+"""A held command whose workflow ended before it was approved (denied, cancelled, timed out): never sent."""
 
 CHANGES_CHANNEL = "mcpgw_changes"
 NOTIFY_LIMIT = 7_500  # PostgreSQL's payload limit is 8000 bytes
@@ -422,6 +425,8 @@ class PostgresStore:
             released: list[OutboxMessage] = []
             if decision.changed and new.status is Status.PENDING and m["status"] == Status.INPUT_REQUIRED.value:
                 released = [_outbox(r) for r in await conn.execute(_RELEASE, {"id": workflow_id})]
+            elif decision.changed and new.status in TERMINAL and m["status"] == Status.INPUT_REQUIRED.value:
+                await conn.execute(_DROP_HELD, {"id": workflow_id})
             return Applied(workflow_id, m["tool"], decision, duplicate=False, released=released)
 
     async def get(self, workflow_id: str) -> WorkflowRecord | None:
