@@ -325,3 +325,75 @@ def test_reserved_names_are_the_builtin_tools() -> None:
     from mcp_gateway.server._workflow_tools import BUILTIN_TOOLS
 
     assert set(RESERVED_NAMES) == set(BUILTIN_TOOLS)
+
+
+def test_formats_are_asserted_and_unknown_ones_refused(tmp_path: Path) -> None:
+    (tmp_path / "f.yaml").write_text(
+        """
+tools:
+  - name: contact
+    description: d
+    subject: team.contact
+    input_schema:
+      type: object
+      properties:
+        email: {type: string, format: email}
+        at: {type: string, format: date-time}
+        day: {type: string, format: date}
+        id: {type: string, format: uuid}
+        site: {type: string, format: uri}
+        ip: {type: string, format: ipv4}
+"""
+    )
+    tool = load_registry(tmp_path)["contact"]
+    good = {
+        "email": "a@example.com",
+        "at": "2026-12-01T10:00:00Z",
+        "day": "2026-12-01",
+        "id": "123e4567-e89b-12d3-a456-426614174000",
+        "site": "https://example.com/x",
+        "ip": "10.0.0.1",
+    }
+    assert tool.input.violations(good) == []
+    bad = {"email": "not-an-email", "at": "yesterday", "day": "2026-13-01", "id": "x", "site": "no uri", "ip": "1.2"}
+    found = {v.path: v.message for v in tool.input.violations(bad)}
+    assert set(found) == {"/email", "/at", "/day", "/id", "/site", "/ip"}
+    assert "email" in found["/email"]
+
+    (found_problem,) = problems(
+        tmp_path,
+        f="tools:\n  - {name: t, description: d, subject: s.t, input_schema: "
+        "{type: object, properties: {n: {type: string, format: credit-card}}}}\n",
+    )
+    assert "tools[0].input_schema" in found_problem and "/properties/n" in found_problem
+    assert "format 'credit-card' is not one the gateway checks" in found_problem and "date-time" in found_problem
+
+
+def test_the_listed_output_schema_of_a_handing_back_tool_keeps_its_references(tmp_path: Path) -> None:
+    (tmp_path / "r.yaml").write_text(
+        """
+tools:
+  - name: refs
+    description: d
+    subject: team.refs
+    mode: auto
+    input_schema: {type: object}
+    output_schema:
+      type: object
+      $defs: {money: {type: integer, minimum: 0}}
+      properties:
+        amount: {$ref: "#/$defs/money"}
+        again: {$ref: "#/properties/amount"}
+      required: [amount]
+"""
+    )
+    import jsonschema_rs
+
+    listed = load_registry(tmp_path)["refs"].listing.output_schema
+    assert listed is not None
+    validator = jsonschema_rs.Draft202012Validator(listed)
+    assert validator.is_valid({"amount": 5, "again": 6})
+    assert not validator.is_valid({"amount": -1})
+    assert not validator.is_valid({"amount": 5, "again": -1})
+    assert validator.is_valid({"workflow": {"id": "w", "status": "running", "uri": "workflow://w"}})
+    assert not validator.is_valid({"workflow": {"id": "w"}})

@@ -9,14 +9,14 @@ from typing import Any
 import mcp.types as types
 import pytest
 from mcp.shared.exceptions import MCPError
+from mcp_gateway_worker.contract import Caller
 
 from mcp_gateway.app import Gateway
-from mcp_gateway.contract import Caller
 from mcp_gateway.core.service import OutcomeKind
 from mcp_gateway.core.states import Status
 from mcp_gateway.core.workflows import ADMIN, AnswerRefused, Viewer
 from tests import workers as test_workers
-from tests.conftest import Connect
+from tests.conftest import Connect, error_detail
 
 
 def answering(*answers: types.ElicitResult) -> tuple[Any, list[str]]:
@@ -53,7 +53,7 @@ async def test_a_declined_question_fails_the_tool(connect: Connect) -> None:
     async with connect(elicitation_callback=callback) as client:
         result = await client.call_tool("survey", {})
     assert result.is_error
-    assert result.structured_content is not None and result.structured_content["error"] == "declined"
+    assert result.structured_content is None and error_detail(result)["error"] == "declined"
 
 
 async def test_caller_approval(connect: Connect, gateway: Gateway) -> None:
@@ -63,8 +63,7 @@ async def test_caller_approval(connect: Connect, gateway: Gateway) -> None:
         denied = await client.call_tool("guarded", {"note": "stop"})
     assert not approved.is_error and approved.structured_content == {"ok": True}
     assert "needs approval" in shown[0] and '"note": "go"' in shown[0]
-    assert denied.is_error and denied.structured_content is not None
-    assert denied.structured_content["error"] == "denied"
+    assert denied.is_error and error_detail(denied)["error"] == "denied"
     by_note = {r.arguments["note"]: r for r in await gateway.store.list()}
     assert by_note["stop"].status is Status.CANCELLED
     assert test_workers.executions[by_note["stop"].id] == 0  # the held command never went out

@@ -16,7 +16,7 @@ from mcp.shared.exceptions import MCPError
 
 from mcp_gateway.app import Gateway
 from mcp_gateway.core.states import Status
-from tests.conftest import MODES, Connect
+from tests.conftest import MODES, Connect, error_detail
 
 
 async def raw_post(url: str, headers: dict[str, str], body: dict[str, Any]) -> str:
@@ -103,20 +103,19 @@ async def test_error_paths(connect: Connect, gateway: Gateway) -> None:
         bad_output = await client.call_tool("bad_output", {})
         timeout = await client.call_tool("slow", {"seconds": 2})
 
-    assert invalid.is_error and invalid.structured_content is not None
-    violations = invalid.structured_content["violations"]
+    for result in (invalid, failed, bad_output, timeout):  # TypeScript clients refuse one off the output schema
+        assert result.is_error and result.structured_content is None, result
+    violations = error_detail(invalid)["violations"]
     assert {v["path"] for v in violations} == {"/", "/order_id"}
     assert "io.mcp-gateway/workflowId" not in (invalid.meta or {})  # nothing was recorded
+    assert "/order_id" in str(invalid.content[0])
 
-    assert failed.is_error and failed.structured_content is not None
-    assert failed.structured_content["error"] == "order_not_found"
-    assert "ORD-9999" in str(failed.content[0])
+    assert error_detail(failed)["error"] == "order_not_found"
+    assert "ORD-9999" in str(failed.content[0]) and "order_not_found" in str(failed.content[0])
 
-    assert bad_output.is_error and bad_output.structured_content is not None
-    assert bad_output.structured_content["error"] == "invalid_output"
+    assert error_detail(bad_output)["error"] == "invalid_output"
 
-    assert timeout.is_error and timeout.structured_content is not None
-    assert timeout.structured_content["error"] == "still_running"
+    assert error_detail(timeout)["error"] == "still_running"
     assert workflow_id(timeout) in str(timeout.content[0])
 
     records = await gateway.store.list(limit=10)
@@ -138,9 +137,9 @@ async def test_content_blocks_from_the_worker(connect: Connect) -> None:
     embedded = result.content[3]
     assert isinstance(embedded, types.EmbeddedResource)
     assert isinstance(embedded.resource, types.TextResourceContents) and embedded.resource.text == "embedded text"
-    assert broken.is_error and broken.structured_content is not None
-    assert broken.structured_content["error"] == "invalid_content"
-    assert "content[0]" in str(broken.structured_content["details"])
+    assert broken.is_error and broken.structured_content is None
+    assert error_detail(broken)["error"] == "invalid_content"
+    assert "content[0]" in str(error_detail(broken)["details"])
 
 
 async def test_prompts_and_completion(connect: Connect) -> None:

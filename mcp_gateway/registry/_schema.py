@@ -4,13 +4,43 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import jsonschema_rs
 
-__all__ = ["HANDLE_SCHEMA", "CompiledSchema", "SchemaViolation", "check_schema", "close_objects", "or_handle"]
+__all__ = [
+    "FORMATS",
+    "HANDLE_SCHEMA",
+    "CompiledSchema",
+    "SchemaViolation",
+    "check_schema",
+    "close_objects",
+    "or_handle",
+]
 
 DRAFT_2020_12 = "https://json-schema.org/draft/2020-12/schema"
+FORMATS = (
+    "date",
+    "date-time",
+    "duration",
+    "email",
+    "hostname",
+    "idn-email",
+    "idn-hostname",
+    "ipv4",
+    "ipv6",
+    "iri",
+    "iri-reference",
+    "json-pointer",
+    "regex",
+    "relative-json-pointer",
+    "time",
+    "uri",
+    "uri-reference",
+    "uri-template",
+    "uuid",
+)
+"""The `format` values asserted (a value that breaks one is refused); a schema naming any other is refused."""
 _OPENNESS_KEYWORDS = ("additionalProperties", "unevaluatedProperties", "patternProperties")
 _COMBINATORS = ("allOf", "anyOf", "oneOf", "$ref", "if", "dependentSchemas")
 _SUBSCHEMA_MAPS = ("properties", "$defs", "definitions", "patternProperties", "dependentSchemas")
@@ -46,8 +76,16 @@ def check_schema(schema: Any) -> list[str]:
         where = _pointer(list(exc.instance_path)) or "/"
         return [f"invalid JSON Schema at {where}: {exc.message}"]
     try:
-        jsonschema_rs.Draft202012Validator(schema)
-    except (jsonschema_rs.ValidationError, ValueError, jsonschema_rs.ReferencingError) as exc:
+        jsonschema_rs.Draft202012Validator(schema, validate_formats=True, ignore_unknown_formats=False)
+    except jsonschema_rs.ValidationError as exc:
+        if exc.message.startswith("Unknown format"):
+            where = _pointer(list(exc.schema_path)[:-1]) or "/"
+            return [
+                f"invalid JSON Schema at {where}: format {exc.instance!r} is not one the gateway checks "
+                f"(it checks: {', '.join(FORMATS)})"
+            ]
+        return [f"invalid JSON Schema: {exc}"]
+    except (ValueError, jsonschema_rs.ReferencingError) as exc:
         return [f"invalid JSON Schema: {exc}"]
     return []
 
@@ -86,13 +124,13 @@ def _close(node: Any) -> None:
 
 
 class CompiledSchema:
-    """A schema compiled once (jsonschema-rs, Rust) and used for every call."""
+    """A schema compiled once (jsonschema-rs, Rust) and used for every call; `format` is asserted."""
 
     __slots__ = ("_validator", "schema")
 
     def __init__(self, schema: dict[str, Any]) -> None:
         self.schema = schema
-        self._validator = jsonschema_rs.Draft202012Validator(schema)
+        self._validator = jsonschema_rs.Draft202012Validator(schema, validate_formats=True)
 
     def violations(self, value: Any, limit: int = 50) -> list[SchemaViolation]:
         """Every violation (up to `limit`), each with its JSON pointer; empty when `value` is valid."""
@@ -129,10 +167,25 @@ HANDLE_SCHEMA: dict[str, Any] = {
 def or_handle(output_schema: dict[str, Any]) -> dict[str, Any]:
     """The output schema a client sees for a tool that may hand back a workflow handle: the result, or a handle.
 
-    `$defs` (and `$schema`) move to the root so that `#/$defs/...` references still resolve."""
-    declared = {k: v for k, v in output_schema.items() if k not in ("$defs", "$schema")}
+    `$defs` (and `$schema`) move to the root so that `#/$defs/...` references still resolve; any other reference
+    into the document (`#/properties/...`) is rewritten to where the declared schema now stands (`#/anyOf/0/...`)."""
+    declared = _moved_refs({k: v for k, v in output_schema.items() if k not in ("$defs", "$schema")})
     wrapper: dict[str, Any] = {"type": "object", "anyOf": [declared, HANDLE_SCHEMA]}
     for key in ("$schema", "$defs"):
         if key in output_schema:
-            wrapper[key] = output_schema[key]
+            wrapper[key] = _moved_refs(output_schema[key]) if key == "$defs" else output_schema[key]
     return wrapper
+
+
+def _moved_refs(node: Any) -> Any:
+    if isinstance(node, list):
+        return [_moved_refs(child) for child in cast(list[Any], node)]
+    if not isinstance(node, dict):
+        return node
+    moved: dict[str, Any] = {}
+    for key, value in cast(dict[str, Any], node).items():
+        if key == "$ref" and isinstance(value, str) and value.startswith("#/") and not value.startswith("#/$defs/"):
+            moved[key] = "#/anyOf/0/" + value[2:]
+        else:
+            moved[key] = _moved_refs(value)
+    return moved

@@ -1,4 +1,9 @@
-"""The MCP form of a call's outcome: `structuredContent` plus a text copy, or an `isError` result with detail."""
+"""The MCP form of a call's outcome: `structuredContent` plus a text copy, or an `isError` result with detail.
+
+Every `structuredContent` sent is an instance of the tool's listed `outputSchema` (the result, or a workflow
+handle for tools that may hand one back): TypeScript-SDK clients (Claude Desktop, the Inspector) check it, on
+`isError` results too, and refuse the reply otherwise. So failures carry no `structuredContent`: they say what
+went wrong in their text, and the machine-readable detail travels in `_meta` under `ERROR_META`."""
 
 from __future__ import annotations
 
@@ -11,7 +16,10 @@ from mcp_gateway.core.service import Outcome, OutcomeKind
 from mcp_gateway.registry._content import CONTENT_BLOCK, content_block_problem
 from mcp_gateway.server._workflow_tools import workflow_uri
 
-__all__ = ["CONTENT_BLOCK", "check_content", "outcome_to_result"]
+__all__ = ["CONTENT_BLOCK", "ERROR_META", "WORKFLOW_META", "check_content", "error_result", "outcome_to_result"]
+
+WORKFLOW_META = "io.mcp-gateway/workflowId"
+ERROR_META = "io.mcp-gateway/error"
 
 
 def check_content(blocks: list[dict[str, Any]]) -> list[str]:
@@ -23,9 +31,17 @@ def _text(data: Any) -> list[types.ContentBlock]:
     return [types.TextContent(text=data if isinstance(data, str) else json.dumps(data, ensure_ascii=False))]
 
 
+def error_result(text: str, detail: dict[str, Any], workflow_id: str | None = None) -> types.CallToolResult:
+    """An `isError` result: readable text for the model and the user, the detail in `_meta` for programs."""
+    meta: dict[str, Any] = {ERROR_META: detail}
+    if workflow_id:
+        meta[WORKFLOW_META] = workflow_id
+    return types.CallToolResult(content=_text(text), is_error=True, _meta=meta)
+
+
 def outcome_to_result(outcome: Outcome) -> types.CallToolResult:
     """The MCP form of an outcome: `structuredContent` plus a text copy, or an `isError` result with detail."""
-    meta = {"io.mcp-gateway/workflowId": outcome.workflow_id} if outcome.workflow_id else None
+    meta = {WORKFLOW_META: outcome.workflow_id} if outcome.workflow_id else None
     match outcome.kind:
         case OutcomeKind.COMPLETED:
             if outcome.content is not None:  # the worker's own content blocks, as MCP writes them
@@ -40,11 +56,10 @@ def outcome_to_result(outcome: Outcome) -> types.CallToolResult:
                 "violations": [{"path": v.path or "/", "message": v.message} for v in outcome.violations],
             }
             lines = "\n".join(f"- {v}" for v in outcome.violations)
-            text = f"Invalid arguments for tool {outcome.tool!r}:\n{lines}"
-            return types.CallToolResult(content=_text(text), structured_content=detail, is_error=True)
+            return error_result(f"Invalid arguments for tool {outcome.tool!r}:\n{lines}", detail)
         case OutcomeKind.UNKNOWN_TOOL:
             detail = {"error": "unknown_tool", "message": f"no tool named {outcome.tool!r}"}
-            return types.CallToolResult(content=_text(detail["message"]), structured_content=detail, is_error=True)
+            return error_result(f"Unknown tool {outcome.tool!r}.", detail)
         case OutcomeKind.FAILED:
             error = outcome.error or {}
             detail = {
@@ -56,7 +71,8 @@ def outcome_to_result(outcome: Outcome) -> types.CallToolResult:
             message = f"Tool {outcome.tool!r} failed ({detail['error']}): {error.get('message', '')}"
             if error.get("details"):
                 message += "\n" + json.dumps(error["details"], ensure_ascii=False)
-            return types.CallToolResult(content=_text(message), structured_content=detail, is_error=True, _meta=meta)
+            message += f"\n(workflow {outcome.workflow_id}, status {detail['status']})"
+            return error_result(message, detail, outcome.workflow_id)
         case OutcomeKind.HANDED_BACK | OutcomeKind.INPUT_REQUIRED:
             assert outcome.workflow_id is not None
             uri = workflow_uri(outcome.workflow_id)
@@ -78,6 +94,9 @@ def outcome_to_result(outcome: Outcome) -> types.CallToolResult:
                 "status": outcome.status.value if outcome.status else None,
                 "message": f"workflow {outcome.workflow_id} did not finish within the tool's timeout; it still runs",
             }
-            return types.CallToolResult(
-                content=_text(detail["message"]), structured_content=detail, is_error=True, _meta=meta
+            text = (
+                f"Tool {outcome.tool!r} did not finish within its timeout; the work goes on as workflow "
+                f"{outcome.workflow_id}. Follow it with workflow_status or workflow_result "
+                f"(workflow_id={outcome.workflow_id!r}), or read {workflow_uri(outcome.workflow_id or '')}."
             )
+            return error_result(text, detail, outcome.workflow_id)
