@@ -15,10 +15,10 @@ from typing import Any
 
 import structlog
 from mcp.server import Server
+from mcp_gateway_worker.contract import Subjects
 from sqlalchemy import text
 
 from mcp_gateway.bus import NatsBus
-from mcp_gateway.contract import Subjects
 from mcp_gateway.core.changes import Waiters
 from mcp_gateway.core.deadlines import DeadlineKeeper
 from mcp_gateway.core.dispatch import Dispatcher
@@ -85,7 +85,7 @@ class Gateway:
         self.workflows = Workflows(store, bus, waiters, dispatcher)
         self.feed = ResourceFeed(waiters)
         self.reloader = RegistryReloader(
-            settings.tools_dir, registry, self.feed.lists_changed, interval=settings.reload_interval
+            settings.tools_folder(), registry, self.feed.lists_changed, interval=settings.reload_interval
         )
         self.resources = ResourceReader(lambda: self.registry, bus, bus.subjects)
         self.service = ToolCallService(lambda: self.registry, store, dispatcher, waiters, bus.subjects, self.workflows)
@@ -112,7 +112,7 @@ class Gateway:
 
 @asynccontextmanager
 async def open_gateway(settings: Settings, registry: Registry | None = None) -> AsyncGenerator[Gateway]:
-    registry = registry if registry is not None else load_registry(settings.tools_dir)
+    registry = registry if registry is not None else load_registry(settings.tools_folder())
     async with AsyncExitStack() as stack:
         urls = await stack.enter_async_context(open_servers(settings))
         if settings.migrate_on_start:

@@ -1,10 +1,9 @@
-"""The `mcp-gateway` command: serve, check, migrate, worker, workflows, db-url."""
+"""The `mcp-gateway` command: serve, check, migrate, worker, workflows, db-url, nats-url."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import importlib
 import json
 import os
 import signal
@@ -16,9 +15,12 @@ from typing import Any
 
 import structlog
 import uvicorn
+from mcp_gateway_worker import load_worker, run_workers
+from mcp_gateway_worker._cli import WorkerLoadError
 
+from mcp_gateway import __version__
 from mcp_gateway.core.states import Status
-from mcp_gateway.errors import ConfigError, GatewayError
+from mcp_gateway.errors import ConfigError, ConfigProblem, GatewayError
 from mcp_gateway.logs import configure_logging
 from mcp_gateway.registry import load_registry
 from mcp_gateway.settings import Settings, load_settings
@@ -30,18 +32,27 @@ log = structlog.get_logger("mcp_gateway.cli")
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="mcp-gateway", description="An MCP server that fronts a NATS JetStream bus.")
-    p.add_argument("--config", type=Path, help="settings file (default: config/gateway.yaml when it exists)")
+    p.add_argument(
+        "--config", type=Path, help="settings file (default: $MCPGW_CONFIG, else ./config/gateway.yaml when it exists)"
+    )
+    p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     serve = sub.add_parser("serve", help="serve MCP over streamable HTTP or stdio")
     serve.add_argument("--transport", choices=["http", "stdio"], default="http")
     serve.add_argument("--host", help="address to bind (default 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port to bind (default 8000)")
-    serve.add_argument("--tools-dir", type=Path, help="folder of tool YAML files (default config/tools)")
-    serve.add_argument("--with-examples", action="store_true", help="also run the example workers in this process")
+    serve.add_argument("--tools-dir", type=Path, help=TOOLS_DIR_HELP)
+    serve.add_argument(
+        "--with-examples",
+        action="store_true",
+        help="also run the example workers in this process (and, with no "
+        "tool folder configured, serve the example tools)",
+    )
 
     check = sub.add_parser("check", help="check the settings and every tool file; non-zero exit on any problem")
-    check.add_argument("--tools-dir", type=Path, help="folder of tool YAML files (default config/tools)")
+    check.add_argument("--tools-dir", type=Path, help=TOOLS_DIR_HELP)
+    check.add_argument("--json", action="store_true", help="print the result as JSON (problems too, exit code 1)")
 
     sub.add_parser("migrate", help="apply the database migrations (starts the embedded PostgreSQL if no URL)")
 
@@ -54,8 +65,10 @@ def _parser() -> argparse.ArgumentParser:
     listing = wf_sub.add_parser("list", help="the newest workflows")
     listing.add_argument("--status", choices=[s.value for s in Status])
     listing.add_argument("--limit", type=int, default=20)
+    listing.add_argument("--json", action="store_true", help="print a JSON array")
     show = wf_sub.add_parser("show", help="one workflow and its event history")
     show.add_argument("workflow_id")
+    show.add_argument("--json", action="store_true", help="print one JSON object, its history under 'events'")
     for action, text in (
         ("approve", "approve a workflow held for approval (it is dispatched)"),
         ("deny", "deny a workflow held for approval (it ends cancelled, code denied)"),
@@ -65,7 +78,11 @@ def _parser() -> argparse.ArgumentParser:
         act.add_argument("workflow_id")
 
     sub.add_parser("db-url", help="print the PostgreSQL URL (the embedded server's while the gateway runs)")
+    sub.add_parser("nats-url", help="print the NATS URL (the embedded server's while the gateway runs)")
     return p
+
+
+TOOLS_DIR_HELP = "folder of tool YAML files (default: tools_dir of the settings, else ./config/tools)"
 
 
 def _fail(message: str, code: int = 2) -> int:
@@ -104,9 +121,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         configure_logging(settings.log_level, settings.log_format)
         match args.command:
             case "check":
-                return _check(settings)
+                return _check(settings.model_copy(update={"tools_dir": settings.tools_folder()}), args.json)
             case "serve":
-                registry = load_registry(settings.tools_dir)
+                settings = settings.model_copy(update={"tools_dir": settings.tools_folder(examples=args.with_examples)})
+                registry = load_registry(settings.tools_folder())
                 return _run(_serve(settings, registry, args.transport, args.with_examples))
             case "migrate":
                 return _run(_migrate(settings))
@@ -115,10 +133,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             case "workflows":
                 return _run(_workflows(settings, args))
             case "db-url":
-                return _db_url(settings)
+                print(_database_url(settings))
+                return 0
+            case "nats-url":
+                print(_nats_url(settings))
+                return 0
             case _:  # pragma: no cover - argparse refuses unknown commands
                 return _fail(f"unknown command {args.command!r}")
     except ConfigError as exc:
+        if getattr(args, "json", False) and args.command == "check":
+            print(json.dumps({"ok": False, "problems": [_problem(p) for p in exc.problems]}, indent=2))
         return _fail(str(exc), 1)
     except GatewayError as exc:
         return _fail(str(exc))
@@ -129,9 +153,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
 
 
-def _check(settings: Settings) -> int:
-    registry = load_registry(settings.tools_dir)
-    print(f"ok: settings, {len(registry)} tool(s) and {len(registry.prompts)} prompt(s) in {settings.tools_dir}")
+def _problem(problem: ConfigProblem) -> dict[str, Any]:
+    return {
+        "file": problem.file,
+        "kind": problem.kind,
+        "name": problem.tool,
+        "key_path": problem.key_path,
+        "message": problem.message,
+    }
+
+
+def _check(settings: Settings, as_json: bool) -> int:
+    folder = settings.tools_folder()
+    registry = load_registry(folder)
+    if as_json:
+        tools = [
+            {"name": t.name, "version": t.config.version, "subject": t.config.subject, "file": str(t.source)}
+            for t in registry.values()
+        ]
+        print(json.dumps({"ok": True, "tools_dir": str(folder), "tools": tools, "prompts": len(registry.prompts)}))
+        return 0
+    print(f"ok: settings, {len(registry)} tool(s) and {len(registry.prompts)} prompt(s) in {folder}")
     for tool in registry.values():
         print(f"  {tool.name} v{tool.config.version} -> {tool.config.subject} ({tool.source})")
     return 0
@@ -222,30 +264,29 @@ async def _migrate(settings: Settings) -> int:
     return 0
 
 
-def _load_worker(target: str) -> Any:
-    module_name, _, attr = target.partition(":")
-    try:
-        obj: Any = importlib.import_module(module_name)
-        for part in (attr or "worker").split("."):
-            obj = getattr(obj, part)
-    except (ImportError, AttributeError) as exc:
-        raise GatewayError(f"cannot load worker {target!r} (expected MODULE:ATTR naming a Worker): {exc}") from exc
-    return obj
-
-
 async def _workers(settings: Settings, targets: list[str]) -> int:
-    from mcp_gateway.embedded import running_nats_url
     from mcp_gateway.examples import all_workers
 
-    workers = [_load_worker(t) for t in targets] if targets else all_workers()
+    try:
+        workers = [load_worker(t) for t in targets] if targets else all_workers()
+    except WorkerLoadError as exc:
+        return _fail(str(exc))
+    if settings.subject_prefix != "mcpgw":
+        workers = [w.with_prefix(settings.subject_prefix) for w in workers]
+    await run_workers(workers, _nats_url(settings))
+    return 0
+
+
+def _nats_url(settings: Settings) -> str:
+    from mcp_gateway.embedded import running_nats_url
+
     url = settings.nats_url or running_nats_url(settings.data_dir / "nats")
     if url is None:
-        return _fail("no NATS URL: pass --nats-url, set MCPGW_NATS_URL, or start 'mcp-gateway serve' first")
-    async with AsyncExitStack() as stack:
-        for worker in workers:
-            await stack.enter_async_context(worker.connect(url))
-        await asyncio.Event().wait()
-    return 0
+        raise GatewayError(
+            f"no NATS URL: none configured ({settings.source}), and no embedded NATS runs in "
+            f"{settings.data_dir / 'nats'}; pass --nats-url, set MCPGW_NATS_URL, or start 'mcp-gateway serve' first"
+        )
+    return url
 
 
 def _database_url(settings: Settings) -> str:
@@ -253,13 +294,13 @@ def _database_url(settings: Settings) -> str:
 
     url = settings.database_url or running_postgres_url(settings.data_dir / "postgres")
     if url is None:
-        raise GatewayError("no database URL: set MCPGW_DATABASE_URL, or start 'mcp-gateway serve' first")
+        raise GatewayError(
+            f"no database URL: none configured ({settings.source}; MCPGW_DATABASE_URL unset), and no embedded "
+            f"PostgreSQL runs in {settings.data_dir / 'postgres'}. Start 'mcp-gateway serve' first, set "
+            "MCPGW_DATABASE_URL, or pass the running gateway's settings with --config (its data_dir decides where "
+            "the embedded servers run)"
+        )
     return url
-
-
-def _db_url(settings: Settings) -> int:
-    print(_database_url(settings))
-    return 0
 
 
 async def _act(settings: Settings, action: str, workflow_id: str) -> int:
@@ -289,7 +330,11 @@ async def _workflows(settings: Settings, args: argparse.Namespace) -> int:
     async with PostgresStore(_database_url(settings)) as store:
         if args.action == "list":
             status = Status(args.status) if args.status else None
-            for r in await store.list(status=status, limit=args.limit):
+            records = await store.list(status=status, limit=args.limit)
+            if args.json:
+                print(json.dumps([_summary(r) for r in records], indent=2))
+                return 0
+            for r in records:
                 progress = (
                     f"{r.state.progress:g}/{r.state.total:g}" if r.state.progress is not None and r.state.total else ""
                 )
@@ -299,25 +344,35 @@ async def _workflows(settings: Settings, args: argparse.Namespace) -> int:
         if record is None:
             return _fail(f"no workflow {args.workflow_id!r}", 1)
         s = record.state
-        print(
-            json.dumps(
-                {
-                    "id": record.id,
-                    "tool": record.tool,
-                    "status": s.status.value,
-                    "arguments": record.arguments,
-                    "progress": s.progress,
-                    "total": s.total,
-                    "message": s.message,
-                    "result": s.result,
-                    "error": s.error,
-                    "caller": record.caller,
-                    "created_at": record.created_at.isoformat(),
-                    "deadline": record.deadline.isoformat(),
-                },
-                indent=2,
-            )
-        )
-        for e in await store.events(record.id):
+        shown = {
+            **_summary(record),
+            "arguments": record.arguments,
+            "message": s.message,
+            "result": s.result,
+            "error": s.error,
+            "deadline": record.deadline.isoformat(),
+        }
+        events = await store.events(record.id)
+        if args.json:
+            shown["events"] = [
+                {"at": e.at.isoformat(), "kind": e.kind, "status": e.status, "data": e.data, "note": e.note}
+                for e in events
+            ]
+            print(json.dumps(shown, indent=2))
+            return 0
+        print(json.dumps(shown, indent=2))
+        for e in events:
             print(f"  {e.at:%H:%M:%S.%f}  {e.kind:<11} {e.status or '':<10} {json.dumps(e.data)} {e.note or ''}")
         return 0
+
+
+def _summary(record: Any) -> dict[str, Any]:
+    return {
+        "id": record.id,
+        "tool": record.tool,
+        "status": record.status.value,
+        "progress": record.state.progress,
+        "total": record.state.total,
+        "caller": record.caller,
+        "created_at": record.created_at.isoformat(),
+    }

@@ -1,20 +1,41 @@
-"""Gateway settings: defaults, then `config/gateway.yaml` (or `--config FILE`), then `MCPGW_*` environment
-variables, then command-line flags. Relative paths in a settings file are relative to that file's folder."""
+"""Gateway settings: defaults, then a settings file, then `MCPGW_*` environment variables, then command-line flags.
+
+The settings file is the first of: `--config FILE`, `MCPGW_CONFIG`, `./config/gateway.yaml` (a checkout of the
+repository); with none, defaults and the environment alone. Relative paths in a settings file are relative to
+that file's folder. Without a `data_dir`, the embedded servers keep their data in the user's data folder
+(`$XDG_DATA_HOME/mcp-gateway`, else `~/.local/share/mcp-gateway`), so that `serve` and `workflows list` find
+each other from any folder."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import yaml
-from pydantic import Field, ValidationError
+from pydantic import Field, PrivateAttr, ValidationError
 from pydantic_settings import BaseSettings, InitSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
 
 from mcp_gateway.errors import ConfigError, ConfigProblem
 
-__all__ = ["DEFAULT_SETTINGS_FILE", "Settings", "load_settings"]
+__all__ = ["DEFAULT_SETTINGS_FILE", "EXAMPLE_TOOLS", "Settings", "load_settings", "user_data_dir"]
 
 DEFAULT_SETTINGS_FILE = Path("config/gateway.yaml")
+DEFAULT_TOOLS_DIR = Path("config/tools")
+_PACKAGE = Path(__file__).resolve().parent
+EXAMPLE_TOOLS = next(
+    (p for p in (_PACKAGE / "examples" / "tools", _PACKAGE.parent / "config" / "tools") if p.is_dir()),
+    _PACKAGE / "examples" / "tools",
+)
+"""The example tools' config: inside the installed package, or `config/tools` of a checkout (editable install)."""
+
+
+def user_data_dir() -> Path:
+    """Where the embedded servers keep their data when no `data_dir` is set."""
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "mcp-gateway"
+
+
 _PATH_KEYS = ("data_dir", "tools_dir")
 
 
@@ -24,8 +45,10 @@ class Settings(BaseSettings):
 
     nats_url: str | None = Field(default=None, description="NATS server; none: start an embedded one")
     database_url: str | None = Field(default=None, description="postgresql://...; none: start an embedded one")
-    data_dir: Path = Field(default=Path(".data"), description="where embedded servers keep their data")
-    tools_dir: Path = Field(default=Path("config/tools"), description="folder of tool YAML files")
+    data_dir: Path = Field(default_factory=user_data_dir, description="where embedded servers keep their data")
+    tools_dir: Path | None = Field(
+        default=None, description="folder of tool YAML files; none: ./config/tools, else the examples' (with them)"
+    )
     reload_interval: float = Field(
         default=2.0, ge=0, description="seconds between checks of tools_dir for changes (0: only at SIGHUP)"
     )
@@ -46,6 +69,37 @@ class Settings(BaseSettings):
         pattern=r"^[0-9a-f]{64}$",
         description="SHA-256 (hex) of the bearer token for /admin; none: the admin HTTP API is off",
     )
+
+    _source: str = PrivateAttr(default="no settings file")
+
+    @property
+    def source(self) -> str:
+        """Where the settings came from, for messages: the settings file, or that there was none."""
+        return self._source
+
+    def from_source(self, file: Path | None) -> Settings:
+        """These settings, remembering the settings file they were read from (for messages)."""
+        self._source = f"settings file {file.resolve()}" if file is not None else "no settings file"
+        return self
+
+    def tools_folder(self, *, examples: bool = False) -> Path:
+        """The tool folder to serve: `tools_dir`, else `./config/tools`, else (serving the examples) theirs."""
+        if self.tools_dir is not None:
+            return self.tools_dir
+        if DEFAULT_TOOLS_DIR.is_dir():
+            return DEFAULT_TOOLS_DIR.resolve()
+        if examples:
+            return EXAMPLE_TOOLS
+        raise ConfigError(
+            [
+                ConfigProblem(
+                    self.source,
+                    "no tool folder: set tools_dir in the settings file, MCPGW_TOOLS_DIR or --tools-dir "
+                    f"(looked for {DEFAULT_TOOLS_DIR} in {Path.cwd()}), or serve --with-examples",
+                    key_path="tools_dir",
+                )
+            ]
+        )
 
     @classmethod
     def settings_customise_sources(
@@ -76,11 +130,20 @@ def _read_file(path: Path) -> dict[str, Any]:
     return data
 
 
-def load_settings(path: Path | None = None, **overrides: Any) -> Settings:
-    """Settings from `path` (default `config/gateway.yaml` when it exists), the environment and `overrides`."""
-    file = path if path is not None else (DEFAULT_SETTINGS_FILE if DEFAULT_SETTINGS_FILE.is_file() else None)
+def _settings_file(path: Path | None) -> Path | None:
+    if path is None and (named := os.environ.get("MCPGW_CONFIG")):
+        path = Path(named)
+        if not path.is_file():
+            raise ConfigError([ConfigProblem(named, "settings file named by MCPGW_CONFIG does not exist")])
     if path is not None and not path.is_file():
         raise ConfigError([ConfigProblem(str(path), "settings file does not exist")])
+    return path if path is not None else (DEFAULT_SETTINGS_FILE if DEFAULT_SETTINGS_FILE.is_file() else None)
+
+
+def load_settings(path: Path | None = None, **overrides: Any) -> Settings:
+    """Settings from `path` (else `MCPGW_CONFIG`, else `./config/gateway.yaml` when it exists), the environment
+    and `overrides`."""
+    file = _settings_file(path)
     file_values = _read_file(file) if file is not None else {}
     source = str(file) if file is not None else "environment"
 
@@ -99,4 +162,4 @@ def load_settings(path: Path | None = None, **overrides: Any) -> Settings:
             for err in exc.errors()
         ]
         raise ConfigError(problems) from None
-    return Settings.model_validate(loaded.model_dump())
+    return Settings.model_validate(loaded.model_dump()).from_source(file)

@@ -20,6 +20,8 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+import jsonschema_rs
+import mcp.types as types
 import pytest
 import uvicorn
 from mcp import Client, StdioServerParameters
@@ -28,6 +30,7 @@ from mcp_gateway.app import Gateway, open_gateway
 from mcp_gateway.embedded import EmbeddedNats, EmbeddedPostgres
 from mcp_gateway.examples import all_workers
 from mcp_gateway.server import build_http_app
+from mcp_gateway.server._results import ERROR_META
 from mcp_gateway.settings import Settings
 from mcp_gateway.store import PostgresEventStore, run_migrations
 from tests import workers as test_workers
@@ -135,6 +138,36 @@ async def gateway(env: Env) -> AsyncGenerator[Gateway]:
         yield gw
 
 
+class StrictClient(Client):
+    """The SDK's Client, checking each tool result as TypeScript-SDK clients (Claude Desktop, the Inspector) do:
+    `structuredContent`, on `isError` results too, must be an instance of the tool's listed `outputSchema`, and
+    a successful result of a tool with an `outputSchema` must have one. The Python client alone lets both pass."""
+
+    async def call_tool(
+        self, name: str, arguments: dict[str, Any] | None = None, *a: Any, **kw: Any
+    ) -> types.CallToolResult:
+        result = await super().call_tool(name, arguments, *a, **kw)
+        listed = {t.name: t for t in (await self.list_tools()).tools}.get(name)
+        schema = listed.output_schema if listed is not None else None
+        if schema is None:
+            return result
+        if result.structured_content is None:
+            assert result.is_error, f"tool {name!r} has an output schema but its result has no structuredContent"
+        else:
+            problems = [
+                e.message for e in jsonschema_rs.Draft202012Validator(schema).iter_errors(result.structured_content)
+            ]
+            assert not problems, f"{name!r}: structuredContent breaks the listed outputSchema: {problems}"
+        return result
+
+
+def error_detail(result: types.CallToolResult) -> dict[str, Any]:
+    """An isError result's machine-readable detail (in `_meta`; never in a structuredContent off the schema)."""
+    assert result.is_error, result
+    assert result.meta is not None and isinstance(result.meta.get(ERROR_META), dict), result
+    return result.meta[ERROR_META]
+
+
 Connect = Callable[..., AbstractAsyncContextManager[Client]]
 """Opens an SDK `Client` on the transport and protocol revision of the test's parameter (kwargs go to Client)."""
 MODES = {"legacy": "2025-11-25", "auto": "2026-07-28"}
@@ -171,7 +204,7 @@ async def connect(request: pytest.FixtureRequest, env: Env, gateway: Gateway) ->
         async with http_server(gateway) as url:
 
             def over_http(**kw: Any) -> Client:
-                return Client(url, mode=mode, read_timeout_seconds=30, **kw)
+                return StrictClient(url, mode=mode, read_timeout_seconds=30, **kw)
 
             yield over_http
     else:
@@ -182,6 +215,6 @@ async def connect(request: pytest.FixtureRequest, env: Env, gateway: Gateway) ->
         )
 
         def over_stdio(**kw: Any) -> Client:
-            return Client(params, mode=mode, read_timeout_seconds=30, **kw)
+            return StrictClient(params, mode=mode, read_timeout_seconds=30, **kw)
 
         yield over_stdio

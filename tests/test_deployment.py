@@ -15,9 +15,9 @@ import asyncpg
 import httpx2
 import nats
 from mcp import Client
+from mcp_gateway_worker.contract import Subjects
 
 from mcp_gateway.app import open_gateway
-from mcp_gateway.contract import Subjects
 from mcp_gateway.core.states import Status
 from mcp_gateway.store import PostgresStore
 from tests import workers as test_workers

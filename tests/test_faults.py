@@ -6,10 +6,10 @@ from __future__ import annotations
 import asyncio
 
 import nats
+from mcp_gateway_worker.contract import Caller, Subjects
 from structlog.testing import capture_logs
 
 from mcp_gateway.app import Gateway, open_gateway
-from mcp_gateway.contract import Caller, Subjects
 from mcp_gateway.core.service import OutcomeKind
 from mcp_gateway.core.states import TERMINAL, Status
 from mcp_gateway.core.workflows import Viewer

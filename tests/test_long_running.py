@@ -10,9 +10,9 @@ from typing import Any
 import mcp.types as types
 import pytest
 from mcp.shared.exceptions import MCPError
+from mcp_gateway_worker.contract import Caller
 
 from mcp_gateway.app import Gateway
-from mcp_gateway.contract import Caller
 from mcp_gateway.core.states import TERMINAL, Status
 from mcp_gateway.core.workflows import ADMIN, Viewer, WorkflowNotFound
 from tests import workers as test_workers

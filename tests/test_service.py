@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from mcp_gateway_worker.contract import Caller
+
 from mcp_gateway.app import Gateway
-from mcp_gateway.contract import Caller
 from mcp_gateway.core.service import OutcomeKind, Progress
 from mcp_gateway.core.states import Status
 

@@ -7,8 +7,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from mcp_gateway_worker.contract import ContractError, Event, EventKind, decode_command, decode_event
 
-from mcp_gateway.contract import ContractError, Event, EventKind, decode_command, decode_event
 from mcp_gateway.core.changes import Change, Waiters
 from mcp_gateway.core.states import TERMINAL, Status, WorkflowState, can_move, fold
 
@@ -119,7 +119,8 @@ def test_large_changes_leave_their_result_to_the_store() -> None:
 
 
 def test_questions_answers_and_approvals() -> None:
-    from mcp_gateway.contract import InputRequest
+    from mcp_gateway_worker.contract import InputRequest
+
     from mcp_gateway.core.states import answer
 
     sure = InputRequest(id="q1", kind="confirm", message="Sure?")
@@ -145,7 +146,8 @@ def test_questions_answers_and_approvals() -> None:
 
 
 def test_questions_asked_together_are_answered_one_by_one() -> None:
-    from mcp_gateway.contract import InputRequest
+    from mcp_gateway_worker.contract import InputRequest
+
     from mcp_gateway.core.states import answer
 
     name = InputRequest(id="name", kind="form", message="Name?", schema={"type": "object"})
@@ -209,7 +211,7 @@ async def test_a_watch_drops_changes_older_than_what_was_read() -> None:
 
 
 def test_a_tool_cannot_pass_its_failure_off_as_a_system_failure() -> None:
-    from mcp_gateway.worker import ToolFailure
+    from mcp_gateway_worker import ToolFailure
 
     with pytest.raises(ValueError, match="reserved for system failures"):
         ToolFailure("worker_error", "pretending to crash")
@@ -217,7 +219,7 @@ def test_a_tool_cannot_pass_its_failure_off_as_a_system_failure() -> None:
 
 
 def test_a_question_whose_schema_cannot_check_answers_fails_the_workflow() -> None:
-    from mcp_gateway.contract import InputRequest
+    from mcp_gateway_worker.contract import InputRequest
 
     broken = InputRequest(id="q1", kind="form", message="?", schema={"type": "object", "minProperties": "two"})
     folded = fold(WorkflowState(Status.RUNNING, last_seq=0), event(EventKind.INPUT_REQUIRED, 1, requests=[broken]))

@@ -6,8 +6,8 @@ import asyncio
 from collections import Counter
 from typing import Any
 
-from mcp_gateway.contract import content
-from mcp_gateway.worker import ToolContext, ToolFailure, ToolResult, Worker
+from mcp_gateway_worker import ToolContext, ToolFailure, ToolResult, Worker
+from mcp_gateway_worker.contract import content
 
 executions: Counter[str] = Counter()
 gates: dict[str, asyncio.Event] = {}

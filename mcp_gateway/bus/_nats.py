@@ -9,6 +9,7 @@ from typing import Literal, Protocol
 
 import nats
 import structlog
+from mcp_gateway_worker.contract import Cancel, InputAnswer, Subjects, encode, ensure_streams
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.errors import ConnectionClosedError, NoRespondersError, NoServersError, OutboundBufferLimitError
@@ -17,7 +18,6 @@ from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.errors import APIError
 
-from mcp_gateway.contract import Cancel, InputAnswer, Subjects, encode, ensure_streams
 from mcp_gateway.errors import BusError
 from mcp_gateway.store import OutboxMessage
 
@@ -107,7 +107,7 @@ class NatsBus:
             raise BusError(f"cannot connect to NATS at {self._url}: {exc or type(exc).__name__}") from exc
         try:
             self._js = self._nc.jetstream()
-            await ensure_streams(self._js, self._subjects, duplicate_window=self._duplicate_window)
+            await ensure_streams(self._js, self._subjects, duplicate_window=self._duplicate_window, update=True)
             self._events = await self._js.pull_subscribe(
                 self._subjects.all_events,
                 durable=FOLD_CONSUMER,

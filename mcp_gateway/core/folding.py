@@ -13,9 +13,9 @@ from collections.abc import Callable
 from types import TracebackType
 
 import structlog
+from mcp_gateway_worker.contract import ContractError, Event, InputAnswer, decode_event
 
 from mcp_gateway.bus import Bus, Delivery
-from mcp_gateway.contract import ContractError, Event, InputAnswer, decode_event
 from mcp_gateway.core._background import cancel_and_wait
 from mcp_gateway.core.states import ContentCheck, Fold, WorkflowState, fold
 from mcp_gateway.errors import BusError, StoreError

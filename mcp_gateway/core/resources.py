@@ -5,8 +5,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from mcp_gateway_worker.contract import Caller, ContractError, ResourceRead, Subjects, decode_resource_reply, encode
+
 from mcp_gateway.bus import Bus
-from mcp_gateway.contract import Caller, ContractError, ResourceRead, Subjects, decode_resource_reply, encode
 from mcp_gateway.errors import BusError, GatewayError
 from mcp_gateway.registry import Registry
 

@@ -17,8 +17,8 @@ from enum import StrEnum
 from typing import Any
 
 import structlog
+from mcp_gateway_worker.contract import Caller, Command, Headers, Subjects, encode
 
-from mcp_gateway.contract import Caller, Command, Headers, Subjects, encode
 from mcp_gateway.core.changes import Waiters, Watch
 from mcp_gateway.core.dispatch import Dispatcher
 from mcp_gateway.core.states import APPROVAL, TERMINAL, Status, WorkflowState

@@ -12,7 +12,8 @@ from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any
 
-from mcp_gateway.contract import ErrorInfo, Event, EventKind
+from mcp_gateway_worker.contract import ErrorInfo, Event, EventKind
+
 from mcp_gateway.registry import check_schema
 
 __all__ = [

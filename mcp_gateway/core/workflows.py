@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import structlog
+from mcp_gateway_worker.contract import InputAnswer
 
 from mcp_gateway.bus import Bus
-from mcp_gateway.contract import InputAnswer
 from mcp_gateway.core.changes import Waiters
 from mcp_gateway.core.dispatch import Dispatcher
 from mcp_gateway.core.states import APPROVAL, TERMINAL, Status

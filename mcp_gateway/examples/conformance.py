@@ -9,8 +9,8 @@ import json
 import struct
 from typing import Any
 
-from mcp_gateway.contract import content
-from mcp_gateway.worker import ToolContext, ToolFailure, ToolResult, Worker
+from mcp_gateway_worker import ToolContext, ToolFailure, ToolResult, Worker
+from mcp_gateway_worker.contract import content
 
 __all__ = ["worker"]
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from mcp_gateway.worker import ToolContext, Worker
+from mcp_gateway_worker import ToolContext, Worker
 
 __all__ = ["worker"]
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from mcp_gateway.worker import ToolContext, ToolFailure, Worker
+from mcp_gateway_worker import ToolContext, ToolFailure, Worker
 
 __all__ = ["ORDERS", "worker"]
 

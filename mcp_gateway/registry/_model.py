@@ -8,9 +8,9 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import mcp.types as types
+from mcp_gateway_worker.contract import ClientAbility
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from mcp_gateway.contract import ClientAbility
 from mcp_gateway.registry._prompts import Prompt
 from mcp_gateway.registry._resources import Resource, Template
 from mcp_gateway.registry._schema import CompiledSchema

@@ -11,10 +11,10 @@ import structlog
 from mcp.server import InitializationOptions, NotificationOptions, Server, ServerRequestContext
 from mcp.server.subscriptions import ListenHandler
 from mcp.shared.exceptions import MCPError
+from mcp_gateway_worker.contract import Caller
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
 from mcp_gateway import __version__
-from mcp_gateway.contract import Caller
 from mcp_gateway.core.resources import ResourceNotFound, ResourceReader, ResourceUnavailable
 from mcp_gateway.core.service import OutcomeKind, Progress, ToolCallService
 from mcp_gateway.core.states import Status

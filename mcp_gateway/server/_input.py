@@ -12,10 +12,10 @@ from typing import Any
 
 import mcp.types as types
 from mcp.server import ServerRequestContext
+from mcp_gateway_worker.contract import ClientAbility
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from pydantic import ValidationError
 
-from mcp_gateway.contract import ClientAbility
 from mcp_gateway.core.service import InputCallback, UserAnswer
 from mcp_gateway.registry import CompiledSchema, Prompt
 

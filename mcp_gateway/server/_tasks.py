@@ -21,8 +21,8 @@ from typing import Any
 import mcp.types as types
 from mcp.server import Server, ServerRequestContext
 from mcp.shared.exceptions import MCPError
+from mcp_gateway_worker.contract import SYSTEM_FAILURES
 
-from mcp_gateway.contract import SYSTEM_FAILURES
 from mcp_gateway.core.service import outcome_from_state
 from mcp_gateway.core.states import Status, WorkflowState
 from mcp_gateway.core.workflows import AnswerRefused, Viewer, WorkflowNotFound, Workflows

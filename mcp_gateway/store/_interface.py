@@ -7,7 +7,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
-from mcp_gateway.contract import Event
+from mcp_gateway_worker.contract import Event
+
 from mcp_gateway.core.states import Fold, Status, WorkflowState
 
 __all__ = ["Applied", "EventRecord", "NewWorkflow", "OutboxMessage", "WorkflowRecord", "WorkflowStore"]

@@ -17,13 +17,13 @@ from typing import Any
 
 import asyncpg
 import structlog
+from mcp_gateway_worker.contract import Event
 from sqlalchemy import RowMapping, bindparam, text
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.types import BigInteger, LargeBinary
 
-from mcp_gateway.contract import Event
 from mcp_gateway.core.changes import Change
 from mcp_gateway.core.states import TERMINAL, Fold, Status, WorkflowState, answer, end
 from mcp_gateway.errors import StoreError
@@ -40,7 +40,12 @@ __all__ = ["PostgresStore", "asyncpg_url", "run_migrations"]
 
 log = structlog.get_logger(__name__)
 
-MIGRATIONS = Path(__file__).resolve().parents[2] / "migrations"
+_PACKAGE = Path(__file__).resolve().parents[1]
+MIGRATIONS = next(
+    (p for p in (_PACKAGE / "_migrations", _PACKAGE.parent / "migrations") if (p / "env.py").is_file()),
+    _PACKAGE / "_migrations",
+)
+"""Alembic's folder: inside the installed package (the wheel ships `migrations/` there), or the checkout's."""
 
 _CREATE = text(
     """
@@ -466,7 +471,10 @@ def _alembic_config(url: str) -> Any:
     from alembic.config import Config
 
     if not (MIGRATIONS / "env.py").is_file():
-        raise StoreError(f"migrations folder not found at {MIGRATIONS} (install the project from its repository)")
+        raise StoreError(
+            f"migrations folder not found at {MIGRATIONS} nor at {_PACKAGE.parent / 'migrations'}: the installation "
+            "is incomplete; reinstall mcp-gateway from its wheel or repository"
+        )
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
     config.attributes["database_url"] = asyncpg_url(url)

@@ -7,13 +7,24 @@
         await ctx.progress(1, 2, "looking it up")
         return {...}
 
-    async with worker.connect("nats://127.0.0.1:4222"):
-        await worker.wait_closed()   # or: await worker.run("nats://...") until cancelled
+    await worker.run("nats://127.0.0.1:4222")   # until cancelled; or `async with worker.connect(url): ...`
 
-It imports only the bus contract (`mcp_gateway.contract`), never the gateway.
+or from a shell: `mcp-gateway-worker tickets:worker --nats-url nats://...`. This distribution
+(`mcp-gateway-worker`) is the bus contract (`mcp_gateway_worker.contract`) and this SDK; it needs nats-py,
+pydantic and structlog, and nothing of the gateway.
 """
 
-from mcp_gateway.worker._context import ToolContext, ToolFailure, ToolResult
-from mcp_gateway.worker._worker import Handler, ResourceHandler, Worker
+from mcp_gateway_worker._cli import load_worker, run_workers
+from mcp_gateway_worker._context import ToolContext, ToolFailure, ToolResult
+from mcp_gateway_worker._worker import Handler, ResourceHandler, Worker
 
-__all__ = ["Handler", "ResourceHandler", "ToolContext", "ToolFailure", "ToolResult", "Worker"]
+__all__ = [
+    "Handler",
+    "ResourceHandler",
+    "ToolContext",
+    "ToolFailure",
+    "ToolResult",
+    "Worker",
+    "load_worker",
+    "run_workers",
+]

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from mcp_gateway.contract import (
+from mcp_gateway_worker.contract import (
     SYSTEM_FAILURES,
     Caller,
     ClientAbility,
@@ -24,7 +24,7 @@ __all__ = ["ToolContext", "ToolFailure", "ToolResult"]
 @dataclass(frozen=True, slots=True)
 class ToolResult:
     """What a handler returns when a plain dict (the structured result) is not enough: content blocks (see
-    `mcp_gateway.contract.content`) for the client, with or without a structured result."""
+    `mcp_gateway_worker.contract.content`) for the client, with or without a structured result."""
 
     content: list[dict[str, Any]]
     structured: dict[str, Any] | None = None

@@ -19,7 +19,7 @@ from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
-from mcp_gateway.contract import Command, ContractError, EventKind, InputAnswer, InputRequest, decode_answer
+from mcp_gateway_worker.contract import Command, ContractError, EventKind, InputAnswer, InputRequest, decode_answer
 
 __all__ = ["Questions"]
 

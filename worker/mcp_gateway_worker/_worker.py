@@ -27,7 +27,9 @@ from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig
 
-from mcp_gateway.contract import (
+from mcp_gateway_worker._context import ToolContext, ToolFailure, ToolResult
+from mcp_gateway_worker._questions import Questions
+from mcp_gateway_worker.contract import (
     ContractError,
     ErrorInfo,
     Event,
@@ -41,8 +43,6 @@ from mcp_gateway.contract import (
     encode,
     ensure_streams,
 )
-from mcp_gateway.worker._context import ToolContext, ToolFailure, ToolResult
-from mcp_gateway.worker._questions import Questions
 
 __all__ = ["Handler", "Worker"]
 
@@ -116,7 +116,7 @@ class Worker:
 
     def resource(self, *, subject: str) -> Callable[[ResourceHandler], ResourceHandler]:
         """Register the reader of a resource template whose config names `subject`: it gets the URI and the
-        template's variables and returns the contents (`mcp_gateway.contract.content.text_contents`, ...)."""
+        template's variables and returns the contents (`mcp_gateway_worker.contract.content.text_contents`, ...)."""
 
         def register(handler: ResourceHandler) -> ResourceHandler:
             if subject in self._resources:

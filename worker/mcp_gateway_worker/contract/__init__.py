@@ -4,8 +4,8 @@ This package is the whole of what a worker needs to know; the language-neutral t
 It imports nothing from the gateway.
 """
 
-from mcp_gateway.contract import _content as content
-from mcp_gateway.contract._envelopes import (
+from mcp_gateway_worker.contract import _content as content
+from mcp_gateway_worker.contract._envelopes import (
     CONTRACT_VERSION,
     SYSTEM_FAILURES,
     Caller,
@@ -28,8 +28,8 @@ from mcp_gateway.contract._envelopes import (
     decode_resource_reply,
     encode,
 )
-from mcp_gateway.contract._streams import ensure_streams, stream_configs
-from mcp_gateway.contract._subjects import Headers, Subjects
+from mcp_gateway_worker.contract._streams import ensure_streams, stream_configs
+from mcp_gateway_worker.contract._subjects import Headers, Subjects
 
 __all__ = [
     "CONTRACT_VERSION",

@@ -1,12 +1,13 @@
-"""The JetStream streams of the contract, created or updated by whoever connects first (gateway or worker)."""
+"""The JetStream streams of the contract. The gateway owns their settings (it creates or updates them); a worker
+that connects first creates what is missing with the same settings, and never changes a stream that exists."""
 
 from __future__ import annotations
 
 from nats.js import JetStreamContext
 from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
-from nats.js.errors import NotFoundError
+from nats.js.errors import BadRequestError, NotFoundError
 
-from mcp_gateway.contract._subjects import Subjects
+from mcp_gateway_worker.contract._subjects import Subjects
 
 __all__ = ["ensure_streams", "stream_configs"]
 
@@ -35,13 +36,20 @@ def stream_configs(
     ]
 
 
-async def ensure_streams(js: JetStreamContext, subjects: Subjects, *, duplicate_window: float = 3_600.0) -> None:
-    """Create the streams, or update them to this configuration when they exist."""
+async def ensure_streams(
+    js: JetStreamContext, subjects: Subjects, *, duplicate_window: float = 3_600.0, update: bool = False
+) -> None:
+    """Create the streams that are missing; with `update` (the gateway, which owns them), also bring existing
+    ones to this configuration. Workers leave existing streams as they are."""
     for config in stream_configs(subjects, duplicate_window=duplicate_window):
         assert config.name is not None
         try:
             await js.stream_info(config.name)
         except NotFoundError:
-            await js.add_stream(config)
+            try:
+                await js.add_stream(config)
+            except BadRequestError:  # created meanwhile by another process (gateway or worker): theirs stands
+                await js.stream_info(config.name)
         else:
-            await js.update_stream(config)
+            if update:
+                await js.update_stream(config)
