@@ -23,11 +23,13 @@ from mcp_gateway.core.changes import Waiters
 from mcp_gateway.core.deadlines import DeadlineKeeper
 from mcp_gateway.core.dispatch import Dispatcher
 from mcp_gateway.core.folding import EventFolder
+from mcp_gateway.core.presence import WorkerPresence
 from mcp_gateway.core.reload import RegistryReloader
 from mcp_gateway.core.resources import ResourceReader
 from mcp_gateway.core.service import ToolCallService
 from mcp_gateway.core.workflows import Workflows
 from mcp_gateway.embedded import EmbeddedNats, EmbeddedPostgres, running_nats_url, running_postgres_url
+from mcp_gateway.errors import GatewayError
 from mcp_gateway.registry import Registry, load_registry
 from mcp_gateway.server import ResourceFeed, build_server, check_content
 from mcp_gateway.settings import Settings
@@ -88,7 +90,10 @@ class Gateway:
             settings.tools_folder(), registry, self.feed.lists_changed, interval=settings.reload_interval
         )
         self.resources = ResourceReader(lambda: self.registry, bus, bus.subjects)
-        self.service = ToolCallService(lambda: self.registry, store, dispatcher, waiters, bus.subjects, self.workflows)
+        self.presence = WorkerPresence(bus, bus.subjects)
+        self.service = ToolCallService(
+            lambda: self.registry, store, dispatcher, waiters, bus.subjects, self.workflows, self.presence
+        )
 
     @property
     def registry(self) -> Registry:
@@ -97,6 +102,19 @@ class Gateway:
 
     def mcp_server(self, caller_subject: str = "anonymous") -> Server[Any]:
         return build_server(self.service, self.workflows, self.feed, self.resources, caller_subject=caller_subject)
+
+    async def report_unserved(self) -> list[str]:
+        """Log (and return) every tool whose commands no worker listens for now."""
+        try:
+            missing = await self.presence.unserved(self.registry.values())
+        except GatewayError as exc:
+            log.warning("gateway.workers_unknown", error=str(exc))
+            return []
+        names = [t.name for t in missing]
+        if names:
+            subjects = sorted({self.bus.subjects.command(t.config.subject) for t in missing})
+            log.warning("gateway.tools_without_worker", tools=names, subjects=subjects)
+        return names
 
     async def ready(self) -> dict[str, Any]:
         checks: dict[str, Any] = {}

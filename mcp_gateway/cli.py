@@ -53,6 +53,9 @@ def _parser() -> argparse.ArgumentParser:
     check = sub.add_parser("check", help="check the settings and every tool file; non-zero exit on any problem")
     check.add_argument("--tools-dir", type=Path, help=TOOLS_DIR_HELP)
     check.add_argument("--json", action="store_true", help="print the result as JSON (problems too, exit code 1)")
+    check.add_argument(
+        "--live", action="store_true", help="also ask the running NATS which tools no worker listens for (exit 1)"
+    )
 
     sub.add_parser("migrate", help="apply the database migrations (starts the embedded PostgreSQL if no URL)")
 
@@ -121,7 +124,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         configure_logging(settings.log_level, settings.log_format)
         match args.command:
             case "check":
-                return _check(settings.model_copy(update={"tools_dir": settings.tools_folder()}), args.json)
+                settings = settings.model_copy(update={"tools_dir": settings.tools_folder()})
+                return _run(_check(settings, args.json, args.live))
             case "serve":
                 settings = settings.model_copy(update={"tools_dir": settings.tools_folder(examples=args.with_examples)})
                 registry = load_registry(settings.tools_folder())
@@ -163,20 +167,39 @@ def _problem(problem: ConfigProblem) -> dict[str, Any]:
     }
 
 
-def _check(settings: Settings, as_json: bool) -> int:
+async def _check(settings: Settings, as_json: bool, live: bool) -> int:
     folder = settings.tools_folder()
     registry = load_registry(folder)
+    unserved: list[str] | None = await _unserved(settings, list(registry.values())) if live else None
+    ok = not unserved
     if as_json:
         tools = [
             {"name": t.name, "version": t.config.version, "subject": t.config.subject, "file": str(t.source)}
+            | ({"worker": t.name not in unserved} if unserved is not None else {})
             for t in registry.values()
         ]
-        print(json.dumps({"ok": True, "tools_dir": str(folder), "tools": tools, "prompts": len(registry.prompts)}))
-        return 0
+        shown = {"ok": ok, "tools_dir": str(folder), "tools": tools, "prompts": len(registry.prompts)}
+        print(json.dumps(shown | ({"without_worker": unserved} if unserved is not None else {}), indent=2))
+        return 0 if ok else 1
     print(f"ok: settings, {len(registry)} tool(s) and {len(registry.prompts)} prompt(s) in {folder}")
     for tool in registry.values():
-        print(f"  {tool.name} v{tool.config.version} -> {tool.config.subject} ({tool.source})")
-    return 0
+        mark = "" if unserved is None else ("  NO WORKER" if tool.name in unserved else "  worker listening")
+        print(f"  {tool.name} v{tool.config.version} -> {tool.config.subject} ({tool.source}){mark}")
+    if unserved:
+        print(f"{len(unserved)} tool(s) with no worker listening: {', '.join(unserved)}", file=sys.stderr)
+    return 0 if ok else 1
+
+
+async def _unserved(settings: Settings, tools: list[Any]) -> list[str]:
+    """The names of the tools whose commands no worker listens for now, asked of the running NATS."""
+    from mcp_gateway_worker.contract import Subjects
+
+    from mcp_gateway.bus import NatsBus
+    from mcp_gateway.core.presence import WorkerPresence
+
+    subjects = Subjects(settings.subject_prefix)
+    async with NatsBus(_nats_url(settings), subjects, name="mcp-gateway-check", observe_only=True) as bus:
+        return [t.name for t in await WorkerPresence(bus, subjects).unserved(tools)]
 
 
 async def _serve(settings: Settings, registry: Any, transport: str, examples: bool) -> int:
@@ -189,6 +212,7 @@ async def _serve(settings: Settings, registry: Any, transport: str, examples: bo
         if examples:
             for worker in all_workers():
                 await workers.enter_async_context(worker.connect(gateway.urls.nats))
+        await gateway.report_unserved()
         if transport == "stdio":
             reload_at_sighup(gateway)
             await serve_stdio(gateway.mcp_server(caller_subject="local"))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Literal, Protocol
 
 import nats
@@ -15,7 +16,7 @@ from nats.aio.msg import Msg
 from nats.errors import ConnectionClosedError, NoRespondersError, NoServersError, OutboundBufferLimitError
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
-from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from nats.js.api import AckPolicy, ConsumerConfig, ConsumerInfo, DeliverPolicy
 from nats.js.errors import APIError
 
 from mcp_gateway.errors import BusError
@@ -26,6 +27,7 @@ __all__ = ["Bus", "Delivery", "NatsBus"]
 log = structlog.get_logger(__name__)
 
 FOLD_CONSUMER = "mcpgw-gateway-fold"
+ACTIVE_WITHIN = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +60,8 @@ class Bus(Protocol):
 
     async def request(self, subject: str, payload: bytes, max_wait: float) -> bytes: ...
 
+    async def listened_subjects(self) -> list[str]: ...
+
 
 class NatsBus:
     """The one `Bus`. An async context manager: connects, creates or updates the streams, drains on exit."""
@@ -71,13 +75,16 @@ class NatsBus:
         publish_timeout: float = 5.0,
         duplicate_window: float = 3_600.0,
         max_ack_pending: int = 4_096,
+        observe_only: bool = False,
     ) -> None:
+        """`observe_only`: connect and look (the CLI's checks), touching no stream and pulling no event."""
         self._url = url
         self._subjects = subjects
         self._name = name
         self._publish_timeout = publish_timeout
         self._duplicate_window = duplicate_window
         self._max_ack_pending = max_ack_pending
+        self._observe_only = observe_only
         self._nc: NatsClient | None = None
         self._js: JetStreamContext | None = None
         self._events: JetStreamContext.PullSubscription | None = None
@@ -105,8 +112,10 @@ class NatsBus:
             )
         except (NoServersError, OSError, TimeoutError) as exc:
             raise BusError(f"cannot connect to NATS at {self._url}: {exc or type(exc).__name__}") from exc
+        self._js = self._nc.jetstream()
+        if self._observe_only:
+            return self
         try:
-            self._js = self._nc.jetstream()
             await ensure_streams(self._js, self._subjects, duplicate_window=self._duplicate_window, update=True)
             self._events = await self._js.pull_subscribe(
                 self._subjects.all_events,
@@ -205,3 +214,28 @@ class NatsBus:
         except (NatsTimeoutError, TimeoutError):
             raise BusError(f"no answer on {subject} within {max_wait:g} s") from None
         return reply.data
+
+    async def listened_subjects(self) -> list[str]:
+        """The subject filters of the command consumers someone reads now: a pull consumer with a pull request
+        waiting, messages out for acknowledgement or a delivery in the last `ACTIVE_WITHIN` seconds (a worker
+        between two pulls), or a push consumer with a subscriber. A durable consumer left behind by a worker that
+        stopped is not one."""
+        consumers: list[ConsumerInfo] = []
+        try:
+            while True:  # the server lists 256 consumers a page
+                page = await self._jetstream().consumers_info(self._subjects.command_stream, offset=len(consumers))
+                consumers.extend(page)
+                if len(page) < 256:
+                    break
+        except (APIError, NatsTimeoutError, TimeoutError, ConnectionClosedError) as exc:
+            raise BusError(f"listing the consumers of {self._subjects.command_stream} failed: {exc}") from exc
+        found: list[str] = []
+        for info in consumers:
+            last = info.delivered.last_active if info.delivered is not None else None
+            recent = last is not None and (datetime.now(UTC) - last).total_seconds() < ACTIVE_WITHIN
+            if not (info.num_waiting or info.num_ack_pending or info.push_bound or recent):
+                continue
+            config = info.config
+            filters = [*(config.filter_subjects or []), *([config.filter_subject] if config.filter_subject else [])]
+            found.extend(filters or [self._subjects.all_commands])
+        return found

@@ -21,6 +21,7 @@ from mcp_gateway_worker.contract import Caller, Command, Headers, Subjects, enco
 
 from mcp_gateway.core.changes import Waiters, Watch
 from mcp_gateway.core.dispatch import Dispatcher
+from mcp_gateway.core.presence import WorkerPresence
 from mcp_gateway.core.states import APPROVAL, TERMINAL, Status, WorkflowState
 from mcp_gateway.core.workflows import Action, AnswerRefused, Viewer, WorkflowNotFound, Workflows
 from mcp_gateway.registry import Registry, SchemaViolation, Tool
@@ -49,6 +50,9 @@ class OutcomeKind(StrEnum):
     """A `sync` tool's call ran out of time; the work goes on until its deadline."""
     HANDED_BACK = "handed_back"
     """An `async` or `auto` tool's work continues; the caller follows it by workflow id (or task)."""
+    NO_WORKER = "no_worker"
+    """No worker listens for the tool's commands: the workflow is recorded and its command sent, and it runs
+    when a worker appears (until its deadline); the call does not wait for it."""
     INPUT_REQUIRED = "input_required"
     """The workflow asks the caller something (a worker's question, or an approval) and no one could ask
     the user during the call (2026-07-28): the caller answers and calls again (`resume`)."""
@@ -73,6 +77,8 @@ class Outcome:
     questions: list[dict[str, Any]] = field(default_factory=list[dict[str, Any]])
     """The open questions the caller may answer (INPUT_REQUIRED)."""
     content: list[dict[str, Any]] | None = None
+    unserved: str | None = None
+    """The command subject no worker listens on (NO_WORKER, or a handle handed back with nobody to run it)."""
 
 
 ProgressCallback = Callable[[Progress], Awaitable[None]]
@@ -116,8 +122,10 @@ class ToolCallService:
         waiters: Waiters,
         subjects: Subjects,
         workflows: Workflows,
+        presence: WorkerPresence | None = None,
     ) -> None:
         self._registry = registry
+        self._presence = presence
         self._store = store
         self._dispatcher = dispatcher
         self._waiters = waiters
@@ -211,6 +219,11 @@ class ToolCallService:
                 recorded = True
                 log.info("call.accepted", mode=tool.config.mode, approval=tool.config.approval)
                 sent = False if initial else await self._dispatcher.send(_with_id(message, outbox_id))
+                if not initial and self._presence is not None and not await self._presence.served(tool):
+                    log.warning("call.no_worker", subject=message.subject)
+                    status = Status.DISPATCHED if sent else Status.PENDING
+                    kind = OutcomeKind.NO_WORKER if budget > 0 else OutcomeKind.HANDED_BACK
+                    return Outcome(kind, name, workflow_id, status=status, unserved=message.subject)
                 if budget > 0:
                     state = await self._wait(watch, workflow_id, caller, budget, on_progress, on_input, initial, on_log)
                 else:

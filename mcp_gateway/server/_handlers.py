@@ -198,7 +198,8 @@ def build_server(
             if poll is not None:
                 poll.cancel()
         log.info("call.finished", tool=params.name, outcome=outcome.kind.value, workflow_id=outcome.workflow_id)
-        if as_task and outcome.kind is OutcomeKind.HANDED_BACK and outcome.workflow_id is not None:
+        handed_back = outcome.kind in (OutcomeKind.HANDED_BACK, OutcomeKind.NO_WORKER)
+        if as_task and handed_back and outcome.workflow_id is not None:
             # The task is the workflow, already recorded: at once for async and task tools, past the wait
             # budget for auto ones (whose questions before that were input-required rounds).
             return cast(types.CallToolResult, task_handle(await workflows.get(outcome.workflow_id, viewer)))

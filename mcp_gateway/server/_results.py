@@ -84,9 +84,26 @@ def outcome_to_result(outcome: Outcome) -> types.CallToolResult:
             )
             for question in outcome.questions:
                 text += f" It asks: {question['message']} Answer with workflow_respond (request_id={question['id']!r})."
+            if outcome.unserved:
+                text += f" No worker listens on {outcome.unserved} yet: the work starts when one does."
             handle = {"workflow": {"id": outcome.workflow_id, "status": status, "uri": uri, "message": text}}
             link = types.ResourceLink(uri=uri, name=f"workflow {outcome.workflow_id}", mime_type="application/json")
             return types.CallToolResult(content=[*_text(text), link], structured_content=handle, _meta=meta)
+        case OutcomeKind.NO_WORKER:
+            detail = {
+                "error": "no_worker",
+                "workflow_id": outcome.workflow_id,
+                "status": outcome.status.value if outcome.status else None,
+                "subject": outcome.unserved,
+                "message": f"no worker listens on {outcome.unserved}",
+            }
+            text = (
+                f"No worker is listening for tool {outcome.tool!r} (subject {outcome.unserved}), so it cannot run "
+                f"now. The call is recorded as workflow {outcome.workflow_id} and runs when a worker appears (until "
+                f"its deadline): do not call again; follow it with workflow_status or workflow_result "
+                f"(workflow_id={outcome.workflow_id!r}), or cancel it with workflow_cancel."
+            )
+            return error_result(text, detail, outcome.workflow_id)
         case OutcomeKind.STILL_RUNNING:
             detail = {
                 "error": "still_running",

@@ -29,7 +29,7 @@ from mcp_gateway_worker.contract._envelopes import (
     encode,
 )
 from mcp_gateway_worker.contract._streams import ensure_streams, stream_configs
-from mcp_gateway_worker.contract._subjects import Headers, Subjects
+from mcp_gateway_worker.contract._subjects import Headers, Subjects, subject_matches
 
 __all__ = [
     "CONTRACT_VERSION",
@@ -58,4 +58,5 @@ __all__ = [
     "encode",
     "ensure_streams",
     "stream_configs",
+    "subject_matches",
 ]

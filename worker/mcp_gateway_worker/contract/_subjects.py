@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-__all__ = ["Headers", "Subjects"]
+__all__ = ["Headers", "Subjects", "subject_matches"]
 
 _TOKEN = re.compile(r"^[A-Za-z0-9_-]+$")
 
@@ -74,3 +74,15 @@ class Subjects:
 
     def event(self, workflow_id: str) -> str:
         return f"{self.prefix}.evt.{workflow_id}"
+
+
+def subject_matches(pattern: str, subject: str) -> bool:
+    """Whether NATS delivers `subject` to a subscription (or consumer filter) on `pattern`: `*` stands for one
+    token, a final `>` for one or more."""
+    want, have = pattern.split("."), subject.split(".")
+    for i, token in enumerate(want):
+        if token == ">":
+            return len(have) > i
+        if i >= len(have) or (token != "*" and token != have[i]):
+            return False
+    return len(want) == len(have)
