@@ -52,6 +52,7 @@ def _parser() -> argparse.ArgumentParser:
 
     check = sub.add_parser("check", help="check the settings and every tool file; non-zero exit on any problem")
     check.add_argument("--tools-dir", type=Path, help=TOOLS_DIR_HELP)
+    check.add_argument("--with-examples", action="store_true", help="with no tool folder configured, the examples'")
     check.add_argument("--json", action="store_true", help="print the result as JSON (problems too, exit code 1)")
     check.add_argument(
         "--live", action="store_true", help="also ask the running NATS which tools no worker listens for (exit 1)"
@@ -124,7 +125,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         configure_logging(settings.log_level, settings.log_format)
         match args.command:
             case "check":
-                settings = settings.model_copy(update={"tools_dir": settings.tools_folder()})
+                settings = settings.model_copy(update={"tools_dir": settings.tools_folder(examples=args.with_examples)})
                 return _run(_check(settings, args.json, args.live))
             case "serve":
                 settings = settings.model_copy(update={"tools_dir": settings.tools_folder(examples=args.with_examples)})

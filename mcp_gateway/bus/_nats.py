@@ -217,8 +217,8 @@ class NatsBus:
 
     async def listened_subjects(self) -> list[str]:
         """The subject filters of the command consumers someone reads now: a pull consumer with a pull request
-        waiting, messages out for acknowledgement or a delivery in the last `ACTIVE_WITHIN` seconds (a worker
-        between two pulls), or a push consumer with a subscriber. A durable consumer left behind by a worker that
+        waiting, messages out for acknowledgement, or a delivery or its creation in the last `ACTIVE_WITHIN` seconds
+        (a worker between two pulls, or before its first), or a push consumer with a subscriber. A durable consumer left behind by a worker that
         stopped is not one."""
         consumers: list[ConsumerInfo] = []
         try:
@@ -232,7 +232,8 @@ class NatsBus:
         found: list[str] = []
         for info in consumers:
             last = info.delivered.last_active if info.delivered is not None else None
-            recent = last is not None and (datetime.now(UTC) - last).total_seconds() < ACTIVE_WITHIN
+            now = datetime.now(UTC)
+            recent = any(t is not None and (now - t).total_seconds() < ACTIVE_WITHIN for t in (last, info.created))
             if not (info.num_waiting or info.num_ack_pending or info.push_bound or recent):
                 continue
             config = info.config
