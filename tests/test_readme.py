@@ -27,11 +27,11 @@ def snippet(name: str) -> str:
     return textwrap.dedent(found.group(2)) + "\n"
 
 
-async def run(*args: str, cwd: Path | None = None, timeout: float = 60) -> tuple[int, str, str]:
+async def run(*args: str, cwd: Path | None = None) -> tuple[int, str, str]:
     proc = await asyncio.create_subprocess_exec(
         *args, cwd=cwd, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
     )
-    async with asyncio.timeout(timeout):
+    async with asyncio.timeout(60):
         out, err = await proc.communicate()
     return proc.returncode or 0, out.decode(), err.decode()
 

@@ -218,8 +218,8 @@ class NatsBus:
     async def listened_subjects(self) -> list[str]:
         """The subject filters of the command consumers someone reads now: a pull consumer with a pull request
         waiting, messages out for acknowledgement, or a delivery or its creation in the last `ACTIVE_WITHIN` seconds
-        (a worker between two pulls, or before its first), or a push consumer with a subscriber. A durable consumer left behind by a worker that
-        stopped is not one."""
+        (a worker between two pulls, or before its first), or a push consumer with a subscriber. A durable
+        consumer left behind by a worker that stopped is not one."""
         consumers: list[ConsumerInfo] = []
         try:
             while True:  # the server lists 256 consumers a page
