@@ -23,9 +23,12 @@ import nats
 import structlog
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
+from nats.errors import Error as NatsError
+from nats.errors import MaxPayloadError
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig
+from nats.js.errors import APIError
 
 from mcp_gateway_worker._context import ToolContext, ToolFailure, ToolResult
 from mcp_gateway_worker._questions import Questions
@@ -48,6 +51,8 @@ __all__ = ["Handler", "Worker"]
 
 log = structlog.get_logger(__name__)
 
+PUBLISH_TIMEOUT = 5.0
+"""Seconds one publish waits for JetStream's acknowledgement before it is tried again."""
 STARTED_AFTER = 0.05
 """Seconds a handler may run before the worker reports `started`."""
 
@@ -55,6 +60,18 @@ ResourceHandler = Callable[[str, dict[str, Any]], Coroutine[Any, Any, list[dict[
 """Reads a resource template's URI: (uri, variables) -> contents."""
 
 Handler = Callable[[ToolContext, dict[str, Any]], Coroutine[Any, Any, dict[str, Any] | ToolResult]]
+
+
+class BusUnavailable(Exception):
+    """NATS stayed away longer than the worker's `publish_patience`: the command goes back for redelivery."""
+
+
+async def _settle(action: Awaitable[object]) -> None:
+    """Ack or nak a command; when NATS cannot take it now, JetStream redelivers it after its ack wait."""
+    try:
+        await action
+    except Exception as exc:
+        log.warning("worker.settle_failed", error=str(exc) or type(exc).__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,7 +100,10 @@ class Worker:
         max_deliver: int = 5,
         drain_timeout: float = 10.0,
         remembered_results: int = 10_000,
+        publish_patience: float = 120.0,
     ) -> None:
+        """`publish_patience`: how long an event's publish is retried while the bus is away (NATS restarting)
+        before the command is handed back for redelivery; a bus outage never fails the work."""
         self.name = name
         self.subjects = Subjects(prefix)
         self._routes: dict[str, _Route] = {}
@@ -94,10 +114,12 @@ class Worker:
         self._drain_timeout = drain_timeout
         self._slots = asyncio.Semaphore(max_concurrency)
         self._running: set[asyncio.Task[None]] = set()
-        self._done: OrderedDict[str, bytes] = OrderedDict()
+        self._done: OrderedDict[str, tuple[bytes, str]] = OrderedDict()
+        """Command key -> its terminal event and that event's key, to answer a redelivery from memory."""
         self._handlers: dict[str, asyncio.Task[dict[str, Any] | ToolResult]] = {}
         self._stopped: OrderedDict[str, str] = OrderedDict()  # workflow id -> why the gateway stopped it
         self._remembered = remembered_results
+        self._publish_patience = publish_patience
         self._nc: NatsClient | None = None
         self._js: JetStreamContext | None = None
         self._stopping = asyncio.Event()
@@ -136,6 +158,7 @@ class Worker:
             max_deliver=self._max_deliver,
             drain_timeout=self._drain_timeout,
             remembered_results=self._remembered,
+            publish_patience=self._publish_patience,
         )
         clone._routes = dict(self._routes)
         clone._resources = dict(self._resources)
@@ -306,16 +329,23 @@ class Worker:
         )
         if key in self._done:
             bound.info("worker.redelivered_done")
-            await self._publish_raw(command.reply_subject, self._done[key], msg.headers)
-            await msg.ack()
+            final, final_key = self._done[key]
+            try:
+                await self._publish_raw(command.reply_subject, final, msg.headers, final_key)
+            except BusUnavailable as exc:
+                bound.warning("worker.bus_unavailable", error=str(exc))
+                await _settle(msg.nak(delay=1.0))
+                return
+            await _settle(msg.ack())
             return
         seq = 0
+        last_key = ""
         # A redelivered command (its worker died) is a new attempt for the events: numbered afresh, not taken for
         # duplicates of the first run's, so that a question asked again gets the recorded answer re-sent.
         attempt = max(command.attempt, _delivered(msg))
 
         async def emit(kind: EventKind, **fields: Any) -> bytes:
-            nonlocal seq
+            nonlocal seq, last_key
             event = Event(
                 workflow_id=command.workflow_id,
                 attempt=attempt,
@@ -327,6 +357,7 @@ class Worker:
             seq += 1
             data = encode(event)
             await self._publish_raw(command.reply_subject, data, msg.headers, event.key)
+            last_key = event.key
             return data
 
         heartbeat = asyncio.create_task(self._heartbeat(msg))
@@ -357,17 +388,17 @@ class Worker:
                     await questions.close()
         except asyncio.CancelledError:
             heartbeat.cancel()
-            await msg.nak()
+            await _settle(msg.nak())
             bound.info("worker.handed_back")
             raise
-        except Exception as exc:  # the bus failed under us: leave the command for redelivery
+        except Exception as exc:  # the bus stayed away: leave the command for redelivery (never a failure)
             heartbeat.cancel()
-            bound.warning("worker.publish_failed", error=str(exc) or type(exc).__name__)
-            await msg.nak(delay=1.0)
+            bound.warning("worker.handed_back_bus_unavailable", error=str(exc) or type(exc).__name__)
+            await _settle(msg.nak(delay=1.0))
             return
         heartbeat.cancel()
-        self._remember(key, final)
-        await msg.ack_sync()
+        self._remember(key, final, last_key)
+        await _settle(msg.ack_sync())
 
     async def _run_handler(
         self,
@@ -386,6 +417,8 @@ class Worker:
             if not done and not ctx.reported:
                 await emit(EventKind.STARTED)
             result = await handler
+        except BusUnavailable:  # a progress report or a question could not go out: not the handler's fault
+            raise
         except ToolFailure as failure:
             bound.info("worker.failed", code=failure.info.code)
             return await emit(EventKind.FAILED, error=failure.info)
@@ -404,20 +437,27 @@ class Worker:
             )
         finally:
             self._handlers.pop(ctx.workflow_id, None)
-        if isinstance(result, ToolResult):
-            return await emit(EventKind.COMPLETED, result=result.structured, content=result.content)
-        if not isinstance(result, dict):  # pyright: ignore[reportUnnecessaryIsInstance]
+        if not isinstance(result, dict | ToolResult):  # pyright: ignore[reportUnnecessaryIsInstance]
             return await emit(
                 EventKind.FAILED,
                 error=ErrorInfo(
                     code="worker_error", message=f"handler returned {type(result).__name__}, expected a JSON object"
                 ),
             )
-        return await emit(EventKind.COMPLETED, result=result)
+        try:
+            if isinstance(result, ToolResult):
+                return await emit(EventKind.COMPLETED, result=result.structured, content=result.content)
+            return await emit(EventKind.COMPLETED, result=result)
+        except MaxPayloadError:
+            message = "the result is larger than the bus takes in one message (NATS max_payload)"
+            bound.warning("worker.result_too_large")
+            return await emit(EventKind.FAILED, error=ErrorInfo(code="result_too_large", message=message))
 
     async def _publish_raw(
         self, subject: str, data: bytes, command_headers: dict[str, str] | None, msg_id: str | None = None
     ) -> None:
+        """Publish one event with JetStream, retrying with backoff while the bus is away (its `Nats-Msg-Id` makes a
+        repeat harmless); BusUnavailable once `publish_patience` has run out."""
         assert self._js is not None
         headers = {Headers.SCHEMA: "1"}
         if msg_id:
@@ -425,7 +465,22 @@ class Worker:
         trace = (command_headers or {}).get(Headers.TRACEPARENT)
         if trace:
             headers[Headers.TRACEPARENT] = trace
-        await self._js.publish(subject, data, headers=headers, timeout=5.0)
+        loop = asyncio.get_running_loop()
+        give_up, delay = loop.time() + self._publish_patience, 0.1
+        while True:
+            try:
+                await self._js.publish(subject, data, headers=headers, timeout=PUBLISH_TIMEOUT)
+                return
+            except MaxPayloadError:  # too large for the bus: trying again cannot help
+                raise
+            except (NatsTimeoutError, TimeoutError, NatsError, APIError) as exc:
+                if loop.time() + delay >= give_up:
+                    waited = f"{self._publish_patience:g} s"
+                    raise BusUnavailable(f"publishing to {subject} failed for {waited}: {exc}") from exc
+                error = str(exc) or type(exc).__name__
+                log.info("worker.publish_retrying", subject=subject, error=error, after=delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
 
     async def _heartbeat(self, msg: Msg) -> None:
         while True:
@@ -433,7 +488,7 @@ class Worker:
             with contextlib.suppress(Exception):
                 await msg.in_progress()
 
-    def _remember(self, key: str, final: bytes) -> None:
-        self._done[key] = final
+    def _remember(self, key: str, final: bytes, final_key: str) -> None:
+        self._done[key] = (final, final_key)
         while len(self._done) > self._remembered:
             self._done.popitem(last=False)
