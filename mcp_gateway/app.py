@@ -8,6 +8,7 @@ database closes, the embedded servers stop.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncGenerator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
@@ -27,6 +28,7 @@ from mcp_gateway.core.presence import WorkerPresence
 from mcp_gateway.core.reload import RegistryReloader
 from mcp_gateway.core.resources import ResourceReader
 from mcp_gateway.core.service import ToolCallService
+from mcp_gateway.core.supervisor import Supervisor
 from mcp_gateway.core.workflows import Workflows
 from mcp_gateway.embedded import EmbeddedNats, EmbeddedPostgres, running_nats_url, running_postgres_url
 from mcp_gateway.errors import GatewayError
@@ -77,22 +79,31 @@ class Gateway:
         bus: NatsBus,
         waiters: Waiters,
         dispatcher: Dispatcher,
+        supervisor: Supervisor,
     ) -> None:
         self.settings = settings
+        self.supervisor = supervisor
         self.urls = urls
         self.store = store
         self.bus = bus
         self.waiters = waiters
         self.dispatcher = dispatcher
         self.workflows = Workflows(store, bus, waiters, dispatcher)
-        self.feed = ResourceFeed(waiters)
+        self.feed = ResourceFeed(waiters, supervisor)
         self.reloader = RegistryReloader(
-            settings.tools_folder(), registry, self.feed.lists_changed, interval=settings.reload_interval
+            settings.tools_folder(), registry, self.feed.lists_changed, supervisor, interval=settings.reload_interval
         )
         self.resources = ResourceReader(lambda: self.registry, bus, bus.subjects)
         self.presence = WorkerPresence(bus, bus.subjects)
         self.service = ToolCallService(
-            lambda: self.registry, store, dispatcher, waiters, bus.subjects, self.workflows, self.presence
+            lambda: self.registry,
+            store,
+            dispatcher,
+            waiters,
+            bus.subjects,
+            self.workflows,
+            self.presence,
+            max_payload=lambda: bus.max_payload,
         )
 
     @property
@@ -117,14 +128,20 @@ class Gateway:
         return names
 
     async def ready(self) -> dict[str, Any]:
+        """Each dependency, and each background loop that keeps failing (by name, with its last error): every
+        value "ok" means ready."""
         checks: dict[str, Any] = {}
         try:
-            async with self.store.engine.connect() as conn:
+            async with asyncio.timeout(2), self.store.engine.connect() as conn:
                 await conn.execute(text("SELECT 1"))
             checks["postgres"] = "ok"
         except Exception as exc:
-            checks["postgres"] = f"failed: {exc}"
+            checks["postgres"] = f"failed: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
         checks["nats"] = "ok" if self.bus.connected else "disconnected"
+        health = self.supervisor.health()
+        failing = set(self.supervisor.failing())
+        for name, h in sorted(health.items()):
+            checks[f"loop:{name}"] = f"failing: {h.last_error}" if name in failing else "ok"
         return checks
 
 
@@ -133,17 +150,23 @@ async def open_gateway(settings: Settings, registry: Registry | None = None) -> 
     registry = registry if registry is not None else load_registry(settings.tools_folder())
     async with AsyncExitStack() as stack:
         urls = await stack.enter_async_context(open_servers(settings))
+        # Every background loop runs under it; it is left last, after each part has stopped its own loops.
+        supervisor = await stack.enter_async_context(Supervisor())
         if settings.migrate_on_start:
             await run_migrations(urls.database)
         store = await stack.enter_async_context(PostgresStore(urls.database, pool_size=settings.db_pool_size))
         subjects = Subjects(settings.subject_prefix)
         bus = await stack.enter_async_context(NatsBus(urls.nats, subjects, duplicate_window=settings.duplicate_window))
         waiters = Waiters()
-        await store.subscribe_changes(waiters.on_message)
-        dispatcher = await stack.enter_async_context(Dispatcher(store, bus, relay_after=settings.outbox_relay_after))
-        gateway = Gateway(settings, registry, urls, store, bus, waiters, dispatcher)
-        await stack.enter_async_context(EventFolder(store, bus, lambda: gateway.registry, check_content=check_content))
-        await stack.enter_async_context(DeadlineKeeper(gateway.workflows))
+        await store.subscribe_changes(waiters.on_message, supervisor)
+        dispatcher = await stack.enter_async_context(
+            Dispatcher(store, bus, supervisor, relay_after=settings.outbox_relay_after)
+        )
+        gateway = Gateway(settings, registry, urls, store, bus, waiters, dispatcher, supervisor)
+        await stack.enter_async_context(
+            EventFolder(store, bus, lambda: gateway.registry, supervisor, subjects, check_content=check_content)
+        )
+        await stack.enter_async_context(DeadlineKeeper(gateway.workflows, supervisor))
         await stack.enter_async_context(gateway.feed)
         await stack.enter_async_context(gateway.reloader)
         stack.callback(setattr, gateway.service, "stopping", True)  # first thing on the way out

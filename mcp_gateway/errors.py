@@ -5,7 +5,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-__all__ = ["BusError", "ConfigError", "ConfigProblem", "EmbeddedServerError", "GatewayError", "StoreError"]
+__all__ = [
+    "BusError",
+    "ConfigError",
+    "ConfigProblem",
+    "EmbeddedServerError",
+    "GatewayError",
+    "StoreError",
+    "StoreRejected",
+]
 
 
 class GatewayError(Exception):
@@ -47,6 +55,11 @@ class EmbeddedServerError(GatewayError):
 
 class StoreError(GatewayError):
     """The workflow store (PostgreSQL) failed in a way the caller should see."""
+
+
+class StoreRejected(StoreError):
+    """PostgreSQL refused the data itself (a value it cannot store: a NUL in text, a number out of range, a
+    broken constraint): trying again will not help, unlike a lost connection."""
 
 
 class BusError(GatewayError):

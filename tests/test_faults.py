@@ -94,28 +94,39 @@ async def test_bad_worker_events_are_refused_and_nothing_breaks(gateway: Gateway
     subjects = Subjects(env.prefix)
     nc = await nats.connect(env.nats_url)
     js = nc.jetstream()
-    bad: list[bytes] = [
-        b"not json at all",
-        b'{"workflow_id": "abc", "seq": 0, "kind": "exploded", "at": "2026-01-01T00:00:00Z"}',
-        b'{"workflow_id": "abc", "seq": 1, "kind": "completed", "at": "2026-01-01T00:00:00Z"}',
-        b'{"workflow_id": "nosuchworkflow", "seq": 0, "kind": "started", "at": "2026-01-01T00:00:00Z"}',
+    bad: list[tuple[str, bytes]] = [
+        ("abc", b"not json at all"),
+        ("abc", b'{"workflow_id": "abc", "seq": 0, "kind": "exploded", "at": "2026-01-01T00:00:00Z"}'),
+        ("abc", b'{"workflow_id": "abc", "seq": 1, "kind": "completed", "at": "2026-01-01T00:00:00Z"}'),
+        (
+            "nosuchworkflow",
+            b'{"workflow_id": "nosuchworkflow", "seq": 0, "kind": "started", "at": "2026-01-01T00:00:00Z"}',
+        ),
+        ("abc", b"[" * 100_000 + b"]" * 100_000),  # RecursionError in the decoder, once
+        ("other", b'{"workflow_id": "abc", "seq": 0, "kind": "started", "at": "2026-01-01T00:00:00Z"}'),
     ]
     with capture_logs() as logs:
-        for body in bad:
-            await js.publish(subjects.event("abc"), body)
+        for workflow_id, body in bad:
+            await js.publish(subjects.event(workflow_id), body)
         outcome = await gateway.service.call("echo", {"text": "still fine"}, caller=CALLER)
         async with asyncio.timeout(10):
-            while len([e for e in logs if e["log_level"] == "error"]) < len(bad):  # noqa: ASYNC110 - polling the database: no event to await
+            while len([e for e in logs if e["event"] == "fold.dead_lettered"]) < len(bad):  # noqa: ASYNC110 - polling the database: no event to await
                 await asyncio.sleep(0.01)
     await nc.close()
     assert outcome.kind is OutcomeKind.COMPLETED
-    errors = [e for e in logs if e["log_level"] == "error"]
-    reasons = [str(e.get("error", e["event"])) for e in errors]
+    reasons = [str(e["reason"]) for e in logs if e["event"] == "fold.dead_lettered"]
     assert any("body is not JSON" in r for r in reasons)
     assert any("kind: Input should be" in r for r in reasons)
     assert any("needs 'result'" in r for r in reasons)
-    assert any(e["event"] == "fold.unknown_workflow" for e in errors)
+    assert any("no such workflow" in r for r in reasons)
+    assert any("nests deeper than 64 levels" in r for r in reasons)
+    assert any(f"came on {subjects.event('other')}" in r for r in reasons)
     assert [r.id for r in await gateway.store.list()] == [outcome.workflow_id]
+    letters = await gateway.store.dead_letters()
+    assert len(letters) == len(bad) and all(letter.source == "event" and letter.reason for letter in letters)
+    deepest = next(letter for letter in letters if "nests deeper" in letter.reason)
+    assert deepest.size == 200_000 and deepest.head == b"[" * 1024  # the first bytes, for an admin to see
+    assert all(v == "ok" for v in (await gateway.ready()).values())  # the fold is alive and well
 
 
 async def test_an_answer_given_while_no_worker_runs_reaches_the_rerun(env: Env) -> None:

@@ -313,6 +313,7 @@ async def test_subscriptions_belong_to_the_connection_not_the_request() -> None:
     another, and list changes reach each listing connection once."""
     from mcp_gateway.core.changes import Change, Waiters
     from mcp_gateway.core.states import WorkflowState
+    from mcp_gateway.core.supervisor import Supervisor
     from mcp_gateway.registry import Registry, load_registry
     from mcp_gateway.server._resources import ResourceFeed
     from tests.conftest import ROOT
@@ -333,7 +334,7 @@ async def test_subscriptions_belong_to_the_connection_not_the_request() -> None:
 
     kept, ended = Connection(), Connection()
     waiters = Waiters()
-    async with ResourceFeed(waiters) as feed:
+    async with Supervisor() as supervisor, ResourceFeed(waiters, supervisor) as feed:
         feed.subscribe(Proxy(kept), "workflow://w1")  # type: ignore[arg-type]
         feed.subscribe(Proxy(ended), "workflow://w1")  # type: ignore[arg-type]
         feed.unsubscribe(Proxy(ended), "workflow://w1")  # type: ignore[arg-type]

@@ -14,6 +14,7 @@ from mcp_gateway_worker.contract import Cancel, InputAnswer, Subjects, encode, e
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.errors import ConnectionClosedError, NoRespondersError, NoServersError, OutboundBufferLimitError
+from nats.errors import Error as NatsError
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, ConsumerInfo, DeliverPolicy
@@ -38,6 +39,7 @@ class Delivery:
     headers: dict[str, str]
     attempts: int
     msg: Msg
+    subject: str = ""
 
     async def ack(self) -> None:
         await self.msg.ack()
@@ -61,6 +63,9 @@ class Bus(Protocol):
     async def request(self, subject: str, payload: bytes, max_wait: float) -> bytes: ...
 
     async def listened_subjects(self) -> list[str]: ...
+
+    @property
+    def max_payload(self) -> int: ...
 
 
 class NatsBus:
@@ -97,6 +102,11 @@ class NatsBus:
     @property
     def subjects(self) -> Subjects:
         return self._subjects
+
+    @property
+    def max_payload(self) -> int:
+        """The largest message the server takes (its `max_payload`, 1 MiB by default), headers included."""
+        return self._nc.max_payload if self._nc is not None else 1024 * 1024
 
     async def __aenter__(self) -> NatsBus:
         try:
@@ -170,7 +180,7 @@ class NatsBus:
             await self._jetstream().publish(
                 message.subject, message.payload, timeout=self._publish_timeout, headers=message.headers
             )
-        except (NatsTimeoutError, TimeoutError, APIError, ConnectionClosedError, OutboundBufferLimitError) as exc:
+        except (NatsTimeoutError, TimeoutError, NatsError, APIError) as exc:
             raise BusError(f"publishing to {message.subject} failed: {exc or type(exc).__name__}") from exc
 
     async def fetch_events(self, batch: int, max_wait: float) -> list[Delivery]:
@@ -180,7 +190,9 @@ class NatsBus:
             msgs = await self._events.fetch(batch, timeout=max_wait)
         except (NatsTimeoutError, TimeoutError):
             return []
-        return [Delivery(m.data, dict(m.headers or {}), m.metadata.num_delivered, m) for m in msgs]
+        except (ConnectionClosedError, APIError, OutboundBufferLimitError) as exc:
+            raise BusError(f"fetching events failed: {exc or type(exc).__name__}") from exc
+        return [Delivery(m.data, dict(m.headers or {}), m.metadata.num_delivered, m, m.subject) for m in msgs]
 
     async def publish_cancel(self, workflow_id: str, reason: Literal["cancelled", "timed_out"]) -> None:
         """Tell every worker to stop this workflow's handler (best effort: core NATS, not stored)."""

@@ -14,7 +14,7 @@ from types import TracebackType
 import structlog
 
 from mcp_gateway.bus import Bus
-from mcp_gateway.core._background import cancel_and_wait
+from mcp_gateway.core.supervisor import Supervisor
 from mcp_gateway.errors import BusError, StoreError
 from mcp_gateway.store import OutboxMessage, WorkflowStore
 
@@ -22,12 +22,16 @@ __all__ = ["Dispatcher"]
 
 log = structlog.get_logger(__name__)
 
+MAX_MARKS = 10_000
+"""Published outbox ids waiting to be marked, at most; beyond it a mark is dropped and the relay re-sends."""
+
 
 class Dispatcher:
     def __init__(
         self,
         store: WorkflowStore,
         bus: Bus,
+        supervisor: Supervisor,
         *,
         relay_after: float = 5.0,
         relay_interval: float = 1.0,
@@ -38,17 +42,19 @@ class Dispatcher:
         self._relay_after = relay_after
         self._relay_interval = relay_interval
         self._batch = batch
-        self._published: asyncio.Queue[int] = asyncio.Queue()
-        self._tasks: list[asyncio.Task[None]] = []
+        self._supervisor = supervisor
+        self._published: asyncio.Queue[int] = asyncio.Queue(maxsize=MAX_MARKS)
+        self.marks_dropped = 0
 
     async def __aenter__(self) -> Dispatcher:
-        self._tasks = [asyncio.create_task(self._mark_loop()), asyncio.create_task(self._relay_loop())]
+        self._supervisor.start("dispatch.mark", self._mark_loop)
+        self._supervisor.start("dispatch.relay", self._relay_loop)
         return self
 
     async def __aexit__(
         self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
     ) -> None:
-        await cancel_and_wait(*self._tasks)
+        await self._supervisor.stop("dispatch.mark", "dispatch.relay")
         await self._flush_marks()
 
     async def send(self, message: OutboxMessage) -> bool:
@@ -59,7 +65,10 @@ class Dispatcher:
             log.warning("dispatch.deferred", workflow_id=message.workflow_id, error=str(exc))
             return False
         if message.id is not None:
-            self._published.put_nowait(message.id)
+            try:
+                self._published.put_nowait(message.id)
+            except asyncio.QueueFull:  # bounded: the entry stays in the outbox, the relay publishes it again
+                self.marks_dropped += 1  # (JetStream drops the duplicate)
         return True
 
     async def _flush_marks(self) -> None:
@@ -70,23 +79,32 @@ class Dispatcher:
             return
         try:
             await self._store.mark_published(ids)
-        except StoreError as exc:
+        except (StoreError, TimeoutError) as exc:
             # Not lost: the entries stay in the outbox and the relay publishes them again (de-duplicated).
             log.warning("dispatch.mark_failed", count=len(ids), error=str(exc))
 
     async def _mark_loop(self) -> None:
         while True:
             first = await self._published.get()
-            self._published.put_nowait(first)
-            await self._flush_marks()
+            ids = [first]
+            while not self._published.empty() and len(ids) < self._batch:
+                ids.append(self._published.get_nowait())
+            try:
+                await self._store.mark_published(ids)
+            except (StoreError, TimeoutError) as exc:
+                # Not lost: the entries stay in the outbox and the relay publishes them again (de-duplicated).
+                log.warning("dispatch.mark_failed", count=len(ids), error=str(exc) or type(exc).__name__)
 
     async def relay_once(self) -> int:
         """Publish outbox entries older than `relay_after`; the number published."""
         leftovers = await self._store.unpublished(self._relay_after, self._batch)
         sent = 0
         for message in leftovers:
-            if await self.send(message):
-                sent += 1
+            try:
+                if await self.send(message):
+                    sent += 1
+            except Exception as exc:  # one entry that cannot go out never holds back the others
+                log.exception("dispatch.relay_entry_failed", workflow_id=message.workflow_id, error=repr(exc))
         if leftovers:
             log.info("dispatch.relayed", found=len(leftovers), published=sent)
         return sent
@@ -95,6 +113,6 @@ class Dispatcher:
         while True:
             try:
                 await self.relay_once()
-            except StoreError as exc:
-                log.warning("dispatch.relay_failed", error=str(exc))
+            except (StoreError, TimeoutError) as exc:
+                log.warning("dispatch.relay_failed", error=str(exc) or type(exc).__name__)
             await asyncio.sleep(self._relay_interval)

@@ -1,36 +1,58 @@
 """The folder: pulls worker events from the bus, folds each into its workflow in the store, announces the change.
 
-Events are acknowledged only after their fold is committed. A bad event (not the contract's shape) is logged
-with what was wrong and terminated, never retried; an event for an unknown workflow likewise. A store failure
-leaves the event unacknowledged, to be redelivered. Events of one workflow are folded in order; different
-workflows are folded concurrently.
+Events are acknowledged only after their fold is committed. No message can stop it:
+- one that cannot be decoded (for any reason: not JSON, nested too deep, not the contract's shape) or that
+  fails the contract's checks (its subject, key or workflow disagree) is terminated and kept as a dead letter;
+- one the store cannot take because PostgreSQL is away is put back with a capped backoff, for as long as that
+  lasts; one PostgreSQL refuses (a value it cannot store), or one whose fold fails unexpectedly, is tried
+  `MAX_TRIES` times, then dead-lettered;
+- an event that skips ahead of its predecessors (a gap in `seq`) waits for them up to `gap_wait` seconds from
+  when this process first saw the gap, however often it was redelivered meanwhile, then is folded anyway.
+Events of one workflow are folded in order; different workflows concurrently. The loop runs under the
+supervisor: an error it did not expect restarts it, never ends it.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
 from types import TracebackType
 
 import structlog
-from mcp_gateway_worker.contract import ContractError, Event, InputAnswer, decode_event
+from mcp_gateway_worker.contract import ContractError, Event, Headers, InputAnswer, Subjects, decode_event
 
 from mcp_gateway.bus import Bus, Delivery
-from mcp_gateway.core._background import cancel_and_wait
 from mcp_gateway.core.states import ContentCheck, Fold, WorkflowState, fold
-from mcp_gateway.errors import BusError, StoreError
+from mcp_gateway.core.supervisor import Supervisor
+from mcp_gateway.errors import BusError, StoreError, StoreRejected
 from mcp_gateway.registry import Registry
-from mcp_gateway.store import WorkflowStore
+from mcp_gateway.store import HEAD_BYTES, DeadLetter, WorkflowStore
 
-__all__ = ["EventFolder"]
+__all__ = ["EventFolder", "check_event"]
 
 log = structlog.get_logger(__name__)
 
-MAX_DEFERRALS = 5
-"""An event that skips ahead of its predecessors is put back at most this many times, then folded anyway."""
+MAX_TRIES = 5
+"""How often an event PostgreSQL refuses, or whose fold fails unexpectedly, is tried before it is dead-lettered."""
 DEFER_DELAY = 0.02
 FETCH_WAIT = 0.5
 """Seconds one fetch waits for events; also the longest a stop waits for a fetch under way."""
+MAX_RETRY_DELAY = 5.0
+"""The longest an event waits before it is tried again while PostgreSQL is away (doubling from `retry_delay`)."""
+REMEMBERED_GAPS = 10_000
+
+
+def check_event(event: Event, delivery: Delivery, subjects: Subjects) -> str | None:
+    """What makes an event's envelope disagree with itself or with where it came from (None when it agrees):
+    it must arrive on its workflow's event subject, and a `Nats-Msg-Id` must be its key."""
+    if delivery.subject and delivery.subject != subjects.event(event.workflow_id):
+        return f"the event names workflow {event.workflow_id} but came on {delivery.subject}"
+    msg_id = delivery.headers.get(Headers.MSG_ID)
+    if msg_id is not None and msg_id != event.key:
+        return f"its {Headers.MSG_ID} {msg_id!r} is not its key {event.key!r} (workflow.attempt.seq)"
+    return None
 
 
 class EventFolder:
@@ -39,24 +61,32 @@ class EventFolder:
         store: WorkflowStore,
         bus: Bus,
         registry: Callable[[], Registry],
+        supervisor: Supervisor,
+        subjects: Subjects,
         *,
         batch: int = 128,
-        retry_delay: float = 1.0,
+        retry_delay: float = 0.25,
         grace: float = 5.0,
+        gap_wait: float = 15.0,
         check_content: ContentCheck | None = None,
     ) -> None:
         self._store = store
         self._bus = bus
         self._registry = registry
+        self._supervisor = supervisor
+        self._subjects = subjects
         self._batch = batch
         self._retry_delay = retry_delay
-        self._task: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
         self._grace = grace
+        self._gap_wait = gap_wait
         self._check_content = check_content
+        self._gaps: OrderedDict[str, float] = OrderedDict()
+        """Event key -> when this process first put it back for a gap."""
+        self.dead_lettered = 0
 
     async def __aenter__(self) -> EventFolder:
-        self._task = asyncio.create_task(self._run())
+        self._supervisor.start("fold", self._run)
         return self
 
     async def __aexit__(
@@ -64,21 +94,15 @@ class EventFolder:
     ) -> None:
         """Stop taking events; fold what was already taken (within `grace` seconds), so that nothing waits for
         its ack deadline in another process."""
-        if self._task is None:
-            return
         self._stopping.set()
-        try:
-            await asyncio.wait_for(asyncio.shield(self._task), self._grace)
-        except TimeoutError:
-            log.warning("fold.stopped_mid_batch", grace=self._grace)
-            await cancel_and_wait(self._task)
+        await self._supervisor.stop("fold", grace=self._grace)
 
     async def _run(self) -> None:
         while not self._stopping.is_set():
             try:
                 deliveries = await self._bus.fetch_events(self._batch, max_wait=FETCH_WAIT)
-            except Exception as exc:  # a broken connection: NATS reconnects, we try again
-                log.warning("fold.fetch_failed", error=str(exc) or type(exc).__name__)
+            except BusError as exc:  # a broken connection: NATS reconnects, we try again
+                log.warning("fold.fetch_failed", error=str(exc))
                 await asyncio.sleep(self._retry_delay)
                 continue
             if deliveries:
@@ -87,42 +111,80 @@ class EventFolder:
     async def fold_batch(self, deliveries: list[Delivery]) -> None:
         by_workflow: dict[str, list[tuple[Event, Delivery]]] = {}
         for delivery in deliveries:
-            try:
-                event = decode_event(delivery.data)
-            except ContractError as exc:
-                log.error("fold.bad_event", error=str(exc), headers=delivery.headers, size=len(delivery.data))
-                await delivery.term()
-                continue
-            by_workflow.setdefault(event.workflow_id, []).append((event, delivery))
+            event = await self._take(delivery)
+            if event is not None:
+                by_workflow.setdefault(event.workflow_id, []).append((event, delivery))
         await asyncio.gather(*(self._fold_sequence(items) for items in by_workflow.values()))
+
+    async def _take(self, delivery: Delivery) -> Event | None:
+        """The delivery's event, or None when it was dead-lettered (cannot be decoded, or fails the checks)."""
+        try:
+            event = decode_event(delivery.data)
+        except ContractError as exc:
+            await self._dead_letter(delivery, str(exc))
+            return None
+        problem = check_event(event, delivery, self._subjects)
+        if problem is not None:
+            await self._dead_letter(delivery, f"refused: {problem}", event.workflow_id)
+            return None
+        return event
 
     async def _fold_sequence(self, items: list[tuple[Event, Delivery]]) -> None:
         for event, delivery in items:
             await self._fold_one(event, delivery)
 
-    def _decide(self, event: Event, may_defer: bool) -> Callable[[str, WorkflowState], Fold]:
+    def _may_defer(self, key: str) -> bool:
+        """Whether an event that skips ahead may still wait for its predecessors (bounded by time)."""
+        first = self._gaps.get(key)
+        if first is None:
+            self._gaps[key] = first = time.monotonic()
+            while len(self._gaps) > REMEMBERED_GAPS:
+                self._gaps.popitem(last=False)
+        return time.monotonic() - first < self._gap_wait
+
+    def _decide(self, event: Event) -> Callable[[str, WorkflowState], Fold]:
         def decide(tool_name: str, state: WorkflowState) -> Fold:
             tool = self._registry().get(tool_name)
             check = tool.output.violations if tool is not None and tool.output is not None else None
+            last_seq = state.last_seq if event.attempt == state.attempt else -1
+            ahead = event.attempt >= state.attempt and event.seq > last_seq + 1
+            may_defer = self._may_defer(event.key) if ahead else False
             return fold(state, event, check, may_defer=may_defer, check_content=self._check_content)
 
         return decide
 
+    def _backoff(self, delivery: Delivery) -> float:
+        return min(self._retry_delay * 2 ** max(delivery.attempts - 1, 0), MAX_RETRY_DELAY)
+
     async def _fold_one(self, event: Event, delivery: Delivery) -> None:
         bound = log.bind(workflow_id=event.workflow_id, event=event.key, kind=event.kind.value)
         try:
-            applied = await self._store.apply(event, self._decide(event, delivery.attempts <= MAX_DEFERRALS))
-        except StoreError as exc:
-            bound.warning("fold.store_failed", error=str(exc))
-            await delivery.nak(self._retry_delay)
+            applied = await self._store.apply(event, self._decide(event))
+        except StoreRejected as exc:
+            bound.warning("fold.store_refused", error=str(exc), attempts=delivery.attempts)
+            if delivery.attempts >= MAX_TRIES:
+                await self._dead_letter(delivery, f"PostgreSQL refused it {delivery.attempts} times: {exc}")
+            else:
+                await self._settle(delivery.nak(self._backoff(delivery)))
+            return
+        except StoreError as exc:  # PostgreSQL away: put it back, as long as that lasts
+            bound.warning("fold.store_failed", error=str(exc), attempts=delivery.attempts)
+            await self._settle(delivery.nak(self._backoff(delivery)))
+            return
+        except Exception as exc:  # a bug, or input nothing foresaw: never the end of the fold
+            bound.exception("fold.failed", error=f"{type(exc).__name__}: {exc}", attempts=delivery.attempts)
+            if delivery.attempts >= MAX_TRIES:
+                await self._dead_letter(delivery, f"folding failed {delivery.attempts} times: {type(exc).__name__}")
+            else:
+                await self._settle(delivery.nak(self._backoff(delivery)))
             return
         if applied is None:
-            bound.error("fold.unknown_workflow")
-            await delivery.term()
+            await self._dead_letter(delivery, "no such workflow", event.workflow_id)
             return
         if applied.fold.defer:
-            await delivery.nak(DEFER_DELAY)
+            await self._settle(delivery.nak(DEFER_DELAY))
             return
+        self._gaps.pop(event.key, None)
         for given in applied.fold.resend:  # questions asked again (a redelivery): the same answers again
             try:
                 await self._bus.publish_answer(InputAnswer(workflow_id=event.workflow_id, **given))
@@ -130,4 +192,41 @@ class EventFolder:
                 bound.warning("fold.resend_failed", error=str(exc))
         if applied.fold.note:
             bound.info("fold.noted", note=applied.fold.note, duplicate=applied.duplicate)
-        await delivery.ack()
+        await self._settle(delivery.ack())
+
+    async def _dead_letter(self, delivery: Delivery, reason: str, workflow_id: str | None = None) -> None:
+        """Keep the message where an admin sees it, then terminate it (never delivered again). If it cannot be
+        kept now (PostgreSQL away), it is put back and dead-lettered when it comes again."""
+        letter = DeadLetter(
+            source="event",
+            subject=delivery.subject,
+            reason=reason,
+            head=delivery.data[:HEAD_BYTES],
+            size=len(delivery.data),
+            headers=delivery.headers,
+            workflow_id=workflow_id,
+            delivered=delivery.attempts,
+        )
+        try:
+            letter_id = await self._store.dead_letter(letter)
+        except StoreError as exc:
+            log.warning("fold.dead_letter_failed", error=str(exc), reason=reason)
+            await self._settle(delivery.nak(self._backoff(delivery)))
+            return
+        self.dead_lettered += 1
+        log.error(
+            "fold.dead_lettered",
+            dead_letter=letter_id,
+            reason=reason,
+            subject=delivery.subject,
+            size=len(delivery.data),
+            workflow_id=workflow_id,
+        )
+        await self._settle(delivery.term())
+
+    async def _settle(self, action: Awaitable[None]) -> None:
+        """Ack, nak or term; when NATS cannot take it now, JetStream redelivers the event after its ack wait."""
+        try:
+            await action
+        except Exception as exc:
+            log.warning("fold.settle_failed", error=str(exc) or type(exc).__name__)

@@ -16,7 +16,7 @@ from types import TracebackType
 
 import structlog
 
-from mcp_gateway.core._background import cancel_and_wait
+from mcp_gateway.core.supervisor import Supervisor
 from mcp_gateway.errors import ConfigError
 from mcp_gateway.registry import Registry, load_registry
 
@@ -38,24 +38,34 @@ def fingerprint(directory: Path) -> tuple[tuple[str, int, int], ...]:
 
 
 class RegistryReloader:
-    def __init__(self, directory: Path, registry: Registry, on_change: OnChange, *, interval: float = 2.0) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        registry: Registry,
+        on_change: OnChange,
+        supervisor: Supervisor | None = None,
+        *,
+        interval: float = 2.0,
+    ) -> None:
+        """Without a supervisor (or with `interval` 0), only `reload()` loads the folder again."""
         self.registry = registry
+        self._supervisor = supervisor
         self._directory = directory
         self._on_change = on_change
         self._interval = interval
         self._seen = fingerprint(directory) if directory.is_dir() else ()
         self._lock = asyncio.Lock()
-        self._task: asyncio.Task[None] | None = None
 
     async def __aenter__(self) -> RegistryReloader:
-        if self._interval > 0:
-            self._task = asyncio.create_task(self._poll())
+        if self._interval > 0 and self._supervisor is not None:
+            self._supervisor.start("reload", self._poll)
         return self
 
     async def __aexit__(
         self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
     ) -> None:
-        await cancel_and_wait(self._task)
+        if self._supervisor is not None:
+            await self._supervisor.stop("reload")
 
     async def reload(self, *, force: bool = True) -> bool:
         """Load the folder again (with `force=False`, only when its files changed); True when a new registry

@@ -7,6 +7,7 @@ The MCP adapters (stdio, streamable HTTP) and any lean HTTP path call `ToolCallS
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import secrets
 import uuid
@@ -17,13 +18,14 @@ from enum import StrEnum
 from typing import Any
 
 import structlog
-from mcp_gateway_worker.contract import Caller, Command, Headers, Subjects, encode
+from mcp_gateway_worker.contract import MAX_DEPTH, Caller, Command, Headers, Subjects, encode, json_depth
 
 from mcp_gateway.core.changes import Waiters, Watch
 from mcp_gateway.core.dispatch import Dispatcher
 from mcp_gateway.core.presence import WorkerPresence
 from mcp_gateway.core.states import APPROVAL, TERMINAL, Status, WorkflowState
 from mcp_gateway.core.workflows import Action, AnswerRefused, Viewer, WorkflowNotFound, Workflows
+from mcp_gateway.errors import StoreError
 from mcp_gateway.registry import Registry, SchemaViolation, Tool
 from mcp_gateway.store import NewWorkflow, OutboxMessage, WorkflowStore
 
@@ -50,6 +52,8 @@ class OutcomeKind(StrEnum):
     """A `sync` tool's call ran out of time; the work goes on until its deadline."""
     HANDED_BACK = "handed_back"
     """An `async` or `auto` tool's work continues; the caller follows it by workflow id (or task)."""
+    TOO_LARGE = "too_large"
+    """The call's command would not fit in one bus message (NATS `max_payload`): refused, nothing written."""
     NO_WORKER = "no_worker"
     """No worker listens for the tool's commands: the workflow is recorded and its command sent, and it runs
     when a worker appears (until its deadline); the call does not wait for it."""
@@ -99,6 +103,11 @@ class UserAnswer:
 InputCallback = Callable[[dict[str, Any]], Awaitable[UserAnswer]]
 """Asks the user the workflow's question while the call is open (elicitation on the 2025-11-25 wire)."""
 
+ENVELOPE_DEPTH = 2
+"""How deep the command envelope puts the arguments (they must still decode within the contract's MAX_DEPTH)."""
+HEADER_OVERHEAD = 64
+"""Bytes NATS adds around the headers of a message (the NATS/1.0 line, separators)."""
+
 ASK_ATTEMPTS = 3
 """How often a question is put to the user when the answers break its schema."""
 
@@ -123,9 +132,12 @@ class ToolCallService:
         subjects: Subjects,
         workflows: Workflows,
         presence: WorkerPresence | None = None,
+        max_payload: Callable[[], int] = lambda: 1024 * 1024,
     ) -> None:
         self._registry = registry
         self._presence = presence
+        self._max_payload = max_payload
+        """The bus's largest message; a call whose command is larger is refused before anything is written."""
         self._store = store
         self._dispatcher = dispatcher
         self._waiters = waiters
@@ -187,6 +199,8 @@ class ToolCallService:
             return Outcome(OutcomeKind.UNKNOWN_TOOL, name)
         args = arguments or {}
         violations = tool.input.violations(args)
+        if not violations and json_depth(args) > MAX_DEPTH - ENVELOPE_DEPTH:
+            violations = [SchemaViolation("", f"the arguments nest deeper than {MAX_DEPTH - ENVELOPE_DEPTH} levels")]
         if violations:
             return Outcome(OutcomeKind.INVALID_ARGUMENTS, name, violations=violations)
 
@@ -194,6 +208,11 @@ class ToolCallService:
         traceparent = traceparent or new_traceparent()
         deadline = datetime.now(UTC) + timedelta(seconds=tool.deadline_seconds)
         message = self._command(tool, workflow_id, args, caller, traceparent, deadline)
+        size = len(message.payload) + sum(len(k) + len(v) + 4 for k, v in message.headers.items()) + HEADER_OVERHEAD
+        if size > self._max_payload():
+            limit = self._max_payload()
+            log.info("call.too_large", tool=name, size=size, limit=limit)
+            return Outcome(OutcomeKind.TOO_LARGE, name, error={"size": size, "limit": limit})
         structlog.contextvars.bind_contextvars(workflow_id=workflow_id, tool=name, trace_id=trace_id_of(traceparent))
         budget = tool.config.timeout if wait and tool.config.mode not in ("async", "task") else 0.0
         approval = _approval_question(tool, args)
@@ -300,6 +319,7 @@ class ToolCallService:
         return at the first question when no one can ask it), return at the end."""
         last = initial
         put: set[str] = set()
+        reported = float("-inf")
         if last is not None and last.status in TERMINAL:
             return last
         if last is not None:
@@ -313,18 +333,26 @@ class ToolCallService:
                     if change.log is not None and on_log is not None:
                         await on_log(change.log)
                     if truncated:  # too large to announce whole: the store has it
-                        record = await self._store.get(workflow_id)
-                        last = record.state if record is not None else last
+                        with contextlib.suppress(StoreError):  # else: the announced part, and the final read
+                            record = await self._store.get(workflow_id)
+                            last = record.state if record is not None else last
                     if change.terminal:
                         return last
                     if await self._asked(last, workflow_id, caller, on_input, put):
                         return last
-                    if on_progress is not None and last.progress is not None:
+                    # MCP progress must increase: a change that is not a new step (a question, its answer) sends none.
+                    if on_progress is not None and last.progress is not None and last.progress > reported:
+                        reported = last.progress
                         await on_progress(Progress(last.progress, last.total, last.message))
         except TimeoutError:
             pass
-        # No terminal change heard in time: the store has the last word (a change may have been missed).
-        record = await self._store.get(workflow_id)
+        # No terminal change heard in time: the store has the last word (a change may have been missed). When
+        # the store is away, the last state heard stands: the caller gets an answer naming the workflow.
+        try:
+            record = await self._store.get(workflow_id)
+        except StoreError as exc:
+            log.warning("call.final_read_failed", workflow_id=workflow_id, error=str(exc))
+            return last
         return record.state if record is not None else last
 
     async def _asked(

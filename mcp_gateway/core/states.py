@@ -122,7 +122,7 @@ def fold(
 
     A worker numbers its events 0, 1, 2... per attempt. With `may_defer`, an event that skips ahead (its
     predecessors are still in flight, e.g. being folded by another gateway process) is deferred rather than
-    applied, so that no progress step is lost behind a later one; the caller bounds how often it defers.
+    applied, so that no progress step is lost behind a later one; the caller bounds how long it defers.
     """
     if event.attempt < state.attempt:
         return _ignored(state, f"stale: attempt {event.attempt} < current attempt {state.attempt}")

@@ -27,8 +27,8 @@ from mcp.server.subscriptions import (
     ToolsListChanged,
 )
 
-from mcp_gateway.core._background import cancel_and_wait
 from mcp_gateway.core.changes import Change, Waiters
+from mcp_gateway.core.supervisor import Supervisor
 from mcp_gateway.core.workflows import Viewer, Workflows
 from mcp_gateway.registry import Registry
 from mcp_gateway.server._workflow_tools import summary, workflow_uri
@@ -103,24 +103,24 @@ class ResourceFeed:
     """Tells subscribers (both wires) that a workflow resource changed, or the list of tools, prompts or
     resources (after a config reload). 2025-11-25 sessions hear of list changes once they have listed."""
 
-    def __init__(self, waiters: Waiters, *, capacity: int = 4096) -> None:
+    def __init__(self, waiters: Waiters, supervisor: Supervisor, *, capacity: int = 4096) -> None:
+        self._supervisor = supervisor
         self.bus = InMemorySubscriptionBus()
         self._subscribers: dict[str, set[Any]] = {}
         """Connections subscribed to each URI (2025-11-25)."""
         self._listers: dict[Any, None] = {}
         """Connections that listed tools, prompts or resources (2025-11-25), oldest first."""
         self._queue: asyncio.Queue[str] = asyncio.Queue(capacity)
-        self._task: asyncio.Task[None] | None = None
         waiters.add_listener(self._on_change)
 
     async def __aenter__(self) -> ResourceFeed:
-        self._task = asyncio.create_task(self._send_loop())
+        self._supervisor.start("resource_feed", self._send_loop)
         return self
 
     async def __aexit__(
         self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
     ) -> None:
-        await cancel_and_wait(self._task)
+        await self._supervisor.stop("resource_feed")
 
     def subscribe(self, session: ServerSession, uri: str) -> None:
         self._subscribers.setdefault(uri, set()).add(connection_of(session))

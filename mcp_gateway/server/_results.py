@@ -89,6 +89,16 @@ def outcome_to_result(outcome: Outcome) -> types.CallToolResult:
             handle = {"workflow": {"id": outcome.workflow_id, "status": status, "uri": uri, "message": text}}
             link = types.ResourceLink(uri=uri, name=f"workflow {outcome.workflow_id}", mime_type="application/json")
             return types.CallToolResult(content=[*_text(text), link], structured_content=handle, _meta=meta)
+        case OutcomeKind.TOO_LARGE:
+            error = outcome.error or {}
+            detail = {
+                "error": "too_large",
+                "message": f"the call's command is {error.get('size')} bytes; the bus takes at most "
+                f"{error.get('limit')} bytes (NATS max_payload)",
+                **error,
+            }
+            text = f"The arguments for tool {outcome.tool!r} are too large: {detail['message']}. Nothing was recorded."
+            return error_result(text, detail)
         case OutcomeKind.NO_WORKER:
             detail = {
                 "error": "no_worker",

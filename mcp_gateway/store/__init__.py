@@ -2,7 +2,9 @@
 
 from mcp_gateway.store._event_store import PostgresEventStore
 from mcp_gateway.store._interface import (
+    HEAD_BYTES,
     Applied,
+    DeadLetter,
     EventRecord,
     NewWorkflow,
     OutboxMessage,
@@ -12,7 +14,9 @@ from mcp_gateway.store._interface import (
 from mcp_gateway.store._postgres import PostgresStore, asyncpg_url, run_migrations
 
 __all__ = [
+    "HEAD_BYTES",
     "Applied",
+    "DeadLetter",
     "EventRecord",
     "NewWorkflow",
     "OutboxMessage",

@@ -6,6 +6,7 @@ whichever gateway process it reaches. Old events are removed after `retention` s
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import structlog
@@ -16,7 +17,14 @@ from sqlalchemy import bindparam, text
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-__all__ = ["PostgresEventStore"]
+from mcp_gateway.store._postgres import store_failure
+
+__all__ = ["UNSTORED", "PostgresEventStore"]
+
+UNSTORED = "0"
+"""The event id of a message the store could not keep (no stored event has it, so replay after it finds none)."""
+STORE_TIMEOUT = 2.0
+"""Seconds a message waits for the store before it goes out unstored."""
 
 log = structlog.get_logger(__name__)
 
@@ -39,16 +47,27 @@ class PostgresEventStore(EventStore):
         self._stored = 0
 
     async def store_event(self, stream_id: StreamId, message: JSONRPCMessage | None) -> EventId:
+        """Store the message and return its id. When PostgreSQL cannot take it, the message still goes out now,
+        with the id `UNSTORED` (a reconnect after it replays nothing): a client waiting for its answer must
+        get it even while the store is away, so a store failure is logged, never raised into the SDK's router."""
         body: Any = None
         if message is not None:
             body = message.model_dump(by_alias=True, mode="json", exclude_none=True)
-        async with self._engine.connect() as conn:
-            conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
-            event_id = (await conn.execute(_STORE, {"stream": stream_id, "message": body})).scalar_one()
+        try:
+            async with asyncio.timeout(STORE_TIMEOUT), self._engine.connect() as conn:
+                conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
+                event_id = (await conn.execute(_STORE, {"stream": stream_id, "message": body})).scalar_one()
+        except Exception as exc:
+            log.warning("event_store.unstored", stream=stream_id, error=str(store_failure(exc)))
+            return UNSTORED
         self._stored += 1
         if self._stored % self._prune_every == 0:
-            removed = await self.prune()
-            log.info("event_store.pruned", removed=removed)
+            try:
+                removed = await self.prune()
+            except Exception as exc:
+                log.warning("event_store.prune_failed", error=str(store_failure(exc)))
+            else:
+                log.info("event_store.pruned", removed=removed)
         return str(event_id)
 
     async def replay_events_after(self, last_event_id: EventId, send_callback: EventCallback) -> StreamId | None:

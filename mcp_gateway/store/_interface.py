@@ -10,8 +10,17 @@ from typing import Any, Protocol
 from mcp_gateway_worker.contract import Event
 
 from mcp_gateway.core.states import Fold, Status, WorkflowState
+from mcp_gateway.core.supervisor import Supervisor
 
-__all__ = ["Applied", "EventRecord", "NewWorkflow", "OutboxMessage", "WorkflowRecord", "WorkflowStore"]
+__all__ = [
+    "Applied",
+    "DeadLetter",
+    "EventRecord",
+    "NewWorkflow",
+    "OutboxMessage",
+    "WorkflowRecord",
+    "WorkflowStore",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +82,27 @@ class EventRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """A message the gateway could not take: kept, with why, for an admin to see (and act on)."""
+
+    source: str
+    """`event` or `command`."""
+    subject: str
+    reason: str
+    head: bytes
+    """The first bytes of the body (`HEAD_BYTES` at most)."""
+    size: int
+    headers: dict[str, str] = field(default_factory=dict[str, str])
+    workflow_id: str | None = None
+    delivered: int = 1
+    id: int | None = None
+    at: datetime | None = None
+
+
+HEAD_BYTES = 1024
+
+
+@dataclass(frozen=True, slots=True)
 class Applied:
     """The outcome of applying a worker event: the fold's decision, or a duplicate that changed nothing."""
 
@@ -119,8 +149,16 @@ class WorkflowStore(Protocol):
         """Ids of workflows that have not ended and are past their deadline."""
         ...
 
-    async def subscribe_changes(self, callback: Callable[[bytes], None]) -> None:
+    async def subscribe_changes(self, callback: Callable[[bytes], None], supervisor: Supervisor) -> None:
         """Receive every committed workflow change (an encoded `Change`), in commit order."""
+        ...
+
+    async def dead_letter(self, letter: DeadLetter) -> int:
+        """Keep a message the gateway could not take; returns its id."""
+        ...
+
+    async def dead_letters(self, limit: int = 50) -> list[DeadLetter]:
+        """The newest dead letters first."""
         ...
 
     async def get(self, workflow_id: str) -> WorkflowRecord | None: ...

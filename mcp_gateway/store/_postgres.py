@@ -20,15 +20,18 @@ import structlog
 from mcp_gateway_worker.contract import Event
 from sqlalchemy import RowMapping, bindparam, text
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
-from sqlalchemy.exc import DBAPIError, SQLAlchemyError
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.types import BigInteger, LargeBinary
 
 from mcp_gateway.core.changes import Change
 from mcp_gateway.core.states import TERMINAL, Fold, Status, WorkflowState, answer, end
-from mcp_gateway.errors import StoreError
+from mcp_gateway.core.supervisor import Supervisor
+from mcp_gateway.errors import StoreError, StoreRejected
 from mcp_gateway.store._interface import (
+    HEAD_BYTES,
     Applied,
+    DeadLetter,
     Decide,
     EventRecord,
     NewWorkflow,
@@ -39,6 +42,22 @@ from mcp_gateway.store._interface import (
 __all__ = ["PostgresStore", "asyncpg_url", "run_migrations"]
 
 log = structlog.get_logger(__name__)
+
+_FAILURES = (SQLAlchemyError, OSError, asyncpg.PostgresError, TimeoutError)
+"""What talking to PostgreSQL may raise: each becomes a StoreError (a pool time-out and a lost server too)."""
+
+
+def store_failure(exc: BaseException) -> StoreError:
+    """The StoreError for a failure, saying what PostgreSQL said but never the SQL or its parameters (they may
+    carry a caller's secrets); StoreRejected when PostgreSQL refused the data itself (SQLSTATE classes 22, 23)."""
+    orig = getattr(exc, "orig", None) or exc
+    code = getattr(orig, "sqlstate", None)
+    first_line = (str(orig).strip().splitlines() or [""])[0][:300]
+    message = f"PostgreSQL failed: {type(orig).__name__}" + (f": {first_line}" if first_line else "")
+    if code:
+        message += f" (SQLSTATE {code})"
+    return (StoreRejected if code and str(code)[:2] in ("22", "23") else StoreError)(message)
+
 
 _PACKAGE = Path(__file__).resolve().parents[1]
 MIGRATIONS = next(
@@ -146,6 +165,11 @@ _DROP_HELD = text("DELETE FROM outbox WHERE workflow_id = :id AND held")
 CHANGES_CHANNEL = "mcpgw_changes"
 NOTIFY_LIMIT = 7_500  # PostgreSQL's payload limit is 8000 bytes
 
+_DEAD_LETTER = text(
+    "INSERT INTO dead_letters (source, subject, workflow_id, reason, headers, head, size, delivered) "
+    "VALUES (:source, :subject, :workflow_id, :reason, :headers, :head, :size, :delivered) RETURNING id"
+).bindparams(bindparam("headers", type_=JSONB), bindparam("head", type_=LargeBinary))
+_DEAD_LETTERS = text("SELECT * FROM dead_letters ORDER BY id DESC LIMIT :limit")
 _OVERDUE = text(
     """
     SELECT id FROM workflows
@@ -233,7 +257,7 @@ class PostgresStore:
         self._pool_size = pool_size
         self._max_overflow = max_overflow
         self._engine: AsyncEngine | None = None
-        self._listener: asyncio.Task[None] | None = None
+        self._supervisor: Supervisor | None = None
 
     async def __aenter__(self) -> PostgresStore:
         self._engine = create_async_engine(
@@ -253,11 +277,9 @@ class PostgresStore:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        if self._listener is not None:
-            self._listener.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._listener
-            self._listener = None
+        if self._supervisor is not None:
+            await self._supervisor.stop("store.listen")
+            self._supervisor = None
         if self._engine is not None:
             await self._engine.dispose()
             self._engine = None
@@ -273,24 +295,30 @@ class PostgresStore:
         try:
             async with self.engine.connect() as conn:
                 yield await conn.execution_options(isolation_level="AUTOCOMMIT")
-        except (DBAPIError, OSError) as exc:
-            raise StoreError(f"PostgreSQL failed: {exc}") from exc
+        except _FAILURES as exc:
+            raise store_failure(exc) from exc
 
     @asynccontextmanager
     async def _transaction(self) -> AsyncGenerator[AsyncConnection]:
         try:
             async with self.engine.begin() as conn:
                 yield conn
-        except (DBAPIError, OSError) as exc:
-            raise StoreError(f"PostgreSQL failed: {exc}") from exc
+        except _FAILURES as exc:
+            raise store_failure(exc) from exc
 
-    async def subscribe_changes(self, callback: Callable[[bytes], None]) -> None:
+    async def subscribe_changes(self, callback: Callable[[bytes], None], supervisor: Supervisor) -> None:
         """Call `callback` with every workflow change committed by any gateway process, in commit order.
 
-        One dedicated connection LISTENs; when it is lost, it reconnects (waiters re-read the store at their
-        timeout, so a change missed meanwhile delays a reply, never loses it)."""
+        One dedicated connection LISTENs, in a loop under the supervisor; when it is lost, it reconnects
+        (waiters re-read the store at their timeout, so a change missed meanwhile delays a reply, never loses
+        it)."""
         ready = asyncio.Event()
-        self._listener = asyncio.create_task(self._listen(callback, ready))
+
+        async def listen() -> None:
+            await self._listen(callback, ready)
+
+        supervisor.start("store.listen", listen)
+        self._supervisor = supervisor
         await ready.wait()
 
     async def _listen(self, callback: Callable[[bytes], None], ready: asyncio.Event) -> None:
@@ -374,6 +402,39 @@ class PostgresStore:
         key = f"answer.{request_id}.{uuid.uuid4().hex[:8]}"
         data = {"by": by, "request_id": request_id, "action": action, "content": content}
         return await self._transition(workflow_id, key, "input_answered", data, datetime.now(UTC), decide)
+
+    async def dead_letter(self, letter: DeadLetter) -> int:
+        values = {
+            "source": letter.source,
+            "subject": letter.subject,
+            "workflow_id": letter.workflow_id,
+            "reason": letter.reason.replace("\x00", "\\0")[:2000],
+            "headers": {k.replace("\x00", ""): v.replace("\x00", "\\0") for k, v in letter.headers.items()},
+            "head": letter.head[:HEAD_BYTES],
+            "size": letter.size,
+            "delivered": letter.delivered,
+        }
+        async with self._autocommit() as conn:
+            return int((await conn.execute(_DEAD_LETTER, values)).scalar_one())
+
+    async def dead_letters(self, limit: int = 50) -> list[DeadLetter]:
+        async with self._autocommit() as conn:
+            rows = (await conn.execute(_DEAD_LETTERS, {"limit": limit})).mappings().all()
+        return [
+            DeadLetter(
+                source=r["source"],
+                subject=r["subject"],
+                reason=r["reason"],
+                head=bytes(r["head"]),
+                size=r["size"],
+                headers=dict(r["headers"]),
+                workflow_id=r["workflow_id"],
+                delivered=r["delivered"],
+                id=r["id"],
+                at=r["at"],
+            )
+            for r in rows
+        ]
 
     async def overdue(self, limit: int = 100) -> list[str]:
         async with self._autocommit() as conn:

@@ -7,6 +7,7 @@ It imports nothing from the gateway.
 from mcp_gateway_worker.contract import _content as content
 from mcp_gateway_worker.contract._envelopes import (
     CONTRACT_VERSION,
+    MAX_DEPTH,
     SYSTEM_FAILURES,
     Caller,
     Cancel,
@@ -27,12 +28,14 @@ from mcp_gateway_worker.contract._envelopes import (
     decode_resource_read,
     decode_resource_reply,
     encode,
+    json_depth,
 )
 from mcp_gateway_worker.contract._streams import ensure_streams, stream_configs
 from mcp_gateway_worker.contract._subjects import Headers, Subjects, subject_matches
 
 __all__ = [
     "CONTRACT_VERSION",
+    "MAX_DEPTH",
     "SYSTEM_FAILURES",
     "Caller",
     "Cancel",
@@ -57,6 +60,7 @@ __all__ = [
     "decode_resource_reply",
     "encode",
     "ensure_streams",
+    "json_depth",
     "stream_configs",
     "subject_matches",
 ]

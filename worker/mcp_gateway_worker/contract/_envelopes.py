@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 __all__ = [
     "CONTRACT_VERSION",
+    "MAX_DEPTH",
     "SYSTEM_FAILURES",
     "Caller",
     "Cancel",
@@ -35,6 +36,7 @@ __all__ = [
     "decode_resource_read",
     "decode_resource_reply",
     "encode",
+    "json_depth",
 ]
 
 CONTRACT_VERSION = 1
@@ -254,17 +256,44 @@ def _describe(error: ValidationError, what: str) -> str:
     return f"invalid {what}: " + "; ".join(parts)
 
 
+MAX_DEPTH = 64
+"""How deeply a body's JSON may nest (arrays and objects); a deeper one is refused, never parsed further."""
+
+
+def json_depth(value: Any) -> int:
+    """The nesting depth of a parsed JSON value, measured without recursion."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        node, level = stack.pop()
+        if isinstance(node, dict | list):
+            deepest = max(deepest, level)
+            if level > MAX_DEPTH:
+                break
+            children = cast(dict[str, Any], node).values() if isinstance(node, dict) else cast(list[Any], node)
+            stack.extend((child, level + 1) for child in children)
+    return deepest
+
+
 def _decode(data: bytes, model: type[_M], what: str) -> _M:
+    """Decode and check one message body. Whatever the bytes, the only error is ContractError."""
     try:
         raw = json.loads(data)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ContractError(f"invalid {what}: body is not JSON ({exc})") from None
+    except RecursionError:
+        raise ContractError(f"invalid {what}: body nests deeper than {MAX_DEPTH} levels") from None
+    except Exception as exc:  # anything else the decoder may raise on hostile input
+        raise ContractError(f"invalid {what}: body cannot be decoded ({type(exc).__name__}: {exc})") from None
     if not isinstance(raw, dict):
         raise ContractError(f"invalid {what}: body must be a JSON object, got {type(raw).__name__}")
+    if json_depth(raw) > MAX_DEPTH:
+        raise ContractError(f"invalid {what}: body nests deeper than {MAX_DEPTH} levels")
     try:
         return model.model_validate(raw)
     except ValidationError as exc:
         raise ContractError(_describe(exc, what)) from None
+    except (RecursionError, ValueError, TypeError) as exc:
+        raise ContractError(f"invalid {what}: {type(exc).__name__}: {exc}") from None
 
 
 def decode_command(data: bytes) -> Command:

@@ -1,0 +1,69 @@
+"""No background loop ends silently: the supervisor logs, counts and restarts with backoff, and readiness names a
+loop that keeps failing."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+
+import pytest
+from structlog.testing import capture_logs
+
+from mcp_gateway.app import Gateway
+from mcp_gateway.core.supervisor import Supervisor
+
+
+async def test_a_loop_that_raises_is_logged_counted_and_restarted_with_growing_backoff() -> None:
+    runs: list[float] = []
+    loop_time = asyncio.get_running_loop().time
+
+    async def flaky() -> None:
+        runs.append(loop_time())
+        if len(runs) < 4:
+            raise TimeoutError("pool exhausted")  # what ended a bare task without a word before
+        await asyncio.Event().wait()
+
+    with capture_logs() as logs:
+        async with Supervisor(initial_backoff=0.01, multiplier=3, unhealthy_after=3) as supervisor:
+            supervisor.start("flaky", flaky)
+            async with asyncio.timeout(5):
+                while len(runs) < 4:  # noqa: ASYNC110 - the supervisor restarts on its own schedule
+                    await asyncio.sleep(0.005)
+            health = supervisor.health()["flaky"]
+            assert health.restarts == 3 and health.running
+            assert health.last_error == "TimeoutError: pool exhausted"
+            assert supervisor.failing() == ["flaky"]  # three in a row, not yet stable again
+    gaps = [b - a for a, b in itertools.pairwise(runs)]
+    assert gaps[0] >= 0.01 and gaps[1] >= 0.03 and gaps[2] >= 0.09  # 0.01, x3, x3
+    failed = [e for e in logs if e["event"] == "supervisor.loop_failed"]
+    assert len(failed) == 3 and all(e["loop"] == "flaky" and e.get("exc_info") for e in failed)
+
+
+async def test_a_loop_that_returns_on_its_own_is_restarted_too() -> None:
+    runs = 0
+
+    async def quits() -> None:
+        nonlocal runs
+        runs += 1
+
+    with capture_logs() as logs:
+        async with Supervisor(initial_backoff=0.001, max_backoff=0.001) as supervisor:
+            supervisor.start("quits", quits)
+            async with asyncio.timeout(5):
+                while runs < 3:  # noqa: ASYNC110
+                    await asyncio.sleep(0.005)
+    assert any(e["event"] == "supervisor.loop_ended" and e["loop"] == "quits" for e in logs)
+
+
+async def test_a_failing_loop_turns_readiness_down_naming_it(gateway: Gateway, monkeypatch: pytest.MonkeyPatch) -> None:
+    async def broken(*_: object, **__: object) -> list[str]:
+        raise TimeoutError("QueuePool limit reached")
+
+    assert all(v == "ok" for v in (await gateway.ready()).values())
+    monkeypatch.setattr(gateway.workflows, "expire_overdue", broken)
+    async with asyncio.timeout(10):
+        while "deadlines" not in gateway.supervisor.failing():  # noqa: ASYNC110
+            await asyncio.sleep(0.02)
+    checks = await gateway.ready()
+    assert checks["loop:deadlines"].startswith("failing: TimeoutError: QueuePool limit reached")
+    assert checks["loop:fold"] == "ok" and checks["postgres"] == "ok"
