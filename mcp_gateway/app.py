@@ -105,6 +105,7 @@ class Gateway:
             self.presence,
             max_payload=lambda: bus.max_payload,
         )
+        self.service.idempotency_window = settings.idempotency_window
 
     @property
     def registry(self) -> Registry:

@@ -61,6 +61,9 @@ class Settings(BaseSettings):
     outbox_relay_after: float = Field(default=5.0, gt=0, description="seconds before the relay re-publishes")
     duplicate_window: float = Field(default=3_600.0, gt=0, description="JetStream de-duplication window, seconds")
     db_pool_size: int = Field(default=20, ge=1)
+    idempotency_window: float = Field(
+        default=86_400.0, gt=0, description="seconds an idempotency key names its workflow (then it may name a new one)"
+    )
     allowed_hosts: list[str] = Field(default_factory=list[str], description="extra Host values, e.g. gw.example:443")
     allowed_origins: list[str] = Field(default_factory=list[str])
     max_request_body: int = Field(default=4 * 1024 * 1024, ge=1024)

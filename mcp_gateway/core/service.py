@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 import secrets
 import uuid
@@ -27,7 +28,7 @@ from mcp_gateway.core.states import APPROVAL, TERMINAL, Status, WorkflowState
 from mcp_gateway.core.workflows import Action, AnswerRefused, Viewer, WorkflowNotFound, Workflows
 from mcp_gateway.errors import StoreError
 from mcp_gateway.registry import Registry, SchemaViolation, Tool
-from mcp_gateway.store import NewWorkflow, OutboxMessage, WorkflowStore
+from mcp_gateway.store import ExistingWorkflow, NewWorkflow, OutboxMessage, WorkflowStore
 
 __all__ = [
     "InputCallback",
@@ -54,6 +55,8 @@ class OutcomeKind(StrEnum):
     """An `async` or `auto` tool's work continues; the caller follows it by workflow id (or task)."""
     TOO_LARGE = "too_large"
     """The call's command would not fit in one bus message (NATS `max_payload`): refused, nothing written."""
+    IDEMPOTENCY_CONFLICT = "idempotency_conflict"
+    """The caller used this idempotency key for the tool already, with other arguments: refused."""
     NO_WORKER = "no_worker"
     """No worker listens for the tool's commands: the workflow is recorded and its command sent, and it runs
     when a worker appears (until its deadline); the call does not wait for it."""
@@ -117,6 +120,12 @@ def new_traceparent() -> str:
     return f"00-{secrets.token_hex(16)}-{secrets.token_hex(8)}-01"
 
 
+def arguments_hash(arguments: dict[str, Any]) -> str:
+    """The same arguments, however their keys are ordered, give the same hash (idempotency keys compare it)."""
+    canonical = json.dumps(arguments, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
 def trace_id_of(traceparent: str | None) -> str | None:
     parts = (traceparent or "").split("-")
     return parts[1] if len(parts) == 4 and len(parts[1]) == 32 else None
@@ -137,6 +146,8 @@ class ToolCallService:
         self._registry = registry
         self._presence = presence
         self._max_payload = max_payload
+        self.idempotency_window = 86_400.0
+        """Seconds an idempotency key names its workflow (then it may name a new one)."""
         """The bus's largest message; a call whose command is larger is refused before anything is written."""
         self._store = store
         self._dispatcher = dispatcher
@@ -190,10 +201,15 @@ class ToolCallService:
         on_input: InputCallback | None = None,
         on_log: LogCallback | None = None,
         wait: bool = True,
+        idempotency_key: str | None = None,
     ) -> Outcome:
         """Run a tool call. With `wait=False` (or a tool in `async` mode) it returns once the workflow is
         recorded and its command sent. A call cancelled while it waits (the client cancelled, or closed the
-        request on the 2026-07-28 wire) cancels its workflow, unless the gateway is stopping."""
+        request on the 2026-07-28 wire) cancels its workflow, unless the gateway is stopping.
+
+        With an `idempotency_key`, a call by the same caller to the same tool with the same key (within the
+        idempotency window) is the same workflow: it joins it (its result if it ended, else it waits as a call
+        would), and the same key with other arguments is refused (IDEMPOTENCY_CONFLICT)."""
         tool = self.registry.get(name)
         if tool is None:
             return Outcome(OutcomeKind.UNKNOWN_TOOL, name)
@@ -218,9 +234,10 @@ class ToolCallService:
         approval = _approval_question(tool, args)
         initial = WorkflowState(Status.INPUT_REQUIRED, questions=[approval]) if approval else None
         recorded = False
+        hashed = arguments_hash(args) if idempotency_key is not None else None
         try:
             with self._waiters.watch(workflow_id) as watch:
-                outbox_id = await self._store.create(
+                created = await self._store.create(
                     NewWorkflow(
                         workflow_id,
                         name,
@@ -232,9 +249,15 @@ class ToolCallService:
                         deadline,
                         status=initial.status if initial else Status.PENDING,
                         approval=approval,
+                        idempotency_key=idempotency_key,
+                        arguments_hash=hashed,
+                        idempotency_window=self.idempotency_window,
                     ),
                     message,
                 )
+                if isinstance(created, ExistingWorkflow):
+                    return await self._join(tool, created, hashed, caller, budget, on_progress)
+                outbox_id = created
                 recorded = True
                 log.info("call.accepted", mode=tool.config.mode, approval=tool.config.approval)
                 sent = False if initial else await self._dispatcher.send(_with_id(message, outbox_id))
@@ -254,6 +277,27 @@ class ToolCallService:
         finally:
             structlog.contextvars.unbind_contextvars("workflow_id", "tool", "trace_id")
         return outcome_from_state(name, workflow_id, state, tool.config.mode)
+
+    async def _join(
+        self,
+        tool: Tool,
+        existing: ExistingWorkflow,
+        hashed: str | None,
+        caller: Caller,
+        budget: float,
+        on_progress: ProgressCallback | None,
+    ) -> Outcome:
+        """A call whose idempotency key names a workflow of this caller and tool: that workflow's outcome (after
+        waiting for it as the call would have), or a conflict when the arguments differ. Cancelling a joined call
+        does not cancel the workflow (the call that started it may still wait for it)."""
+        workflow_id = existing.workflow_id
+        if existing.arguments_hash != hashed:
+            return Outcome(OutcomeKind.IDEMPOTENCY_CONFLICT, tool.name, workflow_id)
+        log.info("call.joined", existing=workflow_id)
+        with self._waiters.watch(workflow_id) as watch:
+            record = await self._workflows.get(workflow_id, Viewer(caller.subject))
+            state = await self._wait(watch, workflow_id, caller, budget, on_progress, None, record.state)
+        return outcome_from_state(tool.name, workflow_id, state, tool.config.mode)
 
     async def resume(
         self,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Awaitable, Callable
 from typing import Any, cast
 
@@ -63,6 +64,28 @@ INSTRUCTIONS = (
 def _caller(ctx: ServerRequestContext[Any], default_subject: str) -> Caller:
     request_id = str(ctx.request_id) if ctx.request_id is not None else None
     return Caller(subject=default_subject, request_id=request_id, can_answer=can_answer(ctx))
+
+
+IDEMPOTENCY_META = "io.mcp-gateway/idempotencyKey"
+IDEMPOTENCY_HEADER = "idempotency-key"
+_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
+
+
+def _idempotency_key(ctx: ServerRequestContext[Any]) -> str | None:
+    """The call's idempotency key: `_meta` `io.mcp-gateway/idempotencyKey`, else (HTTP) `Idempotency-Key`."""
+    value = (ctx.meta or {}).get(IDEMPOTENCY_META)
+    if value is None and ctx.request is not None:
+        headers = getattr(ctx.request, "headers", None)
+        value = headers.get(IDEMPOTENCY_HEADER) if headers is not None else None
+    if value is None:
+        return None
+    if not isinstance(value, str) or not _KEY.match(value):
+        raise MCPError(
+            types.INVALID_PARAMS,
+            f"idempotency key {str(value)[:40]!r} refused: expected 1 to 255 visible ASCII characters "
+            f"(_meta {IDEMPOTENCY_META!r} or the Idempotency-Key header)",
+        )
+    return value
 
 
 def _traceparent(ctx: ServerRequestContext[Any]) -> str | None:
@@ -182,6 +205,7 @@ def build_server(
                     params.name,
                     params.arguments,
                     caller=caller,
+                    idempotency_key=_idempotency_key(ctx),
                     traceparent=_traceparent(ctx),
                     on_progress=progress,
                     on_input=elicitor(ctx),

@@ -89,6 +89,17 @@ def outcome_to_result(outcome: Outcome) -> types.CallToolResult:
             handle = {"workflow": {"id": outcome.workflow_id, "status": status, "uri": uri, "message": text}}
             link = types.ResourceLink(uri=uri, name=f"workflow {outcome.workflow_id}", mime_type="application/json")
             return types.CallToolResult(content=[*_text(text), link], structured_content=handle, _meta=meta)
+        case OutcomeKind.IDEMPOTENCY_CONFLICT:
+            detail = {
+                "error": "idempotency_conflict",
+                "workflow_id": outcome.workflow_id,
+                "message": "this idempotency key was used for this tool with other arguments",
+            }
+            text = (
+                f"Refused: you already called {outcome.tool!r} with this idempotency key but other arguments (workflow "
+                f"{outcome.workflow_id}). Use a new key for a new call, or the same arguments to get that workflow."
+            )
+            return error_result(text, detail, outcome.workflow_id)
         case OutcomeKind.TOO_LARGE:
             error = outcome.error or {}
             detail = {

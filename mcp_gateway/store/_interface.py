@@ -16,6 +16,7 @@ __all__ = [
     "Applied",
     "DeadLetter",
     "EventRecord",
+    "ExistingWorkflow",
     "NewWorkflow",
     "OutboxMessage",
     "WorkflowRecord",
@@ -36,6 +37,18 @@ class NewWorkflow:
     status: Status = Status.PENDING
     approval: dict[str, Any] | None = None
     """An approval asked before dispatch: the workflow starts `input_required` and its command is held."""
+    idempotency_key: str | None = None
+    """The caller's key: the same caller, tool and key within `idempotency_window` seconds name one workflow."""
+    arguments_hash: str | None = None
+    idempotency_window: float = 86_400.0
+
+
+@dataclass(frozen=True, slots=True)
+class ExistingWorkflow:
+    """`create` found the caller's workflow of the same tool and idempotency key: nothing was written."""
+
+    workflow_id: str
+    arguments_hash: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,8 +132,10 @@ Decide = Callable[[str, WorkflowState], Fold]
 
 
 class WorkflowStore(Protocol):
-    async def create(self, workflow: NewWorkflow, command: OutboxMessage) -> int:
-        """Record a new workflow and its command in one transaction; returns the outbox id."""
+    async def create(self, workflow: NewWorkflow, command: OutboxMessage) -> int | ExistingWorkflow:
+        """Record a new workflow and its command in one transaction; returns the outbox id. With an idempotency
+        key that the caller already used for the tool within the window: the existing workflow, nothing written
+        (a key older than the window is released first)."""
         ...
 
     async def mark_published(self, outbox_ids: Sequence[int]) -> None:

@@ -34,6 +34,7 @@ from mcp_gateway.store._interface import (
     DeadLetter,
     Decide,
     EventRecord,
+    ExistingWorkflow,
     NewWorkflow,
     OutboxMessage,
     WorkflowRecord,
@@ -70,9 +71,10 @@ _CREATE = text(
     """
     WITH wf AS (
         INSERT INTO workflows (id, tool, tool_version, arguments, status, caller, request_id, trace_id, deadline,
-                               questions)
+                               questions, idempotency_key, arguments_hash)
         VALUES (:id, :tool, :tool_version, :arguments, :status, :caller, :request_id, :trace_id, :deadline,
-                :questions)
+                :questions, :idempotency_key, :arguments_hash)
+        ON CONFLICT (caller, tool, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
         RETURNING id
     ), ev AS (
         INSERT INTO workflow_events (workflow_id, event_key, kind, status, data)
@@ -88,6 +90,14 @@ _CREATE = text(
     bindparam("event_data", type_=JSONB),
     bindparam("headers", type_=JSONB),
     bindparam("payload", type_=LargeBinary),
+)
+
+_RELEASE_KEY = text(
+    "UPDATE workflows SET idempotency_key = NULL WHERE caller = :caller AND tool = :tool "
+    "AND idempotency_key = :key AND created_at < now() - make_interval(secs => :window)"
+)
+_BY_KEY = text(
+    "SELECT id, arguments_hash FROM workflows WHERE caller = :caller AND tool = :tool AND idempotency_key = :key"
 )
 
 _MARK_PUBLISHED = text(
@@ -345,30 +355,42 @@ class PostgresStore:
                 with contextlib.suppress(Exception):
                     await conn.close(timeout=2)
 
-    async def create(self, workflow: NewWorkflow, command: OutboxMessage) -> int:
-        async with self._autocommit() as conn:
-            result = await conn.execute(
-                _CREATE,
-                {
-                    "id": workflow.id,
-                    "tool": workflow.tool,
-                    "tool_version": workflow.tool_version,
-                    "arguments": workflow.arguments,
-                    "caller": workflow.caller,
-                    "request_id": workflow.request_id,
-                    "trace_id": workflow.trace_id,
-                    "deadline": workflow.deadline,
-                    "status": workflow.status.value,
-                    "questions": [workflow.approval] if workflow.approval else [],
-                    "held": workflow.approval is not None,
-                    "event_data": {"tool": workflow.tool, "version": workflow.tool_version},
-                    "subject": command.subject,
-                    "msg_id": command.msg_id,
-                    "headers": command.headers,
-                    "payload": command.payload,
-                },
-            )
-            return int(result.scalar_one())
+    async def create(self, workflow: NewWorkflow, command: OutboxMessage) -> int | ExistingWorkflow:
+        if workflow.idempotency_key is None:  # the common case: one statement, one round trip
+            async with self._autocommit() as conn:
+                outbox_id = (await conn.execute(_CREATE, self._create_values(workflow, command))).scalar_one()
+            return int(outbox_id)
+        key = {"caller": workflow.caller, "tool": workflow.tool, "key": workflow.idempotency_key}
+        async with self._transaction() as conn:
+            await conn.execute(_RELEASE_KEY, {**key, "window": workflow.idempotency_window})
+            outbox_id = (await conn.execute(_CREATE, self._create_values(workflow, command))).scalar_one_or_none()
+            if outbox_id is not None:
+                return int(outbox_id)
+            found = (await conn.execute(_BY_KEY, key)).mappings().one()
+        return ExistingWorkflow(found["id"], found["arguments_hash"])
+
+    @staticmethod
+    def _create_values(workflow: NewWorkflow, command: OutboxMessage) -> dict[str, Any]:
+        return {
+            "id": workflow.id,
+            "tool": workflow.tool,
+            "tool_version": workflow.tool_version,
+            "arguments": workflow.arguments,
+            "caller": workflow.caller,
+            "request_id": workflow.request_id,
+            "trace_id": workflow.trace_id,
+            "deadline": workflow.deadline,
+            "status": workflow.status.value,
+            "questions": [workflow.approval] if workflow.approval else [],
+            "held": workflow.approval is not None,
+            "event_data": {"tool": workflow.tool, "version": workflow.tool_version},
+            "subject": command.subject,
+            "msg_id": command.msg_id,
+            "headers": command.headers,
+            "payload": command.payload,
+            "idempotency_key": workflow.idempotency_key,
+            "arguments_hash": workflow.arguments_hash,
+        }
 
     async def mark_published(self, outbox_ids: Sequence[int]) -> None:
         if outbox_ids:
