@@ -21,6 +21,7 @@ from sqlalchemy import text
 
 from mcp_gateway.bus import NatsBus
 from mcp_gateway.core.changes import Waiters
+from mcp_gateway.core.dead_letters import DeadLetterOffice
 from mcp_gateway.core.deadlines import DeadlineKeeper
 from mcp_gateway.core.dispatch import Dispatcher
 from mcp_gateway.core.folding import EventFolder
@@ -29,13 +30,13 @@ from mcp_gateway.core.reload import RegistryReloader
 from mcp_gateway.core.resources import ResourceReader
 from mcp_gateway.core.service import ToolCallService
 from mcp_gateway.core.supervisor import Supervisor
-from mcp_gateway.core.workflows import Workflows
+from mcp_gateway.core.workflows import ADMIN, Workflows
 from mcp_gateway.embedded import EmbeddedNats, EmbeddedPostgres, running_nats_url, running_postgres_url
 from mcp_gateway.errors import GatewayError
 from mcp_gateway.registry import Registry, load_registry
 from mcp_gateway.server import ResourceFeed, build_server, check_content
 from mcp_gateway.settings import Settings
-from mcp_gateway.store import PostgresStore, run_migrations
+from mcp_gateway.store import PostgresStore, WorkflowRecord, run_migrations
 
 __all__ = ["Gateway", "open_gateway", "open_servers"]
 
@@ -115,6 +116,10 @@ class Gateway:
     def mcp_server(self, caller_subject: str = "anonymous") -> Server[Any]:
         return build_server(self.service, self.workflows, self.feed, self.resources, caller_subject=caller_subject)
 
+    async def admin_retry(self, workflow_id: str, arguments: dict[str, Any] | None) -> WorkflowRecord:
+        """Run a workflow again as an admin (the admin API's and the CLI's retry and redrive)."""
+        return await self.service.retry(workflow_id, ADMIN, arguments=arguments)
+
     async def report_unserved(self) -> list[str]:
         """Log (and return) every tool whose commands no worker listens for now."""
         try:
@@ -164,8 +169,10 @@ async def open_gateway(settings: Settings, registry: Registry | None = None) -> 
             Dispatcher(store, bus, supervisor, relay_after=settings.outbox_relay_after)
         )
         gateway = Gateway(settings, registry, urls, store, bus, waiters, dispatcher, supervisor)
+        office = DeadLetterOffice(store, bus)
+        await bus.on_max_deliveries(office.exhausted)
         await stack.enter_async_context(
-            EventFolder(store, bus, lambda: gateway.registry, supervisor, subjects, check_content=check_content)
+            EventFolder(store, bus, lambda: gateway.registry, supervisor, subjects, office, check_content=check_content)
         )
         await stack.enter_async_context(DeadlineKeeper(gateway.workflows, supervisor))
         await stack.enter_async_context(gateway.feed)

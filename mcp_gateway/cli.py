@@ -11,7 +11,7 @@ import sys
 from collections.abc import Coroutine, Generator, Sequence
 from contextlib import AsyncExitStack, contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import structlog
 import uvicorn
@@ -80,6 +80,20 @@ def _parser() -> argparse.ArgumentParser:
     ):
         act = wf_sub.add_parser(action, help=text)
         act.add_argument("workflow_id")
+    retry = wf_sub.add_parser("retry", help="run a failed, dead-lettered or timed-out workflow again (a new attempt)")
+    retry.add_argument("workflow_id")
+    retry.add_argument("--arguments", type=Path, metavar="FILE", help="a JSON file of new arguments")
+
+    dlq = sub.add_parser("dlq", help="dead letters: messages the gateway could not take, workflows it gave up on")
+    dlq_sub = dlq.add_subparsers(dest="action", required=True, metavar="ACTION")
+    dlq_list = dlq_sub.add_parser("list", help="the newest dead letters")
+    dlq_list.add_argument("--limit", type=int, default=20)
+    dlq_list.add_argument("--json", action="store_true", help="print a JSON array")
+    dlq_show = dlq_sub.add_parser("show", help="one dead letter, with a preview of its body")
+    dlq_show.add_argument("letter_id", type=int)
+    redrive = dlq_sub.add_parser("redrive", help="run the dead letter's workflow again (a new attempt)")
+    redrive.add_argument("letter_id", type=int)
+    redrive.add_argument("--arguments", type=Path, metavar="FILE", help="a JSON file of new arguments")
 
     sub.add_parser("db-url", help="print the PostgreSQL URL (the embedded server's while the gateway runs)")
     sub.add_parser("nats-url", help="print the NATS URL (the embedded server's while the gateway runs)")
@@ -137,6 +151,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return _run(_workers(settings, args.targets))
             case "workflows":
                 return _run(_workflows(settings, args))
+            case "dlq":
+                return _run(_dlq(settings, args))
             case "db-url":
                 print(_database_url(settings))
                 return 0
@@ -229,6 +245,8 @@ async def _serve(settings: Settings, registry: Any, transport: str, examples: bo
             allowed_hosts=settings.allowed_hosts,
             allowed_origins=settings.allowed_origins,
             max_request_body_size=settings.max_request_body,
+            retry=gateway.admin_retry,
+            dead_letters=gateway.store.dead_letters,
         )
         config = uvicorn.Config(
             app,
@@ -346,11 +364,67 @@ async def _act(settings: Settings, action: str, workflow_id: str) -> int:
     return 0
 
 
+def _arguments_file(path: Path | None) -> dict[str, Any] | None:
+    if path is None:
+        return None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise GatewayError(f"--arguments {path}: cannot read a JSON object from it: {exc}") from None
+    if not isinstance(data, dict):
+        raise GatewayError(f"--arguments {path}: must hold a JSON object (the tool's arguments)")
+    return cast(dict[str, Any], data)
+
+
+async def _retry(settings: Settings, workflow_id: str, arguments_file: Path | None) -> int:
+    """Run a workflow again, as an admin, through a gateway process of its own (it shares running servers)."""
+    from mcp_gateway.app import open_gateway
+    from mcp_gateway.core.service import RetryRefused
+    from mcp_gateway.core.workflows import ADMIN, WorkflowNotFound
+
+    arguments = _arguments_file(arguments_file)
+    async with open_gateway(settings.model_copy(update={"migrate_on_start": False})) as gateway:
+        try:
+            record = await gateway.service.retry(workflow_id, ADMIN, arguments=arguments)
+        except (WorkflowNotFound, RetryRefused) as exc:
+            return _fail(str(exc), 1)
+    print(f"{record.id}  {record.status.value}  attempt {record.state.attempt}")
+    return 0
+
+
+async def _dlq(settings: Settings, args: argparse.Namespace) -> int:
+    from mcp_gateway.server._http import dead_letter_view
+    from mcp_gateway.store import PostgresStore
+
+    async with PostgresStore(_database_url(settings)) as store:
+        if args.action == "list":
+            letters = await store.dead_letters(args.limit)
+            if args.json:
+                print(json.dumps([dead_letter_view(d) for d in letters], indent=2))
+                return 0
+            for d in letters:
+                when = f"{d.at:%Y-%m-%d %H:%M:%S}" if d.at else ""
+                print(f"{d.id:>6}  {when}  {d.source:<7} {d.workflow_id or '-':<32}  {d.reason[:80]}")
+            return 0
+        found = await store.dead_letters(1, letter_id=args.letter_id)
+    if not found:
+        return _fail(f"no dead letter {args.letter_id}", 1)
+    letter = found[0]
+    if args.action == "show":
+        print(json.dumps(dead_letter_view(letter), indent=2))
+        return 0
+    if letter.workflow_id is None:
+        return _fail(f"dead letter {letter.id} names no workflow (an event that could not be read): nothing to redrive")
+    return await _retry(settings, letter.workflow_id, args.arguments)
+
+
 async def _workflows(settings: Settings, args: argparse.Namespace) -> int:
     from mcp_gateway.store import PostgresStore
 
     if args.action in ("approve", "deny", "cancel"):
         return await _act(settings, args.action, args.workflow_id)
+    if args.action == "retry":
+        return await _retry(settings, args.workflow_id, args.arguments)
 
     async with PostgresStore(_database_url(settings)) as store:
         if args.action == "list":

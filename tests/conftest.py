@@ -183,6 +183,8 @@ async def http_server(gateway: Gateway) -> AsyncGenerator[str]:
         workflows=gateway.workflows,
         event_store=PostgresEventStore(gateway.store.engine),
         admin_token_sha256=hashlib.sha256(ADMIN_TOKEN.encode()).hexdigest(),
+        retry=gateway.admin_retry,
+        dead_letters=gateway.store.dead_letters,
     )
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_config=None, lifespan="on"))
     task = asyncio.create_task(server.serve())

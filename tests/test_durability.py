@@ -193,3 +193,44 @@ async def test_a_message_the_event_store_cannot_keep_still_goes_out(env: Env) ->
         assert any(e["event"] == "event_store.unstored" for e in logs)
     finally:
         await engine.dispose()
+
+
+async def test_a_call_the_store_cannot_record_says_so_and_writes_nothing(
+    gateway: Gateway, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def away(*_: object) -> int:
+        raise StoreError("PostgreSQL failed: ConnectionRefusedError")
+
+    monkeypatch.setattr(gateway.store, "create", away)
+    outcome = await gateway.service.call("echo", {"text": "x"}, caller=CALLER)
+    assert outcome.kind is OutcomeKind.UNAVAILABLE and outcome.workflow_id is None
+    result = outcome_to_result(outcome)
+    assert error_detail(result)["error"] == "unavailable" and "Nothing was recorded" in str(result.content[0])
+
+
+slow_runs: dict[str, int] = {}
+sluggish = Worker("sluggish", ack_wait=0.5)
+
+
+@sluggish.tool("steps", subject="testing.steps")
+async def slow_steps(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]:
+    slow_runs[ctx.workflow_id] = slow_runs.get(ctx.workflow_id, 0) + 1
+    await asyncio.sleep(1.6)  # three ack waits: JetStream delivers it again meanwhile
+    return {"count": args["count"]}
+
+
+async def test_a_command_delivered_again_while_its_handler_runs_runs_once(env: Env) -> None:
+    """After a NATS restart (its working-acks lost), JetStream delivers a running command again: the worker that
+    runs it keeps one handler and settles every delivery when it ends."""
+    worker = sluggish.with_prefix(env.prefix)
+
+    async def no_working_acks(deliveries: object) -> None:
+        await asyncio.Event().wait()
+
+    worker._heartbeat = no_working_acks  # type: ignore[method-assign] # pyright: ignore[reportPrivateUsage]
+    async with open_gateway(env.settings()) as gateway, worker.connect(env.nats_url):
+        outcome = await gateway.service.call("steps", {"count": 1}, caller=CALLER)
+        assert outcome.kind is OutcomeKind.COMPLETED and outcome.workflow_id is not None
+        assert slow_runs[outcome.workflow_id] == 1
+        notes = [e.note for e in await gateway.store.events(outcome.workflow_id) if e.note]
+        assert notes == []

@@ -104,3 +104,14 @@ async def media(ctx: ToolContext, args: dict[str, Any]) -> ToolResult:
             content.resource_link("test://linked", "linked"),
         ]
     )
+
+
+shaky_attempts: Counter[str] = Counter()
+
+
+@worker.tool("shaky", subject="testing.shaky")
+async def shaky(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]:
+    shaky_attempts[args["key"]] += 1
+    if shaky_attempts[args["key"]] <= args["crashes"]:
+        raise RuntimeError(f"crash {shaky_attempts[args['key']]} of {args['crashes']}")
+    return {"attempts": shaky_attempts[args["key"]]}

@@ -4,13 +4,16 @@ process)."""
 from __future__ import annotations
 
 import contextlib
+import json
+import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Literal, Protocol
 
 import nats
 import structlog
-from mcp_gateway_worker.contract import Cancel, InputAnswer, Subjects, encode, ensure_streams
+from mcp_gateway_worker.contract import Cancel, Headers, InputAnswer, Subjects, encode, ensure_streams
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.errors import ConnectionClosedError, NoRespondersError, NoServersError, OutboundBufferLimitError
@@ -28,6 +31,12 @@ __all__ = ["Bus", "Delivery", "NatsBus"]
 log = structlog.get_logger(__name__)
 
 FOLD_CONSUMER = "mcpgw-gateway-fold"
+FOLD_ACK_WAIT = 10.0
+"""Seconds before JetStream gives another gateway the events a gateway pulled and did not settle (it died): the
+folder waits longer than this for an event's predecessors (its `gap_wait`), so order survives a gateway's death."""
+MAX_DELIVERIES = "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{stream}.*"
+Exhausted = Callable[[str, int, str], Awaitable[None]]
+"""(workflow id, deliveries, consumer): a command JetStream stopped redelivering."""
 ACTIVE_WITHIN = 5.0
 
 
@@ -56,7 +65,9 @@ class Bus(Protocol):
 
     async def fetch_events(self, batch: int, max_wait: float) -> list[Delivery]: ...
 
-    async def publish_cancel(self, workflow_id: str, reason: Literal["cancelled", "timed_out"]) -> None: ...
+    async def publish_cancel(
+        self, workflow_id: str, reason: Literal["cancelled", "timed_out"], attempt: int | None = None
+    ) -> None: ...
 
     async def publish_answer(self, answer: InputAnswer) -> None: ...
 
@@ -64,8 +75,16 @@ class Bus(Protocol):
 
     async def listened_subjects(self) -> list[str]: ...
 
+    async def publish_dead_letter(self, workflow_id: str, body: bytes) -> None: ...
+
+    @property
+    def subjects(self) -> Subjects: ...
+
     @property
     def max_payload(self) -> int: ...
+
+    @property
+    def reconnected_for(self) -> float: ...
 
 
 class NatsBus:
@@ -94,10 +113,17 @@ class NatsBus:
         self._js: JetStreamContext | None = None
         self._events: JetStreamContext.PullSubscription | None = None
         self._last_error: str | None = None
+        self._reconnected_at = float("-inf")
 
     @property
     def connected(self) -> bool:
         return self._nc is not None and self._nc.is_connected
+
+    @property
+    def reconnected_for(self) -> float:
+        """Seconds since the connection to NATS was last re-established (infinite if it never dropped; 0 while
+        it is down)."""
+        return time.monotonic() - self._reconnected_at if self.connected else 0.0
 
     @property
     def subjects(self) -> Subjects:
@@ -134,7 +160,7 @@ class NatsBus:
                 config=ConsumerConfig(
                     ack_policy=AckPolicy.EXPLICIT,
                     deliver_policy=DeliverPolicy.ALL,
-                    ack_wait=30,
+                    ack_wait=FOLD_ACK_WAIT,
                     max_ack_pending=self._max_ack_pending,
                 ),
             )
@@ -168,6 +194,7 @@ class NatsBus:
 
     async def _on_reconnected(self) -> None:
         self._last_error = None
+        self._reconnected_at = time.monotonic()
         log.info("bus.reconnected", url=self._url)
 
     def _jetstream(self) -> JetStreamContext:
@@ -194,16 +221,56 @@ class NatsBus:
             raise BusError(f"fetching events failed: {exc or type(exc).__name__}") from exc
         return [Delivery(m.data, dict(m.headers or {}), m.metadata.num_delivered, m, m.subject) for m in msgs]
 
-    async def publish_cancel(self, workflow_id: str, reason: Literal["cancelled", "timed_out"]) -> None:
-        """Tell every worker to stop this workflow's handler (best effort: core NATS, not stored)."""
+    async def publish_cancel(
+        self, workflow_id: str, reason: Literal["cancelled", "timed_out"], attempt: int | None = None
+    ) -> None:
+        """Tell every worker to stop this workflow's handler, for `attempt` and those before (best effort: core
+        NATS, not stored)."""
         if self._nc is None:
             raise BusError("the bus is not open (use it inside 'async with')")
         try:
             await self._nc.publish(
-                self._subjects.cancel(workflow_id), encode(Cancel(workflow_id=workflow_id, reason=reason))
+                self._subjects.cancel(workflow_id),
+                encode(Cancel(workflow_id=workflow_id, reason=reason, attempt=attempt)),
             )
         except (ConnectionClosedError, OutboundBufferLimitError) as exc:
             raise BusError(f"telling workers to stop {workflow_id} failed: {exc}") from exc
+
+    async def publish_dead_letter(self, workflow_id: str, body: bytes) -> None:
+        """Announce a workflow the gateway gave up on, on the dead-letter stream (for independent consumers)."""
+        try:
+            await self._jetstream().publish(
+                self._subjects.dead_letter(workflow_id),
+                body,
+                timeout=self._publish_timeout,
+                headers={Headers.WORKFLOW_ID: workflow_id, Headers.MSG_ID: f"dlq.{workflow_id}.{len(body)}"},
+            )
+        except (NatsTimeoutError, TimeoutError, NatsError, APIError) as exc:
+            raise BusError(f"publishing the dead letter of {workflow_id} failed: {exc or type(exc).__name__}") from exc
+
+    async def on_max_deliveries(self, callback: Exhausted) -> None:
+        """Call `callback(workflow_id, deliveries, consumer)` for each command JetStream stopped redelivering (its
+        MAX_DELIVERIES advisory); one gateway process of all handles each (a queue group)."""
+        if self._nc is None:
+            raise BusError("the bus is not open (use it inside 'async with')")
+        js = self._jetstream()
+        stream = self._subjects.command_stream
+
+        async def advised(msg: Msg) -> None:
+            try:
+                advisory = json.loads(msg.data)
+                seq, deliveries = int(advisory["stream_seq"]), int(advisory.get("deliveries", 0))
+                consumer = str(advisory.get("consumer", "?"))
+                command = await js.get_msg(stream, seq)
+                workflow_id = (command.headers or {}).get(Headers.WORKFLOW_ID)
+                if workflow_id:
+                    await callback(workflow_id, deliveries, consumer)
+                else:
+                    log.warning("bus.advisory_without_workflow", stream_seq=seq)
+            except Exception as exc:  # a subscription callback must never raise into nats-py
+                log.exception("bus.advisory_failed", error=repr(exc), size=len(msg.data))
+
+        await self._nc.subscribe(MAX_DELIVERIES.format(stream=stream), queue="mcpgw-gateways", cb=advised)
 
     async def publish_answer(self, answer: InputAnswer) -> None:
         """Give the waiting worker the user's answer (core NATS, not stored: a worker that was not listening gets

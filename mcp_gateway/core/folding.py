@@ -7,7 +7,8 @@ Events are acknowledged only after their fold is committed. No message can stop 
   lasts; one PostgreSQL refuses (a value it cannot store), or one whose fold fails unexpectedly, is tried
   `MAX_TRIES` times, then dead-lettered;
 - an event that skips ahead of its predecessors (a gap in `seq`) waits for them up to `gap_wait` seconds from
-  when this process first saw the gap, however often it was redelivered meanwhile, then is folded anyway.
+  when this process first saw the gap, however often it was redelivered meanwhile, then is folded anyway (longer
+  than the fold consumer's ack wait, so events held by a gateway that died come back in time).
 Events of one workflow are folded in order; different workflows concurrently. The loop runs under the
 supervisor: an error it did not expect restarts it, never ends it.
 """
@@ -24,7 +25,8 @@ import structlog
 from mcp_gateway_worker.contract import ContractError, Event, Headers, InputAnswer, Subjects, decode_event
 
 from mcp_gateway.bus import Bus, Delivery
-from mcp_gateway.core.states import ContentCheck, Fold, WorkflowState, fold
+from mcp_gateway.core.dead_letters import DeadLetterOffice
+from mcp_gateway.core.states import ContentCheck, Fold, Status, WorkflowState, fold
 from mcp_gateway.core.supervisor import Supervisor
 from mcp_gateway.errors import BusError, StoreError, StoreRejected
 from mcp_gateway.registry import Registry
@@ -63,11 +65,12 @@ class EventFolder:
         registry: Callable[[], Registry],
         supervisor: Supervisor,
         subjects: Subjects,
+        office: DeadLetterOffice | None = None,
         *,
         batch: int = 128,
         retry_delay: float = 0.25,
         grace: float = 5.0,
-        gap_wait: float = 15.0,
+        gap_wait: float = 20.0,
         check_content: ContentCheck | None = None,
     ) -> None:
         self._store = store
@@ -75,6 +78,7 @@ class EventFolder:
         self._registry = registry
         self._supervisor = supervisor
         self._subjects = subjects
+        self._office = office
         self._batch = batch
         self._retry_delay = retry_delay
         self._stopping = asyncio.Event()
@@ -149,7 +153,8 @@ class EventFolder:
             last_seq = state.last_seq if event.attempt == state.attempt else -1
             ahead = event.attempt >= state.attempt and event.seq > last_seq + 1
             may_defer = self._may_defer(event.key) if ahead else False
-            return fold(state, event, check, may_defer=may_defer, check_content=self._check_content)
+            retried = tool is not None and tool.config.retry is not None
+            return fold(state, event, check, may_defer=may_defer, check_content=self._check_content, retried=retried)
 
         return decide
 
@@ -185,6 +190,9 @@ class EventFolder:
             await self._settle(delivery.nak(DEFER_DELAY))
             return
         self._gaps.pop(event.key, None)
+        state = applied.fold.state
+        if self._office and applied.fold.changed and not applied.duplicate and state.status is Status.DEAD_LETTERED:
+            await self._office.given_up(event.workflow_id, applied.tool, state.attempt, state.error)
         for given in applied.fold.resend:  # questions asked again (a redelivery): the same answers again
             try:
                 await self._bus.publish_answer(InputAnswer(workflow_id=event.workflow_id, **given))

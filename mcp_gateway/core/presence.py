@@ -16,6 +16,10 @@ from mcp_gateway.registry import Tool
 
 __all__ = ["WorkerPresence"]
 
+RECONNECT_GRACE = 5.0
+"""Seconds after (re)connecting to NATS during which no tool is said to lack a worker (consumers look idle until
+their workers pull again)."""
+
 log = structlog.get_logger(__name__)
 
 
@@ -40,6 +44,8 @@ class WorkerPresence:
         monitoring failure must not refuse work)."""
         subject = self._subjects.command(tool.config.subject)
         if time.monotonic() - self._at < self._ttl and self._matches(subject):
+            return True
+        if self._bus.reconnected_for < RECONNECT_GRACE:  # workers re-issue their pulls after a NATS restart
             return True
         try:
             await self._refresh()

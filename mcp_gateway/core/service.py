@@ -24,17 +24,18 @@ from mcp_gateway_worker.contract import MAX_DEPTH, Caller, Command, Headers, Sub
 from mcp_gateway.core.changes import Waiters, Watch
 from mcp_gateway.core.dispatch import Dispatcher
 from mcp_gateway.core.presence import WorkerPresence
-from mcp_gateway.core.states import APPROVAL, TERMINAL, Status, WorkflowState
+from mcp_gateway.core.states import APPROVAL, TERMINAL, Status, WorkflowState, reopen
 from mcp_gateway.core.workflows import Action, AnswerRefused, Viewer, WorkflowNotFound, Workflows
-from mcp_gateway.errors import StoreError
+from mcp_gateway.errors import GatewayError, StoreError
 from mcp_gateway.registry import Registry, SchemaViolation, Tool
-from mcp_gateway.store import ExistingWorkflow, NewWorkflow, OutboxMessage, WorkflowStore
+from mcp_gateway.store import ExistingWorkflow, NewWorkflow, OutboxMessage, Reopening, WorkflowRecord, WorkflowStore
 
 __all__ = [
     "InputCallback",
     "Outcome",
     "OutcomeKind",
     "Progress",
+    "RetryRefused",
     "ToolCallService",
     "UserAnswer",
     "new_traceparent",
@@ -53,6 +54,8 @@ class OutcomeKind(StrEnum):
     """A `sync` tool's call ran out of time; the work goes on until its deadline."""
     HANDED_BACK = "handed_back"
     """An `async` or `auto` tool's work continues; the caller follows it by workflow id (or task)."""
+    UNAVAILABLE = "unavailable"
+    """PostgreSQL could not record the call (it is away): nothing was written; the caller may simply retry."""
     TOO_LARGE = "too_large"
     """The call's command would not fit in one bus message (NATS `max_payload`): refused, nothing written."""
     IDEMPOTENCY_CONFLICT = "idempotency_conflict"
@@ -120,6 +123,10 @@ def new_traceparent() -> str:
     return f"00-{secrets.token_hex(16)}-{secrets.token_hex(8)}-01"
 
 
+class RetryRefused(GatewayError):
+    """A workflow cannot be run again: it has not ended, it completed, its tool is gone, or the arguments are bad."""
+
+
 def arguments_hash(arguments: dict[str, Any]) -> str:
     """The same arguments, however their keys are ordered, give the same hash (idempotency keys compare it)."""
     canonical = json.dumps(arguments, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
@@ -169,6 +176,7 @@ class ToolCallService:
         caller: Caller,
         traceparent: str,
         deadline: datetime,
+        attempt: int = 1,
     ) -> OutboxMessage:
         command = Command(
             workflow_id=workflow_id,
@@ -178,17 +186,61 @@ class ToolCallService:
             caller=caller,
             deadline=deadline,
             reply_subject=self._subjects.event(workflow_id),
+            retry=tool.config.retry,
+            attempt=attempt,
         )
+        msg_id = workflow_id if attempt == 1 else f"{workflow_id}.{attempt}"
         headers = {
-            Headers.MSG_ID: workflow_id,
+            Headers.MSG_ID: msg_id,
             Headers.SCHEMA: "1",
             Headers.WORKFLOW_ID: workflow_id,
             Headers.TOOL: tool.name,
             Headers.TRACEPARENT: traceparent,
         }
-        return OutboxMessage(
-            workflow_id, self._subjects.command(tool.config.subject), workflow_id, headers, encode(command)
+        return OutboxMessage(workflow_id, self._subjects.command(tool.config.subject), msg_id, headers, encode(command))
+
+    async def retry(
+        self, workflow_id: str, viewer: Viewer, *, arguments: dict[str, Any] | None = None
+    ) -> WorkflowRecord:
+        """Run a workflow that ended without a result (failed, dead-lettered, timed out, cancelled) again, as a
+        new attempt with a new deadline; its history is kept. With `arguments`, they replace the old ones (checked
+        against the tool's input schema first). Refused (RetryRefused, saying why) otherwise."""
+        record = await self._workflows.get(workflow_id, viewer)
+        tool = self.registry.get(record.tool)
+        if tool is None:
+            raise RetryRefused(f"workflow {workflow_id}: tool {record.tool!r} is no longer configured")
+        args = arguments if arguments is not None else record.arguments
+        violations = tool.input.violations(args)
+        if violations:
+            raise RetryRefused(f"the arguments do not match tool {tool.name!r}: " + "; ".join(map(str, violations)))
+        reopened = reopen(record.state)
+        if not reopened.changed:
+            raise RetryRefused(f"workflow {workflow_id}: {reopened.note}")
+        attempt = reopened.state.attempt
+        deadline = datetime.now(UTC) + timedelta(seconds=tool.deadline_seconds)
+        caller = Caller(subject=record.caller, request_id=record.request_id)
+        message = self._command(tool, workflow_id, args, caller, new_traceparent(), deadline, attempt)
+        result = await self._store.reopen(
+            Reopening(
+                workflow_id,
+                record.state.version,
+                attempt,
+                message,
+                deadline,
+                args,
+                arguments is not None and arguments != record.arguments,
+                viewer.subject,
+            ),
+            lambda _tool, state: reopen(state),
         )
+        if result is None:
+            raise WorkflowNotFound(workflow_id)
+        applied, outbox_id = result
+        if outbox_id is None:
+            raise RetryRefused(f"workflow {workflow_id}: {applied.fold.note or 'not reopened'}")
+        log.info("workflow.retried", workflow_id=workflow_id, attempt=attempt, by=viewer.subject)
+        await self._dispatcher.send(_with_id(message, outbox_id))
+        return await self._workflows.get(workflow_id, viewer)
 
     async def call(
         self,
@@ -237,24 +289,28 @@ class ToolCallService:
         hashed = arguments_hash(args) if idempotency_key is not None else None
         try:
             with self._waiters.watch(workflow_id) as watch:
-                created = await self._store.create(
-                    NewWorkflow(
-                        workflow_id,
-                        name,
-                        tool.config.version,
-                        args,
-                        caller.subject,
-                        caller.request_id,
-                        trace_id_of(traceparent),
-                        deadline,
-                        status=initial.status if initial else Status.PENDING,
-                        approval=approval,
-                        idempotency_key=idempotency_key,
-                        arguments_hash=hashed,
-                        idempotency_window=self.idempotency_window,
-                    ),
-                    message,
-                )
+                try:
+                    created = await self._store.create(
+                        NewWorkflow(
+                            workflow_id,
+                            name,
+                            tool.config.version,
+                            args,
+                            caller.subject,
+                            caller.request_id,
+                            trace_id_of(traceparent),
+                            deadline,
+                            status=initial.status if initial else Status.PENDING,
+                            approval=approval,
+                            idempotency_key=idempotency_key,
+                            arguments_hash=hashed,
+                            idempotency_window=self.idempotency_window,
+                        ),
+                        message,
+                    )
+                except StoreError as exc:  # nothing was recorded: safe for the client to call again
+                    log.warning("call.not_recorded", error=str(exc))
+                    return Outcome(OutcomeKind.UNAVAILABLE, name, error={"message": str(exc)})
                 if isinstance(created, ExistingWorkflow):
                     return await self._join(tool, created, hashed, caller, budget, on_progress)
                 outbox_id = created

@@ -26,6 +26,7 @@ __all__ = [
     "can_move",
     "end",
     "fold",
+    "reopen",
 ]
 
 
@@ -117,12 +118,15 @@ def fold(
     *,
     may_defer: bool = False,
     check_content: ContentCheck | None = None,
+    retried: bool = False,
 ) -> Fold:
     """Apply one worker event to `state`.
 
     A worker numbers its events 0, 1, 2... per attempt. With `may_defer`, an event that skips ahead (its
     predecessors are still in flight, e.g. being folded by another gateway process) is deferred rather than
     applied, so that no progress step is lost behind a later one; the caller bounds how long it defers.
+    With `retried` (the tool has a retry policy), a `failed` event marked `retryable` is the last attempt's
+    failure: the workflow is dead-lettered, for an admin to redrive.
     """
     if event.attempt < state.attempt:
         return _ignored(state, f"stale: attempt {event.attempt} < current attempt {state.attempt}")
@@ -195,9 +199,19 @@ def fold(
                 )
                 return _end(base, event, Status.FAILED, error=error.model_dump(exclude_none=True))
             return _end(base, event, Status.COMPLETED, result=event.result, content=event.content)
+        case EventKind.RETRYING:
+            assert event.error is not None
+            if not newer:
+                return _ignored(state, f"out of order: seq {event.seq} <= {base.last_seq}")
+            note = f"attempt {event.attempt} failed ({event.error.code}): {event.error.message}"
+            if event.retry_in is not None:
+                note += f"; retrying in {event.retry_in:g} s"
+            updated = replace(base, status=Status.RUNNING, last_seq=event.seq, message=note, version=base.version + 1)
+            return Fold(updated, True)
         case EventKind.FAILED:
             assert event.error is not None
-            return _end(base, event, Status.FAILED, error=event.error.model_dump(exclude_none=True))
+            ending = Status.DEAD_LETTERED if retried and event.error.retryable else Status.FAILED
+            return _end(base, event, ending, error=event.error.model_dump(exclude_none=True))
 
 
 _PAST = {"accept": "accepted", "decline": "declined", "cancel": "cancelled"}
@@ -252,6 +266,41 @@ def _end(
         ),
         True,
     )
+
+
+REOPENABLE = frozenset({Status.FAILED, Status.DEAD_LETTERED, Status.TIMED_OUT, Status.CANCELLED})
+ATTEMPT_STRIDE = 16
+"""A retried workflow's new attempt is numbered this far past its last, beyond any redelivery of the old one (a
+worker numbers a redelivered command's events by its delivery count), so the old attempt's stragglers are stale."""
+
+
+def reopen(state: WorkflowState) -> Fold:
+    """Run a workflow again (an admin's retry or redrive): from an ending that is not `completed`, a new attempt
+    that starts `pending`, its history kept. Anything else is refused with a note."""
+    if state.status not in REOPENABLE:
+        return _ignored(state, f"retry refused: workflow is {state.status.value} (only {_names(REOPENABLE)} retry)")
+    return Fold(
+        replace(
+            state,
+            status=Status.PENDING,
+            attempt=state.attempt + ATTEMPT_STRIDE,
+            last_seq=-1,
+            progress=None,
+            total=None,
+            message=None,
+            result=None,
+            error=None,
+            content=None,
+            questions=[],
+            answers={},
+            version=state.version + 1,
+        ),
+        True,
+    )
+
+
+def _names(statuses: frozenset[Status]) -> str:
+    return ", ".join(sorted(s.value for s in statuses))
 
 
 def end(state: WorkflowState, status: Status, code: str, message: str) -> Fold:

@@ -19,7 +19,7 @@ from mcp_gateway.bus import Bus
 from mcp_gateway.core.changes import Waiters
 from mcp_gateway.core.dispatch import Dispatcher
 from mcp_gateway.core.states import APPROVAL, TERMINAL, Status
-from mcp_gateway.errors import BusError, GatewayError
+from mcp_gateway.errors import BusError, GatewayError, StoreError
 from mcp_gateway.registry import CompiledSchema
 from mcp_gateway.store import EventRecord, WorkflowRecord, WorkflowStore
 
@@ -168,8 +168,10 @@ class Workflows:
 
     async def _tell_workers(self, workflow_id: str, reason: Literal["cancelled", "timed_out"]) -> None:
         try:
-            await self._bus.publish_cancel(workflow_id, reason)
-        except BusError as exc:  # the workflow has ended anyway; a worker that misses this is ignored later
+            record = await self._store.get(workflow_id)
+            attempt = record.state.attempt if record is not None else None
+            await self._bus.publish_cancel(workflow_id, reason, attempt)
+        except (BusError, StoreError) as exc:  # it has ended anyway; a worker that misses this is ignored later
             log.warning("workflow.cancel_not_sent", workflow_id=workflow_id, error=str(exc))
 
     async def list(self, viewer: Viewer, *, status: Status | None = None, limit: int = 20) -> list[WorkflowRecord]:

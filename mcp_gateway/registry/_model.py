@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import mcp.types as types
-from mcp_gateway_worker.contract import ClientAbility
+from mcp_gateway_worker.contract import ClientAbility, RetryPolicy
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from mcp_gateway.registry._prompts import Prompt
@@ -69,6 +69,11 @@ class ToolConfig(_Strict):
         default_factory=list[ClientAbility],
         description="client capabilities the tool cannot do without: a client that did not declare them is "
         "refused (-32021, naming them) before anything is recorded",
+    )
+    retry: RetryPolicy | None = Field(
+        default=None,
+        description="retry failed attempts with backoff (attempts, initial_backoff, max_backoff, multiplier, failures: "
+        "[crash, retryable]); when the last fails, the workflow is dead-lettered",
     )
     annotations: Annotations | None = None
     input_schema: dict[str, Any]

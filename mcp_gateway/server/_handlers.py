@@ -20,6 +20,7 @@ from mcp_gateway.core.resources import ResourceNotFound, ResourceReader, Resourc
 from mcp_gateway.core.service import OutcomeKind, Progress, ToolCallService
 from mcp_gateway.core.states import Status
 from mcp_gateway.core.workflows import AnswerRefused, Viewer, WorkflowNotFound, Workflows
+from mcp_gateway.errors import BusError, StoreError
 from mcp_gateway.server._input import (
     answers_from,
     can_answer,
@@ -36,7 +37,7 @@ from mcp_gateway.server._resources import (
     parse_uri,
     read_workflow_resource,
 )
-from mcp_gateway.server._results import outcome_to_result
+from mcp_gateway.server._results import error_result, outcome_to_result
 from mcp_gateway.server._tasks import (
     MISSING_CAPABILITY,
     TASKS_EXTENSION,
@@ -217,6 +218,10 @@ def build_server(
             return again or types.CallToolResult(content=[types.TextContent(text=str(exc))], is_error=True)
         except WorkflowNotFound as exc:  # a requestState that names no workflow of this caller and tool
             raise MCPError(types.INVALID_PARAMS, f"requestState refused: {exc}") from None
+        except (StoreError, BusError) as exc:  # PostgreSQL or NATS away mid-way: an answer, never a bare -32603
+            log.warning("call.unavailable", tool=params.name, error=str(exc))
+            text = f"The gateway could not finish this call to {params.name!r} now: {exc}. Try again shortly."
+            return error_result(text, {"error": "unavailable", "message": str(exc)})
         finally:
             structlog.contextvars.unbind_contextvars("request_id")
             if poll is not None:

@@ -18,8 +18,10 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from mcp_gateway.core.service import RetryRefused
 from mcp_gateway.core.workflows import ADMIN, AnswerRefused, Viewer, WorkflowNotFound, Workflows
 from mcp_gateway.server._workflow_tools import summary
+from mcp_gateway.store import DeadLetter, WorkflowRecord
 
 __all__ = ["build_http_app"]
 
@@ -41,6 +43,42 @@ class _TrimHeaders:
             headers = [(name, value.strip(b" \t")) for name, value in scope["headers"]]
             scope = {**scope, "headers": headers}
         await self.app(scope, receive, send)
+
+
+Retry = Callable[[str, dict[str, Any] | None], Awaitable[WorkflowRecord]]
+"""Run a workflow again as an admin (with new arguments, or None for the old ones)."""
+DeadLetters = Callable[[int], Awaitable[list[DeadLetter]]]
+
+
+def dead_letter_view(letter: DeadLetter) -> dict[str, Any]:
+    """A dead letter for admins: everything but the body's bytes, of which a printable preview."""
+    return {
+        "id": letter.id,
+        "at": letter.at.isoformat() if letter.at else None,
+        "source": letter.source,
+        "subject": letter.subject,
+        "workflow_id": letter.workflow_id,
+        "reason": letter.reason,
+        "size": letter.size,
+        "delivered": letter.delivered,
+        "headers": letter.headers,
+        "preview": letter.head[:200].decode("utf-8", errors="replace"),
+    }
+
+
+async def _retry_arguments(request: Request) -> dict[str, Any] | JSONResponse | None:
+    """The optional `{"arguments": {...}}` body of a retry, or the 400 to answer."""
+    body = await request.body()
+    if not body.strip():
+        return None
+    try:
+        parsed = json.loads(body)
+    except (ValueError, RecursionError):
+        return _problem(400, "bad_body", 'the body must be JSON: {} or {"arguments": {...}}')
+    if not isinstance(parsed, dict) or not isinstance(parsed.get("arguments", {}), dict):
+        return _problem(400, "bad_body", "the body must be a JSON object whose 'arguments' is an object")
+    arguments = parsed.get("arguments")
+    return arguments if isinstance(arguments, dict) else None
 
 
 def _problem(status: int, error: str, message: str) -> JSONResponse:
@@ -72,6 +110,8 @@ def build_http_app(
     allowed_hosts: list[str] | None = None,
     allowed_origins: list[str] | None = None,
     max_request_body_size: int = 4 * 1024 * 1024,
+    retry: Retry | None = None,
+    dead_letters: DeadLetters | None = None,
 ) -> Starlette:
     """`/mcp` (streamable HTTP, both protocol revisions), `/healthz` (alive), `/readyz` (NATS and PostgreSQL),
     `/workflows/{id}/events` (SSE)."""
@@ -100,8 +140,8 @@ def build_http_app(
 
         return EventSourceResponse(stream(), ping=heartbeat)
 
-    async def admin_action(request: Request) -> JSONResponse:
-        """POST /admin/workflows/{id}/{approve|deny|cancel}, with `Authorization: Bearer <admin token>`."""
+    def refused(request: Request) -> JSONResponse | None:
+        """None for a request with the admin bearer token; else the 404 (API off) or 401 to answer."""
         if admin_token_sha256 is None:
             return _problem(404, "admin_api_off", "the admin API is off: set admin_token_sha256 to turn it on")
         given = request.headers.get("authorization", "")
@@ -111,18 +151,42 @@ def build_http_app(
             response = _problem(401, "unauthorized", "an admin bearer token is required (Authorization: Bearer ...)")
             response.headers["WWW-Authenticate"] = 'Bearer realm="mcp-gateway admin"'
             return response
+        return None
+
+    async def admin_dead_letters(request: Request) -> JSONResponse:
+        """GET /admin/dead-letters: the newest dead letters (`?limit=`, at most 500)."""
+        if (answer := refused(request)) is not None:
+            return answer
+        if dead_letters is None:
+            return _problem(404, "not_served", "dead letters are not served here")
+        raw = request.query_params.get("limit", "50")
+        if not (raw.isascii() and raw.isdigit() and 1 <= int(raw) <= 500):
+            return _problem(400, "bad_limit", f"limit must be a whole number from 1 to 500, got {raw[:20]!r}")
+        return JSONResponse({"dead_letters": [dead_letter_view(d) for d in await dead_letters(int(raw))]})
+
+    async def admin_action(request: Request) -> JSONResponse:
+        """POST /admin/workflows/{id}/{approve|deny|cancel|retry}, with `Authorization: Bearer <admin token>`;
+        retry takes an optional JSON body `{"arguments": {...}}` (a redrive with new arguments)."""
+        if (answer := refused(request)) is not None:
+            return answer
         workflow_id, action = request.path_params["workflow_id"], request.path_params["action"]
         try:
-            if action == "cancel":
+            if action == "retry" and retry is not None:
+                arguments = await _retry_arguments(request)
+                if isinstance(arguments, JSONResponse):
+                    return arguments
+                record = await retry(workflow_id, arguments)
+            elif action == "cancel":
                 record = await workflows.cancel(workflow_id, ADMIN, "cancelled by an admin")
             elif action in ("approve", "deny"):
                 decision = "accept" if action == "approve" else "decline"
                 record = await workflows.answer(workflow_id, ADMIN, "approval", decision)
             else:
-                return _problem(404, "unknown_action", f"unknown action {action!r}; expected approve, deny or cancel")
+                expected = "approve, deny, cancel or retry"
+                return _problem(404, "unknown_action", f"unknown action {action!r}; expected {expected}")
         except WorkflowNotFound as exc:
             return _problem(404, "not_found", str(exc))
-        except AnswerRefused as exc:
+        except (AnswerRefused, RetryRefused) as exc:
             return _problem(409, "refused", str(exc))
         return JSONResponse({"workflow": summary(record)})
 
@@ -143,6 +207,7 @@ def build_http_app(
             Route("/readyz", readyz),
             Route("/workflows/{workflow_id}/events", workflow_events),
             Route("/admin/workflows/{workflow_id}/{action}", admin_action, methods=["POST"]),
+            Route("/admin/dead-letters", admin_dead_letters),
         ],
     )
     app.add_middleware(_TrimHeaders)

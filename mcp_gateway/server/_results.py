@@ -89,6 +89,13 @@ def outcome_to_result(outcome: Outcome) -> types.CallToolResult:
             handle = {"workflow": {"id": outcome.workflow_id, "status": status, "uri": uri, "message": text}}
             link = types.ResourceLink(uri=uri, name=f"workflow {outcome.workflow_id}", mime_type="application/json")
             return types.CallToolResult(content=[*_text(text), link], structured_content=handle, _meta=meta)
+        case OutcomeKind.UNAVAILABLE:
+            detail = {"error": "unavailable", "message": (outcome.error or {}).get("message", "the store is away")}
+            text = (
+                f"The gateway cannot record a call to {outcome.tool!r} right now (its database is unavailable). "
+                "Nothing was recorded and nothing runs: call again in a few seconds."
+            )
+            return error_result(text, detail)
         case OutcomeKind.IDEMPOTENCY_CONFLICT:
             detail = {
                 "error": "idempotency_conflict",

@@ -14,6 +14,7 @@ import mcp.types as types
 
 from mcp_gateway.core.states import Status
 from mcp_gateway.core.workflows import AnswerRefused, Viewer, WorkflowNotFound, Workflows
+from mcp_gateway.errors import BusError, StoreError
 from mcp_gateway.registry._schema import CompiledSchema
 from mcp_gateway.store import WorkflowRecord
 
@@ -173,3 +174,5 @@ async def run_builtin(
         return _result({"error": "not_found", "message": str(exc)}, error=True)
     except AnswerRefused as exc:
         return _result({"error": "answer_refused", "message": str(exc)}, error=True)
+    except (StoreError, BusError) as exc:  # PostgreSQL or NATS away: say so, and that trying again is fine
+        return _result({"error": "unavailable", "message": f"{exc}; try again shortly"}, error=True)

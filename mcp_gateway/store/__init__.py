@@ -9,6 +9,7 @@ from mcp_gateway.store._interface import (
     ExistingWorkflow,
     NewWorkflow,
     OutboxMessage,
+    Reopening,
     WorkflowRecord,
     WorkflowStore,
 )
@@ -24,6 +25,7 @@ __all__ = [
     "OutboxMessage",
     "PostgresEventStore",
     "PostgresStore",
+    "Reopening",
     "WorkflowRecord",
     "WorkflowStore",
     "asyncpg_url",

@@ -19,6 +19,7 @@ __all__ = [
     "ExistingWorkflow",
     "NewWorkflow",
     "OutboxMessage",
+    "Reopening",
     "WorkflowRecord",
     "WorkflowStore",
 ]
@@ -95,6 +96,21 @@ class EventRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class Reopening:
+    """A workflow to run again (an admin's retry or redrive): its new attempt's command and deadline."""
+
+    workflow_id: str
+    version: int
+    """The version it was read at: a workflow changed since is not reopened."""
+    attempt: int
+    command: OutboxMessage
+    deadline: datetime
+    arguments: dict[str, Any]
+    arguments_changed: bool
+    by: str
+
+
+@dataclass(frozen=True, slots=True)
 class DeadLetter:
     """A message the gateway could not take: kept, with why, for an admin to see (and act on)."""
 
@@ -168,12 +184,16 @@ class WorkflowStore(Protocol):
         """Receive every committed workflow change (an encoded `Change`), in commit order."""
         ...
 
+    async def reopen(self, reopening: Reopening, decide: Decide) -> tuple[Applied, int | None] | None:
+        """Run a workflow again: the decision, and the new command's outbox id (None when refused)."""
+        ...
+
     async def dead_letter(self, letter: DeadLetter) -> int:
         """Keep a message the gateway could not take; returns its id."""
         ...
 
-    async def dead_letters(self, limit: int = 50) -> list[DeadLetter]:
-        """The newest dead letters first."""
+    async def dead_letters(self, limit: int = 50, letter_id: int | None = None) -> list[DeadLetter]:
+        """The newest dead letters first (or the one with `letter_id`)."""
         ...
 
     async def get(self, workflow_id: str) -> WorkflowRecord | None: ...

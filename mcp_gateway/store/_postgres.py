@@ -37,6 +37,7 @@ from mcp_gateway.store._interface import (
     ExistingWorkflow,
     NewWorkflow,
     OutboxMessage,
+    Reopening,
     WorkflowRecord,
 )
 
@@ -169,6 +170,21 @@ _RELEASE = text(
     """
 )
 
+_REOPEN = text(
+    """
+    WITH moved AS (
+        UPDATE workflows SET deadline = :deadline, arguments = :arguments WHERE id = :id RETURNING id
+    )
+    INSERT INTO outbox (workflow_id, subject, msg_id, headers, payload, held)
+    SELECT id, :subject, :msg_id, :headers, :payload, false FROM moved
+    RETURNING id
+    """
+).bindparams(
+    bindparam("arguments", type_=JSONB),
+    bindparam("headers", type_=JSONB),
+    bindparam("payload", type_=LargeBinary),
+)
+
 _DROP_HELD = text("DELETE FROM outbox WHERE workflow_id = :id AND held")
 """A held command whose workflow ended before it was approved (denied, cancelled, timed out): never sent."""
 
@@ -179,7 +195,9 @@ _DEAD_LETTER = text(
     "INSERT INTO dead_letters (source, subject, workflow_id, reason, headers, head, size, delivered) "
     "VALUES (:source, :subject, :workflow_id, :reason, :headers, :head, :size, :delivered) RETURNING id"
 ).bindparams(bindparam("headers", type_=JSONB), bindparam("head", type_=LargeBinary))
-_DEAD_LETTERS = text("SELECT * FROM dead_letters ORDER BY id DESC LIMIT :limit")
+_DEAD_LETTERS = text(
+    "SELECT * FROM dead_letters WHERE CAST(:letter AS bigint) IS NULL OR id = :letter ORDER BY id DESC LIMIT :limit"
+)
 _OVERDUE = text(
     """
     SELECT id FROM workflows
@@ -439,9 +457,9 @@ class PostgresStore:
         async with self._autocommit() as conn:
             return int((await conn.execute(_DEAD_LETTER, values)).scalar_one())
 
-    async def dead_letters(self, limit: int = 50) -> list[DeadLetter]:
+    async def dead_letters(self, limit: int = 50, letter_id: int | None = None) -> list[DeadLetter]:
         async with self._autocommit() as conn:
-            rows = (await conn.execute(_DEAD_LETTERS, {"limit": limit})).mappings().all()
+            rows = (await conn.execute(_DEAD_LETTERS, {"limit": limit, "letter": letter_id})).mappings().all()
         return [
             DeadLetter(
                 source=r["source"],
@@ -468,54 +486,102 @@ class PostgresStore:
     ) -> Applied | None:
         """Lock the workflow, let `decide` fold the happening into its state, record it once, save and announce."""
         async with self._transaction() as conn:
-            m = (await conn.execute(_LOCK, {"id": workflow_id})).mappings().first()
-            if m is None:
-                return None
-            decision = decide(m["tool"], _state(m))
-            if decision.defer:
-                return Applied(workflow_id, m["tool"], decision, duplicate=False)
-            new = decision.state
-            recorded = await conn.execute(
-                _RECORD_EVENT,
+            return await self._transition_in(conn, workflow_id, key, kind, data, at, decide)
+
+    async def _transition_in(
+        self,
+        conn: AsyncConnection,
+        workflow_id: str,
+        key: str,
+        kind: str,
+        data: dict[str, Any],
+        at: datetime,
+        decide: Decide,
+    ) -> Applied | None:
+        m = (await conn.execute(_LOCK, {"id": workflow_id})).mappings().first()
+        if m is None:
+            return None
+        decision = decide(m["tool"], _state(m))
+        if decision.defer:
+            return Applied(workflow_id, m["tool"], decision, duplicate=False)
+        new = decision.state
+        recorded = await conn.execute(
+            _RECORD_EVENT,
+            {
+                "id": workflow_id,
+                "key": key,
+                "kind": kind,
+                "status": new.status.value if decision.changed else None,
+                "data": data,
+                "note": decision.note,
+                "at": at,
+            },
+        )
+        if recorded.first() is None:
+            return Applied(workflow_id, m["tool"], decision, duplicate=True)
+        if decision.changed:
+            await conn.execute(
+                _UPDATE,
                 {
                     "id": workflow_id,
-                    "key": key,
-                    "kind": kind,
-                    "status": new.status.value if decision.changed else None,
-                    "data": data,
-                    "note": decision.note,
-                    "at": at,
+                    "status": new.status.value,
+                    "attempt": new.attempt,
+                    "last_seq": new.last_seq,
+                    "progress": new.progress,
+                    "total": new.total,
+                    "message": new.message,
+                    "result": new.result,
+                    "error": new.error,
+                    "version": new.version,
+                    "questions": new.questions,
+                    "answers": new.answers,
+                    "content": new.content,
+                    "channel": CHANGES_CHANNEL,
+                    "change": Change(workflow_id, new, decision.log).encode(NOTIFY_LIMIT).decode(),
                 },
             )
-            if recorded.first() is None:
-                return Applied(workflow_id, m["tool"], decision, duplicate=True)
-            if decision.changed:
+        released: list[OutboxMessage] = []
+        if decision.changed and new.status is Status.PENDING and m["status"] == Status.INPUT_REQUIRED.value:
+            released = [_outbox(r) for r in await conn.execute(_RELEASE, {"id": workflow_id})]
+        elif decision.changed and new.status in TERMINAL and m["status"] == Status.INPUT_REQUIRED.value:
+            await conn.execute(_DROP_HELD, {"id": workflow_id})
+        return Applied(workflow_id, m["tool"], decision, duplicate=False, released=released)
+
+    async def reopen(self, reopening: Reopening, decide: Decide) -> tuple[Applied, int | None] | None:
+        """Run a workflow again, in one transaction: `decide` (core's `reopen`) under the row lock, refused when
+        the workflow changed since `reopening.version` was read; then the new deadline and arguments, and the
+        command in the outbox. Returns the decision and the outbox id (None when refused)."""
+        expected = reopening.version
+
+        def guarded(tool: str, state: WorkflowState) -> Fold:
+            if state.version != expected:
+                return Fold(state, False, f"retry refused: the workflow changed meanwhile (version {state.version})")
+            return decide(tool, state)
+
+        key = f"retried.{reopening.attempt}"
+        data = {"by": reopening.by, "attempt": reopening.attempt, "arguments_changed": reopening.arguments_changed}
+        async with self._transaction() as conn:
+            applied = await self._transition_in(
+                conn, reopening.workflow_id, key, "retried", data, datetime.now(UTC), guarded
+            )
+            if applied is None or not applied.fold.changed or applied.duplicate:
+                return (applied, None) if applied is not None else None
+            command = reopening.command
+            outbox_id = (
                 await conn.execute(
-                    _UPDATE,
+                    _REOPEN,
                     {
-                        "id": workflow_id,
-                        "status": new.status.value,
-                        "attempt": new.attempt,
-                        "last_seq": new.last_seq,
-                        "progress": new.progress,
-                        "total": new.total,
-                        "message": new.message,
-                        "result": new.result,
-                        "error": new.error,
-                        "version": new.version,
-                        "questions": new.questions,
-                        "answers": new.answers,
-                        "content": new.content,
-                        "channel": CHANGES_CHANNEL,
-                        "change": Change(workflow_id, new, decision.log).encode(NOTIFY_LIMIT).decode(),
+                        "id": reopening.workflow_id,
+                        "deadline": reopening.deadline,
+                        "arguments": reopening.arguments,
+                        "subject": command.subject,
+                        "msg_id": command.msg_id,
+                        "headers": command.headers,
+                        "payload": command.payload,
                     },
                 )
-            released: list[OutboxMessage] = []
-            if decision.changed and new.status is Status.PENDING and m["status"] == Status.INPUT_REQUIRED.value:
-                released = [_outbox(r) for r in await conn.execute(_RELEASE, {"id": workflow_id})]
-            elif decision.changed and new.status in TERMINAL and m["status"] == Status.INPUT_REQUIRED.value:
-                await conn.execute(_DROP_HELD, {"id": workflow_id})
-            return Applied(workflow_id, m["tool"], decision, duplicate=False, released=released)
+            ).scalar_one()
+            return applied, int(outbox_id)
 
     async def get(self, workflow_id: str) -> WorkflowRecord | None:
         async with self._autocommit() as conn:

@@ -33,12 +33,14 @@ from nats.js.errors import APIError
 from mcp_gateway_worker._context import ToolContext, ToolFailure, ToolResult
 from mcp_gateway_worker._questions import Questions
 from mcp_gateway_worker.contract import (
+    Command,
     ContractError,
     ErrorInfo,
     Event,
     EventKind,
     Headers,
     ResourceReply,
+    RetryOn,
     Subjects,
     decode_cancel,
     decode_command,
@@ -60,6 +62,15 @@ ResourceHandler = Callable[[str, dict[str, Any]], Coroutine[Any, Any, list[dict[
 """Reads a resource template's URI: (uri, variables) -> contents."""
 
 Handler = Callable[[ToolContext, dict[str, Any]], Coroutine[Any, Any, dict[str, Any] | ToolResult]]
+
+
+class _Retry(Exception):
+    """An attempt failed in a way the tool's retry policy retries, and attempts are left."""
+
+    def __init__(self, info: ErrorInfo, delay: float) -> None:
+        super().__init__(info.message)
+        self.info = info
+        self.delay = delay
 
 
 class BusUnavailable(Exception):
@@ -117,7 +128,10 @@ class Worker:
         self._done: OrderedDict[str, tuple[bytes, str]] = OrderedDict()
         """Command key -> its terminal event and that event's key, to answer a redelivery from memory."""
         self._handlers: dict[str, asyncio.Task[dict[str, Any] | ToolResult]] = {}
-        self._stopped: OrderedDict[str, str] = OrderedDict()  # workflow id -> why the gateway stopped it
+        self._inflight: dict[str, list[Msg]] = {}
+        """Command key -> its deliveries while its handler runs (JetStream may deliver it again meanwhile)."""
+        self._stopped: OrderedDict[str, tuple[str, int | None]] = OrderedDict()
+        """Workflow id -> why the gateway stopped it, and up to which attempt (None: all)."""
         self._remembered = remembered_results
         self._publish_patience = publish_patience
         self._nc: NatsClient | None = None
@@ -305,7 +319,7 @@ class Worker:
         except ContractError as exc:
             log.warning("worker.bad_cancel", error=str(exc))
             return
-        self._stopped[cancel.workflow_id] = cancel.reason
+        self._stopped[cancel.workflow_id] = (cancel.reason, cancel.attempt)
         while len(self._stopped) > self._remembered:
             self._stopped.popitem(last=False)
         handler = self._handlers.get(cancel.workflow_id)
@@ -338,6 +352,24 @@ class Worker:
                 return
             await _settle(msg.ack())
             return
+        if key in self._inflight:  # delivered again while its handler still runs here (NATS came back): one run
+            bound.info("worker.redelivered_while_running")
+            self._inflight[key].append(msg)
+            await _settle(msg.in_progress())
+            return
+        deliveries = self._inflight[key] = [msg]
+        try:
+            await self._execute(msg, command, key, deliveries, bound)
+        finally:
+            self._inflight.pop(key, None)
+
+    async def _execute(self, msg: Msg, command: Command, key: str, deliveries: list[Msg], bound: Any) -> None:
+        """Run one command; settle every delivery of it (`deliveries`: this one, and any that came meanwhile)."""
+
+        async def settle(action: Callable[[Msg], Awaitable[object]]) -> None:
+            for delivery in list(deliveries):
+                await _settle(action(delivery))
+
         seq = 0
         last_key = ""
         # A redelivered command (its worker died) is a new attempt for the events: numbered afresh, not taken for
@@ -360,7 +392,7 @@ class Worker:
             last_key = event.key
             return data
 
-        heartbeat = asyncio.create_task(self._heartbeat(msg))
+        heartbeat = asyncio.create_task(self._heartbeat(deliveries))
         try:
             route = self._routes.get(command.tool)
             if route is None:
@@ -370,8 +402,8 @@ class Worker:
                         code="unknown_tool", message=f"worker {self.name!r} has no handler for tool {command.tool!r}"
                     ),
                 )
-            elif command.workflow_id in self._stopped:
-                reason = self._stopped[command.workflow_id]
+            elif self._stopped_attempt(command.workflow_id, attempt):
+                reason = self._stopped[command.workflow_id][0]
                 final = await emit(EventKind.FAILED, error=ErrorInfo(code=reason, message=f"not started: {reason}"))
             elif command.deadline <= datetime.now(UTC):
                 final = await emit(
@@ -383,32 +415,54 @@ class Worker:
                 questions = Questions(self._nc, self.subjects.answer(command.workflow_id), command, emit)
                 try:
                     ctx = ToolContext(command, emit, questions.ask)
-                    final = await self._run_handler(route, command.arguments, ctx, emit, bound)
+                    final = await self._run_handler(route, command, attempt, ctx, emit, bound)
                 finally:
                     await questions.close()
+        except _Retry as retry:  # JetStream's delayed redelivery runs the next attempt
+            heartbeat.cancel()
+            try:
+                await emit(EventKind.RETRYING, error=retry.info, retry_in=retry.delay)
+            except Exception as exc:
+                bound.warning("worker.retrying_unreported", error=str(exc) or type(exc).__name__)
+            bound.info("worker.retrying", code=retry.info.code, after=retry.delay)
+            delay = retry.delay
+            await settle(lambda m: m.nak(delay=delay))
+            return
         except asyncio.CancelledError:
             heartbeat.cancel()
-            await _settle(msg.nak())
+            await settle(lambda m: m.nak())
             bound.info("worker.handed_back")
             raise
         except Exception as exc:  # the bus stayed away: leave the command for redelivery (never a failure)
             heartbeat.cancel()
             bound.warning("worker.handed_back_bus_unavailable", error=str(exc) or type(exc).__name__)
-            await _settle(msg.nak(delay=1.0))
+            await settle(lambda m: m.nak(delay=1.0))
             return
         heartbeat.cancel()
         self._remember(key, final, last_key)
-        await _settle(msg.ack_sync())
+        await settle(lambda m: m.ack_sync())
 
     async def _run_handler(
         self,
         route: _Route,
-        arguments: dict[str, Any],
+        command: Command,
+        attempt: int,
         ctx: ToolContext,
         emit: Callable[..., Awaitable[bytes]],
         bound: Any,
     ) -> bytes:
-        handler = asyncio.create_task(route.handler(ctx, arguments))
+        policy = command.retry
+
+        def retried(info: ErrorInfo, kind: RetryOn) -> ErrorInfo:
+            """Raise _Retry when the policy retries this failure and attempts are left; else the failure to
+            report (marked retryable when retries ran out, so the gateway dead-letters the workflow)."""
+            if policy is None or kind not in policy.failures:
+                return info
+            if attempt < policy.attempts:
+                raise _Retry(info, policy.backoff(attempt))
+            return info.model_copy(update={"retryable": True})
+
+        handler = asyncio.create_task(route.handler(ctx, command.arguments))
         self._handlers[ctx.workflow_id] = handler
         try:
             # `started` only for work that takes a while: a quick handler's result is its first sign of life
@@ -420,21 +474,21 @@ class Worker:
         except BusUnavailable:  # a progress report or a question could not go out: not the handler's fault
             raise
         except ToolFailure as failure:
-            bound.info("worker.failed", code=failure.info.code)
-            return await emit(EventKind.FAILED, error=failure.info)
+            bound.info("worker.failed", code=failure.info.code, attempt=attempt)
+            info = retried(failure.info, "retryable") if failure.info.retryable else failure.info
+            return await emit(EventKind.FAILED, error=info)
         except asyncio.CancelledError:
             current = asyncio.current_task()
             if (current is not None and current.cancelling()) or ctx.workflow_id not in self._stopped:
                 handler.cancel()  # we are being stopped ourselves (drain): hand the command back
                 raise
-            reason = self._stopped[ctx.workflow_id]
+            reason = self._stopped[ctx.workflow_id][0]
             bound.info("worker.stopped_by_gateway", reason=reason)
             return await emit(EventKind.FAILED, error=ErrorInfo(code=reason, message=f"stopped: {reason}"))
         except Exception as exc:
-            bound.exception("worker.handler_crashed")
-            return await emit(
-                EventKind.FAILED, error=ErrorInfo(code="worker_error", message=f"{type(exc).__name__}: {exc}")
-            )
+            bound.exception("worker.handler_crashed", attempt=attempt)
+            crash = ErrorInfo(code="worker_error", message=f"{type(exc).__name__}: {exc}")
+            return await emit(EventKind.FAILED, error=retried(crash, "crash"))
         finally:
             self._handlers.pop(ctx.workflow_id, None)
         if not isinstance(result, dict | ToolResult):  # pyright: ignore[reportUnnecessaryIsInstance]
@@ -482,11 +536,17 @@ class Worker:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)
 
-    async def _heartbeat(self, msg: Msg) -> None:
+    async def _heartbeat(self, deliveries: list[Msg]) -> None:
         while True:
             await asyncio.sleep(self._ack_wait / 3)
-            with contextlib.suppress(Exception):
-                await msg.in_progress()
+            for msg in list(deliveries):
+                with contextlib.suppress(Exception):
+                    await msg.in_progress()
+
+    def _stopped_attempt(self, workflow_id: str, attempt: int) -> bool:
+        """Whether the gateway stopped this attempt of the workflow (a later one, an admin's retry, may run)."""
+        stopped = self._stopped.get(workflow_id)
+        return stopped is not None and (stopped[1] is None or attempt <= stopped[1])
 
     def _remember(self, key: str, final: bytes, final_key: str) -> None:
         self._done[key] = (final, final_key)

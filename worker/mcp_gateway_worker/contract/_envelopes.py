@@ -29,6 +29,8 @@ __all__ = [
     "InputRequest",
     "ResourceRead",
     "ResourceReply",
+    "RetryOn",
+    "RetryPolicy",
     "decode_answer",
     "decode_cancel",
     "decode_command",
@@ -64,6 +66,29 @@ class Caller(_Strict):
     can_answer: list[ClientAbility] | None = None
 
 
+RetryOn = Literal["crash", "retryable"]
+"""Which failures a retry policy retries: a handler that raised (`crash`), a failure the worker marked
+`retryable`. A bus outage never fails the work: the command goes back to JetStream whatever the policy."""
+
+
+class RetryPolicy(_Strict):
+    """How a tool's failed attempts are retried: by the worker, with JetStream's delayed redelivery (a NAK with
+    the backoff as its delay); the attempt that fails last is reported `failed` with `retryable`, and the
+    gateway then dead-letters the workflow."""
+
+    attempts: int = Field(default=3, ge=1, le=100)
+    """Attempts in all, the first included."""
+    initial_backoff: float = Field(default=1.0, gt=0, le=3_600)
+    max_backoff: float = Field(default=60.0, gt=0, le=86_400)
+    multiplier: float = Field(default=2.0, ge=1, le=10)
+    failures: list[RetryOn] = Field(default_factory=lambda: ["crash", "retryable"])
+    """Which failures retry (not `on`: YAML 1.1 reads that key as true)."""
+
+    def backoff(self, attempt: int) -> float:
+        """Seconds to wait before the attempt after `attempt` (1 for the first)."""
+        return min(self.initial_backoff * self.multiplier ** max(attempt - 1, 0), self.max_backoff)
+
+
 class Command(_Strict):
     """What the gateway asks a worker to do. Idempotency key: (`workflow_id`, `attempt`)."""
 
@@ -78,6 +103,8 @@ class Command(_Strict):
     attempt: int = Field(default=1, ge=1)
     reply_subject: str
     """Where the worker publishes this workflow's events (JetStream)."""
+    retry: RetryPolicy | None = None
+    """The tool's retry policy, when it has one (absent: a failure is final)."""
 
 
 class Cancel(_Strict):
@@ -86,6 +113,8 @@ class Cancel(_Strict):
     v: Literal[1] = 1
     workflow_id: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")
     reason: Literal["cancelled", "timed_out"]
+    attempt: int | None = Field(default=None, ge=1)
+    """The attempts it stops: this one and those before (absent: all). A later attempt (an admin's retry) runs."""
 
 
 def decode_cancel(data: bytes) -> Cancel:
@@ -100,6 +129,8 @@ class EventKind(StrEnum):
     PROGRESS = "progress"
     INPUT_REQUIRED = "input_required"
     LOG = "log"
+    RETRYING = "retrying"
+    """An attempt failed and another follows after `retry_in` seconds (`error` says why)."""
     COMPLETED = "completed"
     FAILED = "failed"
 
@@ -208,6 +239,8 @@ class Event(_Strict):
     level: LogLevel | None = None
     """For `log`: the MCP log level (debug ... emergency); `message` carries the text, `logger` the source."""
     logger: str | None = Field(default=None, max_length=200)
+    retry_in: float | None = Field(default=None, ge=0)
+    """For `retrying`: seconds until the next attempt."""
 
     @model_validator(mode="before")
     @classmethod
@@ -230,8 +263,8 @@ class Event(_Strict):
     def model_post_init(self, context: Any, /) -> None:
         if self.kind is EventKind.COMPLETED and self.result is None and self.content is None:
             raise ValueError("a 'completed' event needs 'result' (a JSON object) or 'content' (MCP content blocks)")
-        if self.kind is EventKind.FAILED and self.error is None:
-            raise ValueError("a 'failed' event needs 'error' ({code, message})")
+        if self.kind in (EventKind.FAILED, EventKind.RETRYING) and self.error is None:
+            raise ValueError(f"a '{self.kind.value}' event needs 'error' ({{code, message}})")
         if self.kind is EventKind.PROGRESS and self.progress is None:
             raise ValueError("a 'progress' event needs 'progress' (a number)")
         if self.kind is EventKind.LOG and (self.level is None or self.message is None):

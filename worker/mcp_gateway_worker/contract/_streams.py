@@ -32,6 +32,7 @@ def stream_configs(
         for name, subject, description in (
             (subjects.command_stream, subjects.all_commands, "mcp-gateway commands to workers (contract v1)"),
             (subjects.event_stream, subjects.all_events, "worker events back to mcp-gateway (contract v1)"),
+            (subjects.dead_letter_stream, subjects.all_dead_letters, "workflows mcp-gateway gave up on (contract v1)"),
         )
     ]
 

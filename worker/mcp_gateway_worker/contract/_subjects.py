@@ -32,6 +32,7 @@ class Subjects:
     - cancels:  `<prefix>.ctl.cancel.<workflow id>` (core NATS, to every worker; stop that workflow's handler)
     - answers:  `<prefix>.ctl.input.<workflow id>` (core NATS, to the worker waiting for the user's answer)
     - resource reads: `<prefix>.res.<template subject>` (core NATS request/reply, queue group `mcpgw-workers`)
+    - dead letters: `<prefix>.dlq.<workflow id>`; stream `<PREFIX>_DEAD_LETTERS` (workflows the gateway gave up on)
     """
 
     prefix: str = "mcpgw"
@@ -55,6 +56,17 @@ class Subjects:
     @property
     def all_events(self) -> str:
         return f"{self.prefix}.evt.>"
+
+    @property
+    def dead_letter_stream(self) -> str:
+        return self.prefix.replace(".", "_").upper() + "_DEAD_LETTERS"
+
+    @property
+    def all_dead_letters(self) -> str:
+        return f"{self.prefix}.dlq.>"
+
+    def dead_letter(self, workflow_id: str) -> str:
+        return f"{self.prefix}.dlq.{workflow_id}"
 
     @property
     def all_cancels(self) -> str:

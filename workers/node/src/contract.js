@@ -222,6 +222,7 @@ export function decodeCommand(data) {
       deadline: [true, datetime],
       attempt: [false, integerAtLeast(1)],
       reply_subject: [true, string],
+      retry: [false, object],
     },
     { v: 1, kind: "execute", attempt: 1 },
   );
@@ -236,8 +237,13 @@ export function decodeCancel(data) {
   return decode(
     data,
     "cancel",
-    { v: [false, literal(1)], workflow_id: [true, workflowId], reason: [true, oneOf("cancelled", "timed_out")] },
-    { v: 1 },
+    {
+      v: [false, literal(1)],
+      workflow_id: [true, workflowId],
+      reason: [true, oneOf("cancelled", "timed_out")],
+      attempt: [false, integerAtLeast(1)],
+    },
+    { v: 1, attempt: null },
   );
 }
 

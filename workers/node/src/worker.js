@@ -503,6 +503,13 @@ export class Worker {
     }
   }
 
+  /** Whether the gateway stopped this attempt of the workflow (a later one, an admin's retry, may run). */
+  #stoppedAttempt(workflowId, attempt) {
+    if (!this.#stopped.has(workflowId)) return false;
+    const stopped = this.#stopped.get(workflowId);
+    return stopped.attempt === null || stopped.attempt === undefined || attempt <= stopped.attempt;
+  }
+
   #onCancel(msg) {
     let cancel;
     try {
@@ -511,7 +518,7 @@ export class Worker {
       this.log.warning("worker.bad_cancel", { error: errorText(err) });
       return;
     }
-    this.#stopped.set(cancel.workflow_id, cancel.reason);
+    this.#stopped.set(cancel.workflow_id, { reason: cancel.reason, attempt: cancel.attempt });
     this.log.debug("worker.cancel_heard", { workflow_id: cancel.workflow_id, reason: cancel.reason });
     const handler = this.#handlers.get(cancel.workflow_id);
     if (handler !== undefined) {
@@ -582,8 +589,8 @@ export class Worker {
         final = await emit("failed", {
           error: errorInfo("unknown_tool", `worker ${this.name} has no handler for tool ${command.tool}`),
         });
-      } else if (this.#stopped.has(id)) {
-        const reason = this.#stopped.get(id);
+      } else if (this.#stoppedAttempt(id, attempt)) {
+        const { reason } = this.#stopped.get(id);
         final = await emit("failed", { error: errorInfo(reason, `not started: ${reason}`) });
       } else if (command.deadline.getTime() <= Date.now()) {
         final = await emit("failed", {
