@@ -24,9 +24,12 @@ What runs, all on 127.0.0.1, in a fresh temp dir (removed at the end unless --ke
   --outage seconds; --pg-stop fast for a fast shutdown instead).
 - Then it lets the system settle (until no workflow is open and no command or event waits on the bus, bounded
   by --settle) and checks: LOST (a workflow id a client got that has no row), STUCK (not terminal), EXECUTED
-  TWICE (a handler that completed more than once for one workflow), OUT OF ORDER (worker events folded out of
-  attempt/seq or progress order, or recorded with a note that they were ignored: out of order, stale attempt,
-  after the end), FAILED BY A RESTART (ended failed/timed_out/dead_lettered with an error that is not the tool's
+  TWICE (a handler that completed more than once for one workflow under different idempotency keys, or side by
+  side in one worker process; a redelivery to another worker under the same key, which the contract allows, is
+  counted apart as REDELIVERED, SAME KEY), OUT OF ORDER (worker events folded out of attempt/seq or progress
+  order, or recorded with a note that they were ignored: out of order, stale attempt, after the end; the stale
+  events of a run that a same-key redelivery superseded are that redelivery, not an order broken), FAILED BY A
+  RESTART (ended failed/timed_out/dead_lettered with an error that is not the tool's
   own), HANGS. It prints them with the client outcomes by kind, the workflows by status, what the processes
   logged, each failure with its history, and the failures grouped (FINDINGS). Exit code 0 only when those six
   are all zero, 1 otherwise (also when a process of the soak was left behind), 2 when the soak could not run.
@@ -1310,6 +1313,7 @@ def analyse(
                 }
             )
 
+    superseded = {str(item["workflow_id"]) for item in same_key}
     # OUT OF ORDER: folded worker events out of (attempt, seq) or progress order; notes of ignored events.
     key_pattern = re.compile(r"^(?P<wf>[0-9a-f]+)\.(?P<attempt>\d+)\.(?P<seq>\d+)$")
     out_of_order: list[dict[str, Any]] = []
@@ -1357,6 +1361,10 @@ def analyse(
                     problems.append(f"progress {attempt}.{seq} = {value:g} folded after {last_progress[attempt]:g}")
                     kinds.add("progress went backwards")
                 last_progress[attempt] = max(value, last_progress.get(attempt, value))
+        if kinds == {"stale attempt"} and wf in superseded:
+            # The run that a same-key redelivery superseded: its events are ignored on purpose (the later attempt
+            # is the story the gateway keeps), which is that allowed redelivery, not an order the fold broke.
+            problems = []
         if problems:
             w = rows.get(wf, {})
             order_kinds.update(kinds)
@@ -1557,6 +1565,8 @@ def findings(details: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
     groups: dict[tuple[str, str, tuple[str, ...]], list[str]] = {}
     labels = {key: label for key, label, _ in CHECKS}
     for key, items in details.items():
+        if key not in labels:  # not a failure (REDELIVERED, SAME KEY)
+            continue
         for item in items:
             if key == "executed_twice":
                 what, faults = str(item["pattern"]), item["faults_between"]
@@ -1682,7 +1692,7 @@ def format_report(report: dict[str, Any], args: argparse.Namespace, took: float,
             " the load began; key (wf.ATTEMPT.SEQ for a worker's events) | kind | status after it (- if it changed"
             " nothing) | what it carried | NOTE the gateway recorded)"
         )
-    for key, label, _ in CHECKS:
+    for key, label, _ in (*CHECKS, ("redelivered_same_key", "REDELIVERED, SAME KEY (allowed)", "")):
         items = details[key]
         if not items:
             continue
