@@ -1,5 +1,5 @@
-"""The gateway's side of NATS JetStream, behind one small interface (`Bus`) with one implementation."""
+"""The bus adapter: the core's `Bus` port on NATS JetStream (one implementation)."""
 
-from mcp_gateway.bus._nats import Bus, Delivery, NatsBus
+from mcp_gateway.bus._nats import NatsBus, NatsDelivery
 
-__all__ = ["Bus", "Delivery", "NatsBus"]
+__all__ = ["NatsBus", "NatsDelivery"]

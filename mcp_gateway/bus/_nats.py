@@ -9,7 +9,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Literal, Protocol
+from typing import Literal
 
 import nats
 import structlog
@@ -23,10 +23,10 @@ from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, ConsumerInfo, DeliverPolicy
 from nats.js.errors import APIError
 
+from mcp_gateway.core.ports import OutboxMessage
 from mcp_gateway.errors import BusError
-from mcp_gateway.store import OutboxMessage
 
-__all__ = ["Bus", "Delivery", "NatsBus"]
+__all__ = ["NatsBus", "NatsDelivery"]
 
 log = structlog.get_logger(__name__)
 
@@ -41,8 +41,8 @@ ACTIVE_WITHIN = 5.0
 
 
 @dataclass(frozen=True, slots=True)
-class Delivery:
-    """One event message from JetStream, with the ways to settle it."""
+class NatsDelivery:
+    """One event message from JetStream, with the ways to settle it (the core's `Delivery`)."""
 
     data: bytes
     headers: dict[str, str]
@@ -58,33 +58,6 @@ class Delivery:
 
     async def term(self) -> None:
         await self.msg.term()
-
-
-class Bus(Protocol):
-    async def publish_command(self, message: OutboxMessage) -> None: ...
-
-    async def fetch_events(self, batch: int, max_wait: float) -> list[Delivery]: ...
-
-    async def publish_cancel(
-        self, workflow_id: str, reason: Literal["cancelled", "timed_out"], attempt: int | None = None
-    ) -> None: ...
-
-    async def publish_answer(self, answer: InputAnswer) -> None: ...
-
-    async def request(self, subject: str, payload: bytes, max_wait: float) -> bytes: ...
-
-    async def listened_subjects(self) -> list[str]: ...
-
-    async def publish_dead_letter(self, workflow_id: str, body: bytes) -> None: ...
-
-    @property
-    def subjects(self) -> Subjects: ...
-
-    @property
-    def max_payload(self) -> int: ...
-
-    @property
-    def reconnected_for(self) -> float: ...
 
 
 class NatsBus:
@@ -210,7 +183,7 @@ class NatsBus:
         except (NatsTimeoutError, TimeoutError, NatsError, APIError) as exc:
             raise BusError(f"publishing to {message.subject} failed: {exc or type(exc).__name__}") from exc
 
-    async def fetch_events(self, batch: int, max_wait: float) -> list[Delivery]:
+    async def fetch_events(self, batch: int, max_wait: float) -> list[NatsDelivery]:
         if self._events is None:
             raise BusError("the bus is not open (use it inside 'async with')")
         try:
@@ -219,7 +192,7 @@ class NatsBus:
             return []
         except (ConnectionClosedError, APIError, OutboundBufferLimitError) as exc:
             raise BusError(f"fetching events failed: {exc or type(exc).__name__}") from exc
-        return [Delivery(m.data, dict(m.headers or {}), m.metadata.num_delivered, m, m.subject) for m in msgs]
+        return [NatsDelivery(m.data, dict(m.headers or {}), m.metadata.num_delivered, m, m.subject) for m in msgs]
 
     async def publish_cancel(
         self, workflow_id: str, reason: Literal["cancelled", "timed_out"], attempt: int | None = None

@@ -11,10 +11,9 @@ from typing import Any
 
 import structlog
 
-from mcp_gateway.bus import Bus
+from mcp_gateway.core.ports import Bus, DeadLetter, WorkflowStore
 from mcp_gateway.core.states import Status
 from mcp_gateway.errors import BusError, StoreError
-from mcp_gateway.store import DeadLetter, WorkflowStore
 
 __all__ = ["DeadLetterOffice"]
 

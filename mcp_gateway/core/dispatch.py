@@ -13,10 +13,9 @@ from types import TracebackType
 
 import structlog
 
-from mcp_gateway.bus import Bus
+from mcp_gateway.core.ports import Bus, OutboxMessage, WorkflowStore
 from mcp_gateway.core.supervisor import Supervisor
 from mcp_gateway.errors import BusError, StoreError
-from mcp_gateway.store import OutboxMessage, WorkflowStore
 
 __all__ = ["Dispatcher"]
 

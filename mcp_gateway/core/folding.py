@@ -18,19 +18,18 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from types import TracebackType
 
 import structlog
 from mcp_gateway_worker.contract import ContractError, Event, Headers, InputAnswer, Subjects, decode_event
 
-from mcp_gateway.bus import Bus, Delivery
 from mcp_gateway.core.dead_letters import DeadLetterOffice
+from mcp_gateway.core.ports import HEAD_BYTES, Bus, DeadLetter, Delivery, WorkflowStore
 from mcp_gateway.core.states import ContentCheck, Fold, Status, WorkflowState, fold
 from mcp_gateway.core.supervisor import Supervisor
 from mcp_gateway.errors import BusError, StoreError, StoreRejected
 from mcp_gateway.registry import Registry
-from mcp_gateway.store import HEAD_BYTES, DeadLetter, WorkflowStore
 
 __all__ = ["EventFolder", "check_event"]
 
@@ -112,7 +111,7 @@ class EventFolder:
             if deliveries:
                 await self.fold_batch(deliveries)
 
-    async def fold_batch(self, deliveries: list[Delivery]) -> None:
+    async def fold_batch(self, deliveries: Sequence[Delivery]) -> None:
         by_workflow: dict[str, list[tuple[Event, Delivery]]] = {}
         for delivery in deliveries:
             event = await self._take(delivery)

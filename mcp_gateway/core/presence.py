@@ -10,7 +10,7 @@ from collections.abc import Iterable
 import structlog
 from mcp_gateway_worker.contract import Subjects, subject_matches
 
-from mcp_gateway.bus import Bus
+from mcp_gateway.core.ports import Bus
 from mcp_gateway.errors import BusError
 from mcp_gateway.registry import Tool
 

@@ -7,7 +7,7 @@ from typing import Any
 
 from mcp_gateway_worker.contract import Caller, ContractError, ResourceRead, Subjects, decode_resource_reply, encode
 
-from mcp_gateway.bus import Bus
+from mcp_gateway.core.ports import Bus
 from mcp_gateway.errors import BusError, GatewayError
 from mcp_gateway.registry import Registry
 

@@ -23,12 +23,19 @@ from mcp_gateway_worker.contract import MAX_DEPTH, Caller, Command, Headers, Sub
 
 from mcp_gateway.core.changes import Waiters, Watch
 from mcp_gateway.core.dispatch import Dispatcher
+from mcp_gateway.core.ports import (
+    ExistingWorkflow,
+    NewWorkflow,
+    OutboxMessage,
+    Reopening,
+    WorkflowRecord,
+    WorkflowStore,
+)
 from mcp_gateway.core.presence import WorkerPresence
 from mcp_gateway.core.states import APPROVAL, TERMINAL, Status, WorkflowState, reopen
 from mcp_gateway.core.workflows import Action, AnswerRefused, Viewer, WorkflowNotFound, Workflows
 from mcp_gateway.errors import GatewayError, StoreError
 from mcp_gateway.registry import Registry, SchemaViolation, Tool
-from mcp_gateway.store import ExistingWorkflow, NewWorkflow, OutboxMessage, Reopening, WorkflowRecord, WorkflowStore
 
 __all__ = [
     "InputCallback",

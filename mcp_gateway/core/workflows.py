@@ -15,13 +15,12 @@ from typing import Any, Literal
 import structlog
 from mcp_gateway_worker.contract import InputAnswer
 
-from mcp_gateway.bus import Bus
 from mcp_gateway.core.changes import Waiters
 from mcp_gateway.core.dispatch import Dispatcher
+from mcp_gateway.core.ports import Bus, EventRecord, WorkflowRecord, WorkflowStore
 from mcp_gateway.core.states import APPROVAL, TERMINAL, Status
 from mcp_gateway.errors import BusError, GatewayError, StoreError
 from mcp_gateway.registry import CompiledSchema
-from mcp_gateway.store import EventRecord, WorkflowRecord, WorkflowStore
 
 __all__ = ["ADMIN", "AnswerRefused", "Viewer", "WorkflowNotFound", "Workflows"]
 

@@ -1,7 +1,7 @@
-"""Workflow state in PostgreSQL, behind one small interface (`WorkflowStore`) with one implementation."""
+"""The store adapter: the core's `WorkflowStore` port in PostgreSQL (one implementation), and the records it
+hands out (defined in `mcp_gateway.core.ports`, re-exported here)."""
 
-from mcp_gateway.store._event_store import PostgresEventStore
-from mcp_gateway.store._interface import (
+from mcp_gateway.core.ports import (
     HEAD_BYTES,
     Applied,
     DeadLetter,
@@ -13,6 +13,7 @@ from mcp_gateway.store._interface import (
     WorkflowRecord,
     WorkflowStore,
 )
+from mcp_gateway.store._event_store import PostgresEventStore
 from mcp_gateway.store._postgres import PostgresStore, asyncpg_url, run_migrations
 
 __all__ = [

@@ -25,10 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 from sqlalchemy.types import BigInteger, LargeBinary
 
 from mcp_gateway.core.changes import Change
-from mcp_gateway.core.states import TERMINAL, Fold, Status, WorkflowState, answer, end
-from mcp_gateway.core.supervisor import Supervisor
-from mcp_gateway.errors import StoreError, StoreRejected
-from mcp_gateway.store._interface import (
+from mcp_gateway.core.ports import (
     HEAD_BYTES,
     Applied,
     DeadLetter,
@@ -40,6 +37,9 @@ from mcp_gateway.store._interface import (
     Reopening,
     WorkflowRecord,
 )
+from mcp_gateway.core.states import TERMINAL, Fold, Status, WorkflowState, answer, end
+from mcp_gateway.core.supervisor import Supervisor
+from mcp_gateway.errors import StoreError, StoreRejected
 
 __all__ = ["PostgresStore", "asyncpg_url", "run_migrations"]
 

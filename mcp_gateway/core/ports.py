@@ -1,13 +1,15 @@
-"""The store's interface and the records it hands out (frozen, slotted)."""
+"""The core's ports: what it needs of the workflow store (PostgreSQL) and of the bus (NATS JetStream), and the
+records they hand out (frozen, slotted). The adapters (`mcp_gateway.store`, `mcp_gateway.bus`) implement them
+and import them from here; the core never imports an adapter."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
-from mcp_gateway_worker.contract import Event
+from mcp_gateway_worker.contract import Event, InputAnswer, Subjects
 
 from mcp_gateway.core.states import Fold, Status, WorkflowState
 from mcp_gateway.core.supervisor import Supervisor
@@ -203,3 +205,57 @@ class WorkflowStore(Protocol):
     async def list(
         self, *, status: Status | None = None, caller: str | None = None, limit: int = 50
     ) -> list[WorkflowRecord]: ...
+
+
+class Delivery(Protocol):
+    """One event message from the bus, with the ways to settle it."""
+
+    @property
+    def data(self) -> bytes: ...
+
+    @property
+    def headers(self) -> dict[str, str]: ...
+
+    @property
+    def attempts(self) -> int:
+        """How often the bus has delivered it (1 the first time)."""
+        ...
+
+    @property
+    def subject(self) -> str: ...
+
+    async def ack(self) -> None: ...
+
+    async def nak(self, delay: float | None = None) -> None: ...
+
+    async def term(self) -> None: ...
+
+
+class Bus(Protocol):
+    """What the core needs of the bus: commands out, events in, cancels and answers, resource reads, and what the
+    bus can tell of its workers."""
+
+    async def publish_command(self, message: OutboxMessage) -> None: ...
+
+    async def fetch_events(self, batch: int, max_wait: float) -> Sequence[Delivery]: ...
+
+    async def publish_cancel(
+        self, workflow_id: str, reason: Literal["cancelled", "timed_out"], attempt: int | None = None
+    ) -> None: ...
+
+    async def publish_answer(self, answer: InputAnswer) -> None: ...
+
+    async def request(self, subject: str, payload: bytes, max_wait: float) -> bytes: ...
+
+    async def listened_subjects(self) -> list[str]: ...
+
+    async def publish_dead_letter(self, workflow_id: str, body: bytes) -> None: ...
+
+    @property
+    def subjects(self) -> Subjects: ...
+
+    @property
+    def max_payload(self) -> int: ...
+
+    @property
+    def reconnected_for(self) -> float: ...
