@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, cast
 
 import yaml
 from pydantic import Field, PrivateAttr, ValidationError
@@ -117,20 +117,33 @@ class Settings(BaseSettings):
 
 
 def _read_file(path: Path) -> dict[str, Any]:
+    def refuse(message: str, key_path: str | None = None) -> ConfigError:
+        return ConfigError([ConfigProblem(str(path), message, key_path=key_path)])
+
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
-        raise ConfigError([ConfigProblem(str(path), "not valid YAML: " + " ".join(str(exc).split()))]) from None
-    except OSError as exc:
-        raise ConfigError([ConfigProblem(str(path), f"cannot be read: {exc}")]) from None
+        raise refuse("not valid YAML: " + " ".join(str(exc).split())) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise refuse(f"cannot be read: {exc}") from None
+    except RecursionError:
+        raise refuse("nests too deeply to read (YAML nested hundreds of levels)") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise ConfigError([ConfigProblem(str(path), f"must be a mapping of settings, got {type(data).__name__}")])
+        raise refuse(f"must be a mapping of settings, got {type(data).__name__}")
+    settings = cast(dict[Any, Any], data)
+    for key in settings:
+        if not isinstance(key, str):
+            raise refuse(f"setting names are words (strings), got {key!r} ({type(key).__name__})")
     for key in _PATH_KEYS:
-        if isinstance(data.get(key), str) and not Path(data[key]).is_absolute():
-            data[key] = str((path.parent / data[key]).resolve())
-    return data
+        value = settings.get(key)
+        if isinstance(value, str):
+            if "\x00" in value:
+                raise refuse("a path cannot contain a NUL character", key)
+            if not Path(value).is_absolute():
+                settings[key] = str((path.parent / value).resolve())
+    return settings
 
 
 def _settings_file(path: Path | None) -> Path | None:

@@ -226,3 +226,13 @@ def test_a_question_whose_schema_cannot_check_answers_fails_the_workflow() -> No
     assert folded.state.status is Status.FAILED and folded.state.questions == []
     assert folded.state.error is not None and folded.state.error["code"] == "invalid_question"
     assert "q1: invalid JSON Schema" in folded.state.error["details"]["problems"][0]
+
+
+def test_a_held_command_is_released_by_an_approval_and_dropped_by_an_ending() -> None:
+    from mcp_gateway.core.states import held_command
+
+    assert held_command(Status.INPUT_REQUIRED, Status.PENDING) == "release"
+    for ending in (Status.CANCELLED, Status.TIMED_OUT, Status.FAILED):
+        assert held_command(Status.INPUT_REQUIRED, ending) == "drop"
+    assert held_command(Status.INPUT_REQUIRED, Status.RUNNING) is None  # a worker's question answered
+    assert held_command(Status.RUNNING, Status.CANCELLED) is None  # nothing was held

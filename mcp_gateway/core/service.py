@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
-from typing import Any
+from typing import Any, cast
 
 import structlog
 from mcp_gateway_worker.contract import MAX_DEPTH, Caller, Command, Headers, Subjects, encode, json_depth
@@ -132,6 +132,26 @@ def new_traceparent() -> str:
 
 class RetryRefused(GatewayError):
     """A workflow cannot be run again: it has not ended, it completed, its tool is gone, or the arguments are bad."""
+
+
+def unstorable(arguments: dict[str, Any]) -> list[SchemaViolation]:
+    """What makes arguments impossible to carry or store, whatever the schema says: nesting deeper than the
+    contract decodes, or a NUL character (PostgreSQL's JSON cannot hold one). Checked before the schema."""
+    if json_depth(arguments) > MAX_DEPTH - ENVELOPE_DEPTH:
+        return [SchemaViolation("", f"the arguments nest deeper than {MAX_DEPTH - ENVELOPE_DEPTH} levels")]
+    stack: list[tuple[Any, str]] = [(arguments, "")]
+    while stack:
+        node, at = stack.pop()
+        if isinstance(node, str) and "\x00" in node:
+            return [SchemaViolation(at, "a NUL character (\\u0000) cannot be stored; remove it")]
+        if isinstance(node, dict):
+            for key, child in cast(dict[str, Any], node).items():
+                if "\x00" in key:
+                    return [SchemaViolation(at, "a key holds a NUL character (\\u0000), which cannot be stored")]
+                stack.append((child, f"{at}/{key.replace('~', '~0').replace('/', '~1')}"))
+        elif isinstance(node, list):
+            stack.extend((child, f"{at}/{i}") for i, child in enumerate(cast(list[Any], node)))
+    return []
 
 
 def arguments_hash(arguments: dict[str, Any]) -> str:
@@ -273,9 +293,7 @@ class ToolCallService:
         if tool is None:
             return Outcome(OutcomeKind.UNKNOWN_TOOL, name)
         args = arguments or {}
-        violations = tool.input.violations(args)
-        if not violations and json_depth(args) > MAX_DEPTH - ENVELOPE_DEPTH:
-            violations = [SchemaViolation("", f"the arguments nest deeper than {MAX_DEPTH - ENVELOPE_DEPTH} levels")]
+        violations = unstorable(args) or tool.input.violations(args)
         if violations:
             return Outcome(OutcomeKind.INVALID_ARGUMENTS, name, violations=violations)
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
-from typing import Any
+from typing import Any, Literal
 
 from mcp_gateway_worker.contract import ErrorInfo, Event, EventKind
 
@@ -26,6 +26,7 @@ __all__ = [
     "can_move",
     "end",
     "fold",
+    "held_command",
     "reopen",
 ]
 
@@ -57,6 +58,16 @@ _ALLOWED: dict[Status, frozenset[Status]] = {
 APPROVAL = "approval"
 """The id of the question that holds a tool with `approval` until the caller (or an admin) decides; a worker's
 questions never use it (the contract reserves it)."""
+
+
+def held_command(before: Status, after: Status) -> Literal["release", "drop"] | None:
+    """What becomes of a command held for approval when a workflow moves from `before` to `after`: an approval
+    granted lets it go (`release`, it is published); an ending before that drops it (never sent)."""
+    if before is not Status.INPUT_REQUIRED:
+        return None
+    if after is Status.PENDING:
+        return "release"
+    return "drop" if after in TERMINAL else None
 
 
 def can_move(current: Status, target: Status) -> bool:

@@ -49,6 +49,9 @@ def _read(path: Path, problems: list[ConfigProblem]) -> dict[str, list[Any]]:
     except (OSError, UnicodeDecodeError) as exc:
         problems.append(ConfigProblem(name, f"cannot be read: {exc}"))
         return {}
+    except RecursionError:
+        problems.append(ConfigProblem(name, "nests too deeply to read (YAML nested hundreds of levels)"))
+        return {}
     if document is None:
         return {}
     if not isinstance(document, dict):

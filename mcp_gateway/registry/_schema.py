@@ -70,11 +70,15 @@ def check_schema(schema: Any) -> list[str]:
     declared = schema.get("$schema")
     if declared is not None and str(declared).rstrip("#") != DRAFT_2020_12:
         return [f"$schema must be {DRAFT_2020_12!r} (JSON Schema 2020-12), got {declared!r}"]
+    if (odd := _not_json(schema)) is not None:
+        return [f"invalid JSON Schema at {odd[0] or '/'}: {odd[1]}"]
     try:
         jsonschema_rs.meta.validate({"$schema": DRAFT_2020_12, **schema})
     except jsonschema_rs.ValidationError as exc:
         where = _pointer(list(exc.instance_path)) or "/"
         return [f"invalid JSON Schema at {where}: {exc.message}"]
+    except (ValueError, TypeError) as exc:
+        return [f"invalid JSON Schema: {exc}"]
     try:
         jsonschema_rs.Draft202012Validator(schema, validate_formats=True, ignore_unknown_formats=False)
     except jsonschema_rs.ValidationError as exc:
@@ -88,6 +92,29 @@ def check_schema(schema: Any) -> list[str]:
     except (ValueError, jsonschema_rs.ReferencingError) as exc:
         return [f"invalid JSON Schema: {exc}"]
     return []
+
+
+def _not_json(value: Any) -> tuple[str, str] | None:
+    """Where `value` holds something JSON has not (a key that is not a string, a set, a date, a lone surrogate),
+    as (JSON pointer, what), found without recursion; None when it is plain JSON."""
+    stack: list[tuple[Any, list[str | int]]] = [(value, [])]
+    while stack:
+        node, at = stack.pop()
+        if isinstance(node, dict):
+            for key, child in cast(dict[Any, Any], node).items():
+                if not isinstance(key, str):
+                    return _pointer(at), f"a key must be a string, got {key!r} ({type(key).__name__})"
+                stack.append((child, [*at, key]))
+        elif isinstance(node, list):
+            stack.extend((child, [*at, i]) for i, child in enumerate(cast(list[Any], node)))
+        elif isinstance(node, str):
+            try:
+                node.encode("utf-8")
+            except UnicodeEncodeError:
+                return _pointer(at), "a string holds a lone surrogate (not valid Unicode)"
+        elif node is not None and not isinstance(node, bool | int | float):
+            return _pointer(at), f"{type(node).__name__} is not a JSON value (write a list or a mapping)"
+    return None
 
 
 def close_objects(schema: dict[str, Any]) -> dict[str, Any]:
@@ -133,15 +160,19 @@ class CompiledSchema:
         self._validator = jsonschema_rs.Draft202012Validator(schema, validate_formats=True)
 
     def violations(self, value: Any, limit: int = 50) -> list[SchemaViolation]:
-        """Every violation (up to `limit`), each with its JSON pointer; empty when `value` is valid."""
-        if self._validator.is_valid(value):
-            return []
-        found: list[SchemaViolation] = []
-        for error in self._validator.iter_errors(value):
-            found.append(SchemaViolation(_pointer(list(error.instance_path)), error.message))
-            if len(found) >= limit:
-                break
-        return found
+        """Every violation (up to `limit`), each with its JSON pointer; empty when `value` is valid. A value the
+        validator cannot walk (nested hundreds of levels, a lone surrogate) is one violation, never an error."""
+        try:
+            if self._validator.is_valid(value):
+                return []
+            found: list[SchemaViolation] = []
+            for error in self._validator.iter_errors(value):
+                found.append(SchemaViolation(_pointer(list(error.instance_path)), error.message))
+                if len(found) >= limit:
+                    break
+            return found
+        except (ValueError, UnicodeError, RecursionError) as exc:
+            return [SchemaViolation("", f"the value cannot be checked: {exc}")]
 
 
 HANDLE_SCHEMA: dict[str, Any] = {

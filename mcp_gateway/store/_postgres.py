@@ -37,7 +37,7 @@ from mcp_gateway.core.ports import (
     Reopening,
     WorkflowRecord,
 )
-from mcp_gateway.core.states import TERMINAL, Fold, Status, WorkflowState, answer, end
+from mcp_gateway.core.states import Fold, Status, WorkflowState, answer, end, held_command
 from mcp_gateway.core.supervisor import Supervisor
 from mcp_gateway.errors import StoreError, StoreRejected
 
@@ -541,9 +541,10 @@ class PostgresStore:
                 },
             )
         released: list[OutboxMessage] = []
-        if decision.changed and new.status is Status.PENDING and m["status"] == Status.INPUT_REQUIRED.value:
+        held = held_command(Status(m["status"]), new.status) if decision.changed else None
+        if held == "release":
             released = [_outbox(r) for r in await conn.execute(_RELEASE, {"id": workflow_id})]
-        elif decision.changed and new.status in TERMINAL and m["status"] == Status.INPUT_REQUIRED.value:
+        elif held == "drop":
             await conn.execute(_DROP_HELD, {"id": workflow_id})
         return Applied(workflow_id, m["tool"], decision, duplicate=False, released=released)
 
