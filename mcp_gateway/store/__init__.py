@@ -14,6 +14,7 @@ from mcp_gateway.core.ports import (
     WorkflowStore,
 )
 from mcp_gateway.store._event_store import PostgresEventStore
+from mcp_gateway.store._memory import InMemoryStore
 from mcp_gateway.store._postgres import PostgresStore, asyncpg_url, run_migrations
 
 __all__ = [
@@ -22,6 +23,7 @@ __all__ = [
     "DeadLetter",
     "EventRecord",
     "ExistingWorkflow",
+    "InMemoryStore",
     "NewWorkflow",
     "OutboxMessage",
     "PostgresEventStore",
