@@ -7,6 +7,7 @@ nothing, and progress only moves forward by sequence number.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
@@ -20,11 +21,14 @@ __all__ = [
     "APPROVAL",
     "TERMINAL",
     "Fold",
+    "Happening",
     "Status",
     "WorkflowState",
     "answer",
+    "answering",
     "can_move",
     "end",
+    "ending",
     "fold",
     "held_command",
     "reopen",
@@ -307,6 +311,37 @@ def reopen(state: WorkflowState) -> Fold:
             version=state.version + 1,
         ),
         True,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Happening:
+    """Something the gateway itself does to a workflow (no worker event): its history key, kind and data, and
+    the decision, which a store takes under the workflow's lock."""
+
+    key: str
+    kind: str
+    data: dict[str, Any]
+    decide: Callable[[str, WorkflowState], Fold]
+
+
+def ending(status: Status, code: str, message: str, by: str) -> Happening:
+    """End a workflow from the gateway's side (cancelled, timed out, dead-lettered): see `end`."""
+    return Happening(
+        f"{status.value}.{uuid.uuid4().hex[:8]}",
+        status.value,
+        {"by": by, "code": code, "message": message},
+        lambda _tool, state: end(state, status, code, message),
+    )
+
+
+def answering(request_id: str, action: str, content: dict[str, Any] | None, by: str) -> Happening:
+    """Record an answer to one open question: see `answer`."""
+    return Happening(
+        f"answer.{request_id}.{uuid.uuid4().hex[:8]}",
+        "input_answered",
+        {"by": by, "request_id": request_id, "action": action, "content": content},
+        lambda _tool, state: answer(state, request_id, action, content),
     )
 
 

@@ -26,7 +26,7 @@ from mcp_gateway.core.ports import (
     Reopening,
     WorkflowRecord,
 )
-from mcp_gateway.core.states import TERMINAL, Fold, Status, WorkflowState, answer, end, held_command
+from mcp_gateway.core.states import TERMINAL, Fold, Status, WorkflowState, answering, ending, held_command
 from mcp_gateway.core.supervisor import Supervisor
 
 __all__ = ["InMemoryStore"]
@@ -174,24 +174,16 @@ class InMemoryStore:
             return await self._transition(event.workflow_id, event.key, event.kind.value, data, event.at, decide)
 
     async def end(self, workflow_id: str, status: Status, code: str, message: str, by: str) -> Applied | None:
-        def decide(tool: str, state: WorkflowState) -> Fold:
-            return end(state, status, code, message)
-
-        key = f"{status.value}.{next(self._ids)}"
+        h = ending(status, code, message, by)
         async with self._lock:
-            data = {"by": by, "code": code, "message": message}
-            return await self._transition(workflow_id, key, status.value, data, datetime.now(UTC), decide)
+            return await self._transition(workflow_id, h.key, h.kind, h.data, datetime.now(UTC), h.decide)
 
     async def answer(
         self, workflow_id: str, request_id: str, action: str, content: dict[str, Any] | None, by: str
     ) -> Applied | None:
-        def decide(tool: str, state: WorkflowState) -> Fold:
-            return answer(state, request_id, action, content)
-
-        key = f"answer.{request_id}.{next(self._ids)}"
-        data = {"by": by, "request_id": request_id, "action": action, "content": content}
+        h = answering(request_id, action, content, by)
         async with self._lock:
-            return await self._transition(workflow_id, key, "input_answered", data, datetime.now(UTC), decide)
+            return await self._transition(workflow_id, h.key, h.kind, h.data, datetime.now(UTC), h.decide)
 
     async def reopen(self, reopening: Reopening, decide: Decide) -> tuple[Applied, int | None] | None:
         def guarded(tool: str, state: WorkflowState) -> Fold:

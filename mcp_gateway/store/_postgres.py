@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import uuid
 from collections.abc import AsyncGenerator, Callable, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
@@ -37,7 +36,7 @@ from mcp_gateway.core.ports import (
     Reopening,
     WorkflowRecord,
 )
-from mcp_gateway.core.states import Fold, Status, WorkflowState, answer, end, held_command
+from mcp_gateway.core.states import Fold, Status, WorkflowState, answering, ending, held_command
 from mcp_gateway.core.supervisor import Supervisor
 from mcp_gateway.errors import StoreError, StoreRejected
 
@@ -426,22 +425,14 @@ class PostgresStore:
         )
 
     async def end(self, workflow_id: str, status: Status, code: str, message: str, by: str) -> Applied | None:
-        def decide(tool: str, state: WorkflowState) -> Fold:
-            return end(state, status, code, message)
-
-        key = f"{status.value}.{uuid.uuid4().hex[:8]}"
-        data = {"by": by, "code": code, "message": message}
-        return await self._transition(workflow_id, key, status.value, data, datetime.now(UTC), decide)
+        h = ending(status, code, message, by)
+        return await self._transition(workflow_id, h.key, h.kind, h.data, datetime.now(UTC), h.decide)
 
     async def answer(
         self, workflow_id: str, request_id: str, action: str, content: dict[str, Any] | None, by: str
     ) -> Applied | None:
-        def decide(tool: str, state: WorkflowState) -> Fold:
-            return answer(state, request_id, action, content)
-
-        key = f"answer.{request_id}.{uuid.uuid4().hex[:8]}"
-        data = {"by": by, "request_id": request_id, "action": action, "content": content}
-        return await self._transition(workflow_id, key, "input_answered", data, datetime.now(UTC), decide)
+        h = answering(request_id, action, content, by)
+        return await self._transition(workflow_id, h.key, h.kind, h.data, datetime.now(UTC), h.decide)
 
     async def dead_letter(self, letter: DeadLetter) -> int:
         values = {
