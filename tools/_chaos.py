@@ -1324,6 +1324,15 @@ def analyse(
     for wf, evs in history.items():
         problems: list[str] = []
         kinds: set[str] = set()
+        # In a workflow a same-key redelivery ran twice side by side, the run that did not end it is ignored on
+        # purpose (stale, or after the end): that is the allowed redelivery, not an order the fold broke.
+        endings = {
+            int(m.group("attempt"))
+            for e in evs
+            if e["kind"] in ("completed", "failed") and e["status"] and (m := key_pattern.match(str(e["event_key"])))
+        }
+        attempts = {int(m.group("attempt")) for e in evs if (m := key_pattern.match(str(e["event_key"])))}
+        superseded_attempts = attempts - endings if wf in superseded and endings else set()
         last_key: tuple[int, int] | None = None
         last_progress: dict[int, float] = {}
         recorded_seqs: dict[int, set[int]] = {}
@@ -1335,7 +1344,9 @@ def analyse(
                 continue
             attempt, seq = int(m.group("attempt")), int(m.group("seq"))
             recorded_seqs.setdefault(attempt, set()).add(seq)
-            if e["note"]:
+            if e["note"] and attempt in superseded_attempts:
+                note_kinds["superseded"] += 1
+            elif e["note"]:
                 note = str(e["note"])
                 note_kinds[note.split(":", 1)[0]] += 1
                 problems.append(f"{e['kind']} {attempt}.{seq} recorded with note: {note}")
@@ -1361,10 +1372,6 @@ def analyse(
                     problems.append(f"progress {attempt}.{seq} = {value:g} folded after {last_progress[attempt]:g}")
                     kinds.add("progress went backwards")
                 last_progress[attempt] = max(value, last_progress.get(attempt, value))
-        if kinds == {"stale attempt"} and wf in superseded:
-            # The run that a same-key redelivery superseded: its events are ignored on purpose (the later attempt
-            # is the story the gateway keeps), which is that allowed redelivery, not an order the fold broke.
-            problems = []
         if problems:
             w = rows.get(wf, {})
             order_kinds.update(kinds)
