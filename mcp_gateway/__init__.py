@@ -1,9 +1,10 @@
 """mcp-gateway: an MCP server that fronts a NATS JetStream event bus, with workflow state in PostgreSQL.
 
-The package is split by concern: `contract` (the bus contract, shared with workers), `registry` (tools from
-config), `core` (state machine and the tool-call service), `store` (PostgreSQL), `bus` (NATS), `server` (the MCP
-adapters), `embedded` (the servers started when no URL is configured), `worker` (the Python worker SDK).
-This module stays import-light so that a worker importing `mcp_gateway_worker` pulls in nothing else.
+The package is split by concern: `registry` (tools from config), `core` (the state machine, the tool-call
+service, the supervisor, and the ports it owns), `store` (its PostgreSQL and in-memory adapters), `bus` (NATS and
+in-memory), `server` (the MCP adapters), `embedded` (the servers started when no URL is configured), `examples`
+(the example workers). The bus contract and the Python worker SDK are a distribution of their own,
+`mcp-gateway-worker` (`worker/`, imported as `mcp_gateway_worker`), which imports nothing of this package.
 """
 
 __all__ = ["__version__"]

@@ -294,24 +294,8 @@ def reopen(state: WorkflowState) -> Fold:
     that starts `pending`, its history kept. Anything else is refused with a note."""
     if state.status not in REOPENABLE:
         return _ignored(state, f"retry refused: workflow is {state.status.value} (only {_names(REOPENABLE)} retry)")
-    return Fold(
-        replace(
-            state,
-            status=Status.PENDING,
-            attempt=state.attempt + ATTEMPT_STRIDE,
-            last_seq=-1,
-            progress=None,
-            total=None,
-            message=None,
-            result=None,
-            error=None,
-            content=None,
-            questions=[],
-            answers={},
-            version=state.version + 1,
-        ),
-        True,
-    )
+    # Everything but the attempt and the version starts afresh (the history keeps what was before).
+    return Fold(WorkflowState(Status.PENDING, attempt=state.attempt + ATTEMPT_STRIDE, version=state.version + 1), True)
 
 
 @dataclass(frozen=True, slots=True)
