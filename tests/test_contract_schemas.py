@@ -96,7 +96,8 @@ COMMAND = json.loads(
             arguments={"order_id": "ORD-1001"},
             caller=Caller(subject="alice", request_id="7", can_answer=["elicitation", "sampling"]),
             deadline=datetime(2026, 11, 21, 10, 0, 30, tzinfo=UTC),
-            reply_subject=f"mcpgw.evt.{WID}",
+            subject="support.orders.refund",
+            reply_subject=f"mcpgw.evt.support.orders.refund.{WID}",
         )
     )
 )
@@ -130,7 +131,10 @@ CASES: dict[str, tuple[Callable[[bytes], object], list[tuple[dict[str, Any], boo
             (COMMAND, True),
             (without(COMMAND, "attempt"), True),
             ({**COMMAND, "caller": {}}, True),
-            ({**COMMAND, "v": 2}, False),
+            ({**COMMAND, "v": 3}, False),
+            (without(COMMAND, "subject"), False),  # contract 2: the tool subject is required
+            ({**without(COMMAND, "subject"), "v": 1}, True),  # a command of contract 1 (before the upgrade)
+            ({**COMMAND, "subject": "support.*"}, False),
             ({**COMMAND, "colour": "red"}, False),
             ({**COMMAND, "attempt": 0}, False),
             ({**COMMAND, "workflow_id": "a.b"}, False),

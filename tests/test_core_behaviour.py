@@ -126,7 +126,7 @@ async def test_the_same_idempotency_key_is_the_same_workflow(core: Core) -> None
 
 
 async def test_a_poisoned_event_is_dead_lettered_and_the_fold_goes_on(core: Core) -> None:
-    await core.publish_event(core.subjects.event("nobody"), b"[" * 10_000 + b"]" * 10_000)
+    await core.publish_event(core.subjects.event("diagnostics.echo", "nobody"), b"[" * 10_000 + b"]" * 10_000)
     outcome = await core.service.call("steps", {"count": 1}, caller=CALLER)
     assert outcome.kind is OutcomeKind.COMPLETED
     async with asyncio.timeout(10):

@@ -117,7 +117,7 @@ async def test_a_gap_waits_by_time_however_often_the_event_was_redelivered() -> 
     async with Supervisor() as supervisor:
         folder = EventFolder(store, None, Registry, supervisor, subjects, gap_wait=0.3)  # type: ignore[arg-type]
         ahead = Event(workflow_id="w1", attempt=1, seq=3, kind=EventKind.COMPLETED, at=datetime.now(UTC), result={})
-        delivery = FakeDelivery(encode(ahead), attempts=40, subject=subjects.event("w1"))
+        delivery = FakeDelivery(encode(ahead), attempts=40, subject=subjects.event("gap.tool", "w1"))
         await folder.fold_batch([delivery])  # type: ignore[list-item]
         assert delivery.settled == ["nak"] and store.state.status is Status.RUNNING  # deferred, not folded
         await asyncio.sleep(0.35)

@@ -63,7 +63,8 @@ def _modes(path: Path) -> dict[Path, tuple[int, int, int]]:
 async def test_nats_jetstream_publish(tmp_path: Path) -> None:
     data_dir = tmp_path / "nats"
     async with asyncio.timeout(LIMIT), EmbeddedNats(data_dir) as server:
-        assert re.fullmatch(r"nats://127\.0\.0\.1:\d+", server.url)
+        assert re.fullmatch(r"nats://127\.0\.0\.1:\d+", server.address)
+        assert re.fullmatch(r"nats://mcpgw-gateway:[A-Za-z0-9_-]+@127\.0\.0\.1:\d+", server.url)  # the gateway's user
         nc = await nats.connect(server.url)
         try:
             js = nc.jetstream()

@@ -107,7 +107,7 @@ async def test_bad_worker_events_are_refused_and_nothing_breaks(gateway: Gateway
     ]
     with capture_logs() as logs:
         for workflow_id, body in bad:
-            await js.publish(subjects.event(workflow_id), body)
+            await js.publish(subjects.event("diagnostics.echo", workflow_id), body)
         outcome = await gateway.service.call("echo", {"text": "still fine"}, caller=CALLER)
         async with asyncio.timeout(10):
             while len([e for e in logs if e["event"] == "fold.dead_lettered"]) < len(bad):  # noqa: ASYNC110 - polling the database: no event to await
@@ -120,7 +120,7 @@ async def test_bad_worker_events_are_refused_and_nothing_breaks(gateway: Gateway
     assert any("needs 'result'" in r for r in reasons)
     assert any("no such workflow" in r for r in reasons)
     assert any("nests deeper than 64 levels" in r for r in reasons)
-    assert any(f"came on {subjects.event('other')}" in r for r in reasons)
+    assert any(f"came on {subjects.event('diagnostics.echo', 'other')}" in r for r in reasons)
     assert [r.id for r in await gateway.store.list()] == [outcome.workflow_id]
     letters = await gateway.store.dead_letters()
     assert len(letters) == len(bad) and all(letter.source == "event" and letter.reason for letter in letters)

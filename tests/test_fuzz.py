@@ -470,6 +470,10 @@ def event_fields(draw: st.DrawFn) -> dict[str, Any]:
     return body
 
 
+REAL_SUBJECT = "testing.slow"
+"""The tool subject of the real workflow's tool (`long`): its events come on `<prefix>.evt.testing.slow.<id>`."""
+
+
 @dataclass(frozen=True)
 class Hostile:
     """One hostile message, drawn before the workflow it targets exists (`build` aims it)."""
@@ -486,6 +490,7 @@ class Hostile:
         """The message, aimed at workflow `real`; `tag` is unique to this message (JetStream de-duplicates by
         `Nats-Msg-Id`)."""
         other = f"fuzz{tag}"  # a workflow that does not exist
+        on_real = subjects.event(REAL_SUBJECT, real)  # the real workflow's event subject
 
         def body(workflow_id: str, seq: int, **more: Any) -> bytes:
             event = {"workflow_id": workflow_id, "attempt": self.attempt, "seq": seq, **self.fields, **more}
@@ -493,34 +498,34 @@ class Hostile:
 
         match self.kind:
             case "garbage":
-                return Message(subjects.event(real), self.raw)
+                return Message(on_real, self.raw)
             case "json":
-                return Message(subjects.event(real), json.dumps(self.fields.get("value")).encode())
+                return Message(on_real, json.dumps(self.fields.get("value")).encode())
             case "deep":
                 opening, closing = {"list": (b"[", b"]"), "dict": (b'{"a":', b"}")}.get(self.style, (b'{"a":', b"}"))
                 inner = opening * self.size + b"1" + closing * self.size
                 if self.style == "event":  # a well-formed event of the real workflow, its result nested too deep
-                    return Message(subjects.event(real), body(real, 2 + self.seq)[:-1] + b', "result": ' + inner + b"}")
-                return Message(subjects.event(real), inner)
+                    return Message(on_real, body(real, 2 + self.seq)[:-1] + b', "result": ' + inner + b"}")
+                return Message(on_real, inner)
             case "oversized":
                 filler = "y" * self.size
                 if self.style == "filler":
-                    return Message(subjects.event(real), filler.encode())
+                    return Message(on_real, filler.encode())
                 if self.style == "foreign":
-                    return Message(subjects.event(real), body(other, 0, kind="log", level="info", message=filler))
-                return Message(subjects.event(real), body(real, 0, kind="log", level="info", message=filler))
+                    return Message(on_real, body(other, 0, kind="log", level="info", message=filler))
+                return Message(on_real, body(real, 0, kind="log", level="info", message=filler))
             case "foreign":  # a well-formed event naming another workflow, on the real one's subject
-                return Message(subjects.event(real), body(other, self.seq))
+                return Message(on_real, body(other, self.seq))
             case "no_such":  # a well-formed event of a workflow that does not exist, on its own subject
-                return Message(subjects.event(other), body(other, self.seq))
+                return Message(subjects.event(REAL_SUBJECT, other), body(other, self.seq))
             case "msg_id":  # a replay whose Nats-Msg-Id is not its key
-                return Message(subjects.event(real), body(real, 0), {Headers.MSG_ID: f"{real}.1.0.x{tag}"})
+                return Message(on_real, body(real, 0), {Headers.MSG_ID: f"{real}.1.0.x{tag}"})
             case "replay":  # the key of the worker's own `started` (attempt 1, seq 0), any body
-                return Message(subjects.event(real), body(real, 0))
+                return Message(on_real, body(real, 0))
             case "attempt":  # an attempt past what the store's column takes (2**31 and beyond)
-                return Message(subjects.event(real), body(real, self.seq))
+                return Message(on_real, body(real, self.seq))
             case _:  # "ahead": attempt 1, past the worker's next seq (1): waits for a gap, the workflow ends first
-                return Message(subjects.event(real), body(real, self.seq))
+                return Message(on_real, body(real, self.seq))
 
 
 @dataclass(frozen=True)
@@ -605,7 +610,7 @@ def expected_fate(message: Message, real: str, subjects: Subjects) -> tuple[str,
         event = decode_event(message.body)
     except ContractError:
         return "dead", ""
-    if message.subject != subjects.event(event.workflow_id) or event.workflow_id != real:
+    if message.subject != subjects.event(REAL_SUBJECT, event.workflow_id) or event.workflow_id != real:
         return "dead", event.key
     if message.headers is not None and message.headers.get(Headers.MSG_ID) != event.key:
         return "dead", event.key

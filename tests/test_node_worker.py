@@ -25,7 +25,7 @@ import jsonschema_rs
 import mcp.types as types
 import nats
 import pytest
-from mcp_gateway_worker import Worker
+from mcp_gateway_worker import Worker, redact_url
 from mcp_gateway_worker.contract import Caller, Command, Subjects, encode
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
@@ -132,7 +132,7 @@ async def node_worker(node: str, nats_url: str, prefix: str) -> AsyncGenerator[N
     try:
         async with asyncio.timeout(20):
             started = await worker.logged("worker.started")
-        assert started["prefix"] == prefix and started["url"] == nats_url
+        assert started["prefix"] == prefix and started["url"] == redact_url(nats_url)  # no password in its logs
         assert set(started["tools"]) == {"echo", "node_refund"}
         yield worker
         assert not worker.lines("NOT-JSON"), "every stderr line is a JSON object"
@@ -302,7 +302,7 @@ async def test_node_worker_stops_a_cancelled_workflow(node: str, env: Env) -> No
         nc = await nats.connect(env.nats_url)
         try:
             subjects = Subjects(env.prefix)
-            last = await nc.jetstream().get_last_msg(subjects.event_stream, subjects.event(wid))
+            last = await nc.jetstream().get_last_msg(subjects.event_stream, subjects.event("nodejs.refund", wid))
         finally:
             await nc.close()
         assert last.headers is not None and last.headers["Nats-Msg-Id"] == settled["event_key"]
@@ -379,12 +379,13 @@ async def test_node_worker_speaks_the_contract(node: str, env: Env) -> None:
                     arguments={"text": f"to {tool}"},
                     caller=Caller(subject="tester", can_answer=["elicitation"]),
                     deadline=deadline,
-                    reply_subject=subjects.event(wid),
+                    subject="diagnostics.echo",
+                    reply_subject=subjects.event("diagnostics.echo", wid),
                 )
                 return wid, encode(body)
 
             async def send(data: bytes, msg_id: str) -> None:
-                await js.publish(echo, data, headers={"Nats-Msg-Id": msg_id, "Mcpgw-Schema": "1", "traceparent": trace})
+                await js.publish(echo, data, headers={"Nats-Msg-Id": msg_id, "Mcpgw-Schema": "2", "traceparent": trace})
 
             ok, ok_body = command("echo")
             late, late_body = command("echo", deadline=datetime.now(UTC) - timedelta(seconds=1))
@@ -415,9 +416,9 @@ async def test_node_worker_speaks_the_contract(node: str, env: Env) -> None:
             for wid, m in by_workflow.items():
                 body = json.loads(m.data)
                 assert event_schema.is_valid(body), [e.message for e in event_schema.iter_errors(body)]
-                assert m.subject == subjects.event(wid)
+                assert m.subject == subjects.event("diagnostics.echo", wid)
                 assert m.headers is not None and m.headers["Nats-Msg-Id"] == f"{wid}.1.0"
-                assert m.headers["Mcpgw-Schema"] == "1"
+                assert m.headers["Mcpgw-Schema"] == "2"
                 assert (body["v"], body["attempt"], body["seq"]) == (1, 1, 0)
                 assert datetime.fromisoformat(body["at"]) <= datetime.now(UTC)
                 if wid != stopped:

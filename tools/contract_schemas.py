@@ -47,9 +47,15 @@ FOLDER = Path(__file__).resolve().parents[1] / "docs" / "schemas"
 
 ENVELOPES: dict[str, tuple[type[BaseModel], str]] = {
     "command.schema.json": (Command, "gateway -> worker, JetStream `<prefix>.cmd.<tool subject>`"),
-    "event.schema.json": (Event, "worker -> gateway, JetStream, the command's `reply_subject`"),
+    "event.schema.json": (
+        Event,
+        "worker -> gateway, JetStream, the command's `reply_subject`: `<prefix>.evt.<tool subject>.<workflow id>`",
+    ),
     "cancel.schema.json": (Cancel, "gateway -> workers, core NATS `<prefix>.ctl.cancel.<workflow id>`"),
-    "input-answer.schema.json": (InputAnswer, "gateway -> worker, core NATS `<prefix>.ctl.input.<workflow id>`"),
+    "input-answer.schema.json": (
+        InputAnswer,
+        "gateway -> worker, core NATS `<prefix>.ctl.input.<tool subject>.<workflow id>`",
+    ),
     "resource-read.schema.json": (ResourceRead, "gateway -> worker, core NATS request on `<prefix>.res.<subject>`"),
     "resource-reply.schema.json": (ResourceReply, "worker -> gateway, the reply to a resource read"),
 }
@@ -125,7 +131,17 @@ def _question_rules(schema: Schema) -> None:
     ]
 
 
-RULES: dict[str, Callable[[Schema], None]] = {"Event": _event_rules, "InputRequest": _question_rules}
+def _command_rules(schema: Schema) -> None:
+    """Command.model_post_init: from version 2 on (`v` absent is 2), `subject` is required."""
+    schema["if"] = {"required": ["v"], "properties": {"v": {"const": 1}}}
+    schema["else"] = _present("subject", {"type": "string"})
+
+
+RULES: dict[str, Callable[[Schema], None]] = {
+    "Command": _command_rules,
+    "Event": _event_rules,
+    "InputRequest": _question_rules,
+}
 """The checks the models make in code (model_post_init), by model name, written into its schema."""
 
 

@@ -99,11 +99,14 @@ class InMemoryBus:
         self.commands.append(message)
         handler = self._workers.get(message.subject)
         if handler is not None:
-            self._spawn(handler(decode_command(message.payload), self._emitter(message.workflow_id)))
+            command = decode_command(message.payload)
+            self._spawn(handler(command, self._emitter(command.reply_subject)))
 
-    def _emitter(self, workflow_id: str) -> Callable[[bytes, str], Awaitable[None]]:
+    def _emitter(self, reply_subject: str) -> Callable[[bytes, str], Awaitable[None]]:
+        """What an in-process worker publishes with: its command's `reply_subject`, as a worker on NATS does."""
+
         async def emit(body: bytes, msg_id: str) -> None:
-            await self.publish_event(self._subjects.event(workflow_id), body, {Headers.MSG_ID: msg_id})
+            await self.publish_event(reply_subject, body, {Headers.MSG_ID: msg_id})
 
         return emit
 

@@ -13,6 +13,8 @@ from typing import Literal
 
 import nats
 import structlog
+from mcp_gateway_worker import redact_url
+from mcp_gateway_worker._credentials import Violations, url_user
 from mcp_gateway_worker.contract import Cancel, Headers, InputAnswer, Subjects, encode, ensure_streams
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
@@ -38,6 +40,9 @@ MAX_DELIVERIES = "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{stream}.*"
 Exhausted = Callable[[str, int, str], Awaitable[None]]
 """(workflow id, deliveries, consumer): a command JetStream stopped redelivering."""
 ACTIVE_WITHIN = 5.0
+ToolSubjectOf = Callable[[str], Awaitable[str | None]]
+"""The tool subject of a workflow (None: no such workflow, or its tool is no longer configured): where its
+answers go, `<prefix>.ctl.input.<tool subject>.<workflow id>`."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,9 +78,15 @@ class NatsBus:
         duplicate_window: float = 3_600.0,
         max_ack_pending: int = 4_096,
         observe_only: bool = False,
+        tool_subject_of: ToolSubjectOf | None = None,
     ) -> None:
-        """`observe_only`: connect and look (the CLI's checks), touching no stream and pulling no event."""
+        """`observe_only`: connect and look (the CLI's checks), touching no stream and pulling no event.
+        `tool_subject_of`: where a workflow's answers go (its tool's subject); without it, answers cannot be sent.
+        The URL may carry credentials (`nats://user:password@host:4222`); logs and errors show it redacted."""
         self._url = url
+        self._shown_url = redact_url(url)
+        self._tool_subject_of = tool_subject_of
+        self._violations = Violations(url_user(url))
         self._subjects = subjects
         self._name = name
         self._publish_timeout = publish_timeout
@@ -120,10 +131,13 @@ class NatsBus:
                 reconnected_cb=self._on_reconnected,
             )
         except (NoServersError, OSError, TimeoutError) as exc:
-            raise BusError(f"cannot connect to NATS at {self._url}: {exc or type(exc).__name__}") from exc
+            raise BusError(f"cannot connect to NATS at {self._shown_url}: {exc or type(exc).__name__}") from exc
+        except NatsError as exc:  # 'Authorization Violation': no or wrong credentials
+            raise BusError(f"NATS at {self._shown_url} refused the connection: {exc}") from exc
         self._js = self._nc.jetstream()
         if self._observe_only:
             return self
+        mark = Violations.mark()
         try:
             await ensure_streams(self._js, self._subjects, duplicate_window=self._duplicate_window, update=True)
             self._events = await self._js.pull_subscribe(
@@ -139,8 +153,14 @@ class NatsBus:
             )
         except (APIError, NatsTimeoutError) as exc:
             await self._nc.close()
-            raise BusError(f"JetStream at {self._url} refused the gateway's streams or consumer: {exc}") from exc
-        log.info("bus.connected", url=self._url, streams=[self._subjects.command_stream, self._subjects.event_stream])
+            refused = self._violations.since(mark, doing="set up the gateway's streams and consumer")
+            reason = refused if refused is not None else exc
+            raise BusError(
+                f"JetStream at {self._shown_url} refused the gateway's streams or consumer: {reason}"
+            ) from exc
+        log.info(
+            "bus.connected", url=self._shown_url, streams=[self._subjects.command_stream, self._subjects.event_stream]
+        )
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -157,18 +177,21 @@ class NatsBus:
         log.info("bus.closed")
 
     async def _on_error(self, exc: Exception) -> None:
+        if self._violations.note(exc):
+            log.error("bus.permission_denied", user=self._violations.user, error=str(exc))
+            return
         message = str(exc) or type(exc).__name__
         if message != self._last_error:  # once per distinct error, not at every reconnect attempt
             self._last_error = message
             log.warning("bus.error", error=message)
 
     async def _on_disconnected(self) -> None:
-        log.warning("bus.disconnected", url=self._url)
+        log.warning("bus.disconnected", url=self._shown_url)
 
     async def _on_reconnected(self) -> None:
         self._last_error = None
         self._reconnected_at = time.monotonic()
-        log.info("bus.reconnected", url=self._url)
+        log.info("bus.reconnected", url=self._shown_url)
 
     def _jetstream(self) -> JetStreamContext:
         if self._js is None:
@@ -176,12 +199,15 @@ class NatsBus:
         return self._js
 
     async def publish_command(self, message: OutboxMessage) -> None:
+        mark = Violations.mark()
         try:
             await self._jetstream().publish(
                 message.subject, message.payload, timeout=self._publish_timeout, headers=message.headers
             )
         except (NatsTimeoutError, TimeoutError, NatsError, APIError) as exc:
-            raise BusError(f"publishing to {message.subject} failed: {exc or type(exc).__name__}") from exc
+            refused = self._violations.since(mark, [message.subject], exact=True)
+            reason = refused if refused is not None else (exc or type(exc).__name__)
+            raise BusError(f"publishing to {message.subject} failed: {reason}") from exc
 
     async def fetch_events(self, batch: int, max_wait: float) -> list[NatsDelivery]:
         if self._events is None:
@@ -247,11 +273,20 @@ class NatsBus:
 
     async def publish_answer(self, answer: InputAnswer) -> None:
         """Give the waiting worker the user's answer (core NATS, not stored: a worker that was not listening gets
-        it when its command is redelivered and asks again)."""
+        it when its command is redelivered and asks again), on its tool's answer subject."""
         if self._nc is None:
             raise BusError("the bus is not open (use it inside 'async with')")
         try:
-            await self._nc.publish(self._subjects.answer(answer.workflow_id), encode(answer))
+            tool_subject = await self._tool_subject_of(answer.workflow_id) if self._tool_subject_of else None
+        except Exception as exc:
+            raise BusError(f"where to send the answer for {answer.workflow_id} is unknown: {exc}") from exc
+        if tool_subject is None:
+            raise BusError(
+                f"the answer for {answer.workflow_id} has nowhere to go: its tool is no longer configured "
+                "(or no workflow has that id)"
+            )
+        try:
+            await self._nc.publish(self._subjects.answer(tool_subject, answer.workflow_id), encode(answer))
         except (ConnectionClosedError, OutboundBufferLimitError) as exc:
             raise BusError(f"sending the answer for {answer.workflow_id} failed: {exc}") from exc
 

@@ -2,7 +2,8 @@
 
 Events are acknowledged only after their fold is committed. No message can stop it:
 - one that cannot be decoded (for any reason: not JSON, nested too deep, not the contract's shape) or that
-  fails the contract's checks (its subject, key or workflow disagree) is terminated and kept as a dead letter;
+  fails the contract's checks (its subject, key or workflow disagree; its subject is not its workflow's tool's:
+  see `check_event`) is terminated and kept as a dead letter, with a reason naming the subject expected;
 - one the store cannot take because PostgreSQL is away is put back with a capped backoff, for as long as that
   lasts; one PostgreSQL refuses (a value it cannot store), or one whose fold fails unexpectedly, is tried
   `MAX_TRIES` times, then dead-lettered;
@@ -45,11 +46,32 @@ MAX_RETRY_DELAY = 5.0
 REMEMBERED_GAPS = 10_000
 
 
-def check_event(event: Event, delivery: Delivery, subjects: Subjects) -> str | None:
-    """What makes an event's envelope disagree with itself or with where it came from (None when it agrees):
-    it must arrive on its workflow's event subject, and a `Nats-Msg-Id` must be its key."""
-    if delivery.subject and delivery.subject != subjects.event(event.workflow_id):
-        return f"the event names workflow {event.workflow_id} but came on {delivery.subject}"
+def check_event(event: Event, delivery: Delivery, subjects: Subjects, tool_subject: str | None = None) -> str | None:
+    """What makes an event's envelope disagree with itself or with where it came from (None when it agrees).
+
+    It must come on an event subject whose last token is the workflow id of its body (`<prefix>.evt.<tool
+    subject>.<workflow id>`), and a `Nats-Msg-Id` must be its key. With `tool_subject` (the subject of the
+    workflow's tool, in the registry now), the subject must be exactly that tool's: NATS holds a worker user to
+    publishing on its own tools' subjects, and this makes that hold for the workflow (a worker allowed to report
+    on tool B's subject cannot finish a workflow of tool A). The fold checks the shape as it takes an event, and
+    the tool part under the workflow's lock, where its tool is known.
+
+    A workflow whose tool the registry no longer has (removed, or renamed, by a reload) has no subject to hold its
+    events to: they are checked without one (the gateway cannot tell which subject was its tool's; NATS still
+    holds each worker to its own). A tool whose subject a reload changed holds its running workflows to the new
+    subject: their workers' events on the old one are refused (drain a tool's work before moving its subject).
+    A delivery without a subject (a test double) is not checked against one."""
+    if delivery.subject:
+        parts = subjects.split_event(delivery.subject)
+        if parts is None or parts[1] != event.workflow_id:
+            expected = subjects.event(tool_subject or "<tool subject>", event.workflow_id)
+            return f"the event names workflow {event.workflow_id} but came on {delivery.subject}; expected {expected}"
+        if tool_subject is not None and parts[0] != tool_subject:
+            expected = subjects.event(tool_subject, event.workflow_id)
+            return (
+                f"the event came on {delivery.subject}, the subject of tool subject {parts[0]!r}, but workflow "
+                f"{event.workflow_id}'s tool has subject {tool_subject!r}: expected {expected}"
+            )
     msg_id = delivery.headers.get(Headers.MSG_ID)
     if msg_id is not None and msg_id != event.key:
         return f"its {Headers.MSG_ID} {msg_id!r} is not its key {event.key!r} (workflow.attempt.seq)"
@@ -120,7 +142,9 @@ class EventFolder:
         await asyncio.gather(*(self._fold_sequence(items) for items in by_workflow.values()))
 
     async def _take(self, delivery: Delivery) -> Event | None:
-        """The delivery's event, or None when it was dead-lettered (cannot be decoded, or fails the checks)."""
+        """The delivery's event, or None when it was dead-lettered (it cannot be decoded, or its subject is not
+        an event subject of its workflow). That its subject is its workflow's tool's is checked when it is
+        folded (`_decide`), where the tool is known."""
         try:
             event = decode_event(delivery.data)
         except ContractError as exc:
@@ -128,9 +152,21 @@ class EventFolder:
             return None
         problem = check_event(event, delivery, self._subjects)
         if problem is not None:
+            tool_subject = await self._tool_subject(event.workflow_id)  # only now, to name the subject expected
+            if tool_subject is not None:
+                problem = check_event(event, delivery, self._subjects, tool_subject) or problem
             await self._dead_letter(delivery, f"refused: {problem}", event.workflow_id)
             return None
         return event
+
+    async def _tool_subject(self, workflow_id: str) -> str | None:
+        """The subject of the workflow's tool, if the workflow exists and the registry has its tool."""
+        try:
+            record = await self._store.get(workflow_id)
+        except StoreError:
+            return None
+        tool = self._registry().get(record.tool) if record is not None else None
+        return tool.config.subject if tool is not None else None
 
     async def _fold_sequence(self, items: list[tuple[Event, Delivery]]) -> None:
         for event, delivery in items:
@@ -145,9 +181,17 @@ class EventFolder:
                 self._gaps.popitem(last=False)
         return time.monotonic() - first < self._gap_wait
 
-    def _decide(self, event: Event) -> Callable[[str, WorkflowState], Fold]:
+    def _decide(self, event: Event, delivery: Delivery, refused: list[str]) -> Callable[[str, WorkflowState], Fold]:
+        """Fold the event into its workflow under the row lock. One that fails `check_event` against the
+        workflow's tool is refused there (the reason appended to `refused`) and recorded nowhere (deferred, for
+        the store), so that its key stays free for the real event."""
+
         def decide(tool_name: str, state: WorkflowState) -> Fold:
             tool = self._registry().get(tool_name)
+            problem = check_event(event, delivery, self._subjects, tool.config.subject if tool is not None else None)
+            if problem is not None:
+                refused.append(problem)
+                return Fold(state, False, f"refused: {problem}", defer=True)
             check = tool.output.violations if tool is not None and tool.output is not None else None
             last_seq = state.last_seq if event.attempt == state.attempt else -1
             ahead = event.attempt >= state.attempt and event.seq > last_seq + 1
@@ -162,8 +206,9 @@ class EventFolder:
 
     async def _fold_one(self, event: Event, delivery: Delivery) -> None:
         bound = log.bind(workflow_id=event.workflow_id, event=event.key, kind=event.kind.value)
+        refused: list[str] = []
         try:
-            applied = await self._store.apply(event, self._decide(event))
+            applied = await self._store.apply(event, self._decide(event, delivery, refused))
         except StoreRejected as exc:
             bound.warning("fold.store_refused", error=str(exc), attempts=delivery.attempts)
             if delivery.attempts >= MAX_TRIES:
@@ -184,6 +229,9 @@ class EventFolder:
             return
         if applied is None:
             await self._dead_letter(delivery, "no such workflow", event.workflow_id)
+            return
+        if refused:
+            await self._dead_letter(delivery, f"refused: {refused[-1]}", event.workflow_id)
             return
         if applied.fold.defer:
             await self._settle(delivery.nak(DEFER_DELAY))

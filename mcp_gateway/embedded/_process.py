@@ -11,7 +11,7 @@ import shutil
 import signal
 import subprocess
 import sysconfig
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,12 +43,19 @@ class RunAs:
 
 
 def spawn(
-    argv: Sequence[str], *, log_path: Path, cwd: Path, run_as: RunAs, new_session: bool = True
+    argv: Sequence[str],
+    *,
+    log_path: Path,
+    cwd: Path,
+    run_as: RunAs,
+    new_session: bool = True,
+    env: Mapping[str, str] | None = None,
 ) -> subprocess.Popen[bytes]:
-    """Start argv with stdout and stderr appended to log_path (never to our stdout)."""
+    """Start argv with stdout and stderr appended to log_path (never to our stdout); `env` adds to ours."""
     with log_path.open("ab") as log_file:
         return subprocess.Popen(
             [*run_as.prefix, *argv],
+            env={**os.environ, **env} if env else None,
             stdin=subprocess.DEVNULL,
             stdout=log_file,
             stderr=subprocess.STDOUT,
@@ -235,11 +242,11 @@ class ServerProcess:
                 )
         self.pid_path.unlink(missing_ok=True)
 
-    def start(self, args: Sequence[str], *, run_as: RunAs = RunAs()) -> None:
-        """Start the server in its own session and record its pid."""
+    def start(self, args: Sequence[str], *, run_as: RunAs = RunAs(), env: Mapping[str, str] | None = None) -> None:
+        """Start the server in its own session and record its pid (`env`: added to its environment)."""
         with contextlib.suppress(OSError):
             self._log_offset = self.log_path.stat().st_size
-        self._proc = spawn([str(self.binary), *args], log_path=self.log_path, cwd=self.data_dir, run_as=run_as)
+        self._proc = spawn([str(self.binary), *args], log_path=self.log_path, cwd=self.data_dir, run_as=run_as, env=env)
         self.pid_path.write_text(f"{self._proc.pid}\n")
 
     def log_since_start(self) -> str:

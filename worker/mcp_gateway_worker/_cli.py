@@ -10,12 +10,16 @@ import signal
 import sys
 from collections.abc import Sequence
 from contextlib import AsyncExitStack
+from pathlib import Path
 from typing import Any
 
+from mcp_gateway_worker._credentials import BusCredentials, CredentialsRefused, PermissionDenied
 from mcp_gateway_worker._logs import configure_logging
 from mcp_gateway_worker._worker import Worker
 
-__all__ = ["WorkerLoadError", "load_worker", "main", "run_workers"]
+__all__ = ["WorkerLoadError", "add_credential_arguments", "credentials_from", "load_worker", "main", "run_workers"]
+
+USER_ENV, PASSWORD_ENV, CREDS_ENV = "MCPGW_NATS_USER", "MCPGW_NATS_PASSWORD", "MCPGW_NATS_CREDS"
 
 
 class WorkerLoadError(Exception):
@@ -40,13 +44,39 @@ def load_worker(target: str) -> Worker:
     return obj
 
 
-async def run_workers(workers: Sequence[Worker], url: str) -> None:
+async def run_workers(
+    workers: Sequence[Worker],
+    url: str,
+    *,
+    user: str | None = None,
+    password: str | None = None,
+    creds: str | Path | None = None,
+) -> None:
     """Connect every worker and handle commands until cancelled; then drain each (in-flight work finishes or is
-    handed back for redelivery)."""
+    handed back for redelivery). Credentials as for `Worker.connect` (or in the URL)."""
     async with AsyncExitStack() as stack:
         for worker in workers:
-            await stack.enter_async_context(worker.connect(url))
+            await stack.enter_async_context(worker.connect(url, user=user, password=password, creds=creds))
         await asyncio.Event().wait()
+
+
+def add_credential_arguments(parser: argparse.ArgumentParser) -> None:
+    """`--creds FILE`, `--user NAME`, `--password SECRET` (defaults from MCPGW_NATS_CREDS, MCPGW_NATS_USER,
+    MCPGW_NATS_PASSWORD): for `mcp-gateway-worker` and `mcp-gateway worker` alike."""
+    parser.add_argument(
+        "--creds", type=Path, default=os.environ.get(CREDS_ENV) or None, help=f"a NATS .creds file (or {CREDS_ENV})"
+    )
+    parser.add_argument("--user", default=os.environ.get(USER_ENV) or None, help=f"NATS user (or {USER_ENV})")
+    parser.add_argument(
+        "--password",
+        default=os.environ.get(PASSWORD_ENV) or None,
+        help=f"its password (or {PASSWORD_ENV}, which keeps it out of the process list)",
+    )
+
+
+def credentials_from(args: argparse.Namespace) -> BusCredentials:
+    """The credentials the arguments give (ValueError, saying what is missing, when they do not add up)."""
+    return BusCredentials(args.user, args.password, args.creds)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -59,6 +89,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument(
         "--log-level", default=os.environ.get("MCPGW_LOG_LEVEL", "info"), choices=["debug", "info", "warning", "error"]
     )
+    add_credential_arguments(p)
     args = p.parse_args(argv)
     configure_logging(args.log_level)
     if not args.nats_url:
@@ -69,13 +100,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return 2
     try:
+        access = credentials_from(args)
+        access.connect_options(args.nats_url)  # a .creds file that cannot be used is said now
         workers = [load_worker(t) for t in args.targets]
-    except WorkerLoadError as exc:
+    except (WorkerLoadError, ValueError) as exc:
         print(f"mcp-gateway-worker: {exc}", file=sys.stderr)
         return 2
     if args.prefix:
         workers = [w.with_prefix(args.prefix) for w in workers]
-    return _run(run_workers(workers, args.nats_url))
+    try:
+        return _run(run_workers(workers, args.nats_url, user=access.user, password=access.password, creds=access.creds))
+    except (PermissionDenied, CredentialsRefused) as exc:
+        print(f"mcp-gateway-worker: {exc}", file=sys.stderr)
+        return 1
 
 
 def _run(coro: Any) -> int:

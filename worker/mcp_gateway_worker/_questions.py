@@ -19,6 +19,7 @@ from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
+from mcp_gateway_worker._credentials import Violations
 from mcp_gateway_worker.contract import Command, ContractError, EventKind, InputAnswer, InputRequest, decode_answer
 
 __all__ = ["Questions"]
@@ -29,8 +30,11 @@ Emit = Callable[..., Awaitable[object]]
 
 
 class Questions:
-    def __init__(self, nc: NatsClient, answer_subject: str, command: Command, emit: Emit) -> None:
+    def __init__(
+        self, nc: NatsClient, answer_subject: str, command: Command, emit: Emit, violations: Violations | None = None
+    ) -> None:
         self._nc = nc
+        self._violations = violations
         self._subject = answer_subject
         self._command = command
         self._emit = emit
@@ -69,7 +73,15 @@ class Questions:
             return
         try:
             if self._subscription is None:  # listen before asking, so no answer is missed
+                mark = Violations.mark()
                 self._subscription = await self._nc.subscribe(self._subject, cb=self._on_answer)
+                if self._violations is not None:
+                    # A refused subscription is reported before the flush is answered (NATS away: go on unknowing).
+                    with contextlib.suppress(Exception):
+                        await self._nc.flush(timeout=2)
+                    refused = self._violations.since(mark, [self._subject], "hear the answers", exact=True)
+                    if refused is not None:
+                        raise refused
             await self._emit(EventKind.INPUT_REQUIRED, requests=batch)
         except Exception as exc:  # the bus failed: each waiting ask raises it
             for request in batch:

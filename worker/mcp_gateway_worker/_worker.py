@@ -6,6 +6,12 @@ or its deadline passes, the handler is cancelled (it sees `asyncio.CancelledErro
 A redelivered command whose result this process already published is answered again from memory, not run
 twice. On stop, the worker stops fetching, lets running handlers finish within `drain_timeout`, and hands
 back (naks) the rest.
+
+Credentials (`connect(url, user=..., password=...)`, `creds=FILE`, or in the URL) are NATS's: a worker user of the
+embedded NATS (`mcp-gateway bus-user create`) may consume only its tool subjects' commands and publish only their
+events. Whatever NATS refuses is raised as `PermissionDenied`, naming the subject and the user, never left to
+time out: at connect (streams, consumers, subscriptions), and for a command whose events it may not publish
+(logged, and the command handed back for a worker that may).
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ from collections.abc import AsyncGenerator, Awaitable, Callable, Coroutine
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import nats
@@ -31,8 +38,16 @@ from nats.js.api import AckPolicy, ConsumerConfig
 from nats.js.errors import APIError
 
 from mcp_gateway_worker._context import ToolContext, ToolFailure, ToolResult
+from mcp_gateway_worker._credentials import (
+    BusCredentials,
+    CredentialsRefused,
+    PermissionDenied,
+    Violations,
+    redact_url,
+)
 from mcp_gateway_worker._questions import Questions
 from mcp_gateway_worker.contract import (
+    CONTRACT_VERSION,
     Command,
     ContractError,
     ErrorInfo,
@@ -47,9 +62,10 @@ from mcp_gateway_worker.contract import (
     decode_resource_read,
     encode,
     ensure_streams,
+    worker_durable,
 )
 
-__all__ = ["Handler", "Worker"]
+__all__ = ["Handler", "PermissionDenied", "Worker"]
 
 log = structlog.get_logger(__name__)
 
@@ -57,6 +73,8 @@ PUBLISH_TIMEOUT = 5.0
 """Seconds one publish waits for JetStream's acknowledgement before it is tried again."""
 STARTED_AFTER = 0.05
 """Seconds a handler may run before the worker reports `started`."""
+REFUSED_RETRY = 5.0
+"""Seconds before a command whose events this worker may not publish is offered again (to a worker that may)."""
 
 ResourceHandler = Callable[[str, dict[str, Any]], Coroutine[Any, Any, list[dict[str, Any]]]]
 """Reads a resource template's URI: (uri, variables) -> contents."""
@@ -138,6 +156,8 @@ class Worker:
         self._js: JetStreamContext | None = None
         self._stopping = asyncio.Event()
         self._last_error: str | None = None
+        self._violations = Violations(None)
+        self._refusal: str | None = None
 
     def tool(self, name: str, *, subject: str) -> Callable[[Handler], Handler]:
         """Register the handler of tool `name`, whose commands arrive on `subject` (as in the tool's config)."""
@@ -182,31 +202,62 @@ class Worker:
     def tools(self) -> list[str]:
         return list(self._routes)
 
+    @property
+    def tool_subjects(self) -> list[str]:
+        """The tool subjects it consumes (what a bus user for it needs: `mcp-gateway bus-user create`)."""
+        return sorted({r.subject for r in self._routes.values()})
+
+    @property
+    def resource_subjects(self) -> list[str]:
+        """The resource template subjects it reads."""
+        return sorted(self._resources)
+
     @asynccontextmanager
-    async def connect(self, url: str) -> AsyncGenerator[Worker]:
-        """Connect, ensure streams and consumers, handle commands until the block ends; then drain."""
-        self._nc = await nats.connect(
-            url,
-            name=f"mcpgw-worker-{self.name}",
-            max_reconnect_attempts=-1,
-            reconnect_time_wait=0.5,
-            error_cb=self._on_error,
-            disconnected_cb=self._on_disconnected,
-            reconnected_cb=self._on_reconnected,
-        )
+    async def connect(
+        self,
+        url: str,
+        *,
+        user: str | None = None,
+        password: str | None = None,
+        creds: str | Path | None = None,
+        inbox_prefix: str | None = None,
+    ) -> AsyncGenerator[Worker]:
+        """Connect, ensure streams and consumers, handle commands until the block ends; then drain.
+
+        As NATS user `user` with `password`, or with a `.creds` file (`creds`), or with the credentials in the URL
+        (`nats://user:password@host:4222`). Replies come to `inbox_prefix`, by default `_INBOX_<user>` when the
+        user is known (a worker user may read its own replies only). Raises `PermissionDenied` when NATS refuses
+        the user what a worker needs (naming the subject)."""
+        access = BusCredentials(user, password, Path(creds) if creds is not None else None)
+        self._violations = Violations(access.name(url))
+        self._nc = await self._connect(url, access, inbox_prefix)
         self._js = self._nc.jetstream()
         self._stopping.clear()
         try:
-            await ensure_streams(self._js, self.subjects)
-            await self._nc.subscribe(self.subjects.all_cancels, cb=self._on_cancel)
-            for subject, reader in self._resources.items():
-                await self._nc.subscribe(
-                    self.subjects.resource(subject), queue="mcpgw-workers", cb=self._resource_responder(reader)
-                )
             subjects = sorted({r.subject for r in self._routes.values()})
-            subs = [await self._subscribe(s) for s in subjects]
-            loops = [asyncio.create_task(self._fetch_loop(sub)) for sub in subs]
-            log.info("worker.started", worker=self.name, tools=self.tools, url=url)
+            mark = Violations.mark()
+            try:
+                await ensure_streams(self._js, self.subjects)
+                await self._nc.subscribe(self.subjects.all_cancels, cb=self._on_cancel)
+                for subject, reader in self._resources.items():
+                    await self._nc.subscribe(
+                        self.subjects.resource(subject), queue="mcpgw-workers", cb=self._resource_responder(reader)
+                    )
+                subs = [(s, await self._subscribe(s)) for s in subjects]
+                await self._nc.flush()  # a refused subscription is reported before the flush is answered
+            except (NatsTimeoutError, TimeoutError) as exc:
+                refused = self._violations.since(mark, self._setup_subjects(subjects), "set up its consumers")
+                if refused is not None and refused.subject.startswith("$JS.API.STREAM.CREATE."):
+                    doing = "create a missing stream (start the gateway: it creates its streams)"
+                    raise PermissionDenied(refused.user, refused.operation, refused.subject, doing) from None
+                if refused is not None:
+                    raise refused from None
+                raise exc
+            refused = self._violations.since(mark, self._setup_subjects(subjects), "subscribe")
+            if refused is not None:
+                raise refused
+            loops = [asyncio.create_task(self._fetch_loop(sub, subject)) for subject, sub in subs]
+            log.info("worker.started", worker=self.name, tools=self.tools, url=redact_url(url))
             try:
                 yield self
             finally:
@@ -217,7 +268,7 @@ class Worker:
                     with contextlib.suppress(asyncio.CancelledError):
                         await loop
                 await self._drain()
-                for sub in subs:  # messages pulled but not started are redelivered after ack_wait
+                for _, sub in subs:  # messages pulled but not started are redelivered after ack_wait
                     with contextlib.suppress(Exception):
                         await sub.unsubscribe()
         finally:
@@ -229,7 +280,66 @@ class Worker:
                 await self._nc.close()
             log.info("worker.stopped", worker=self.name)
 
+    async def _connect(self, url: str, access: BusCredentials, inbox_prefix: str | None) -> NatsClient:
+        """nats-py's connect, which waits for a server that is not there yet (NATS starting), but not for one that
+        refuses the credentials: that is `CredentialsRefused` at once (nats-py would try them again for ever)."""
+        refused = asyncio.Event()
+        self._refusal = None
+
+        async def on_error(exc: Exception) -> None:
+            if self._nc is None and "authorization violation" in str(exc).lower():
+                self._refusal = str(exc)
+                refused.set()
+            await self._on_error(exc)
+
+        self._nc = None
+        connecting = asyncio.ensure_future(
+            nats.connect(
+                url,
+                name=f"mcpgw-worker-{self.name}",
+                max_reconnect_attempts=-1,
+                reconnect_time_wait=0.5,
+                error_cb=on_error,
+                disconnected_cb=self._on_disconnected,
+                reconnected_cb=self._on_reconnected,
+                **access.connect_options(url, inbox_prefix),
+            )
+        )
+        waiting = asyncio.ensure_future(refused.wait())
+        try:
+            await asyncio.wait({connecting, waiting}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            waiting.cancel()
+            if not connecting.done():
+                connecting.cancel()
+                with contextlib.suppress(BaseException):
+                    await connecting
+        if not connecting.cancelled() and connecting.exception() is None:
+            return connecting.result()
+        if self._refusal is not None:
+            raise CredentialsRefused(self._violations.user, redact_url(url), self._refusal)
+        return connecting.result()  # raises what connect raised
+
+    def _setup_subjects(self, tool_subjects: list[str]) -> list[str]:
+        """What connecting publishes to and subscribes to (to name a refused one as NATS spells it)."""
+        s, stream = self.subjects, self.subjects.command_stream
+        found = [f"$JS.API.STREAM.{op}.{n}" for op in ("INFO", "CREATE") for n in self._stream_names()]
+        for subject in tool_subjects:
+            durable = worker_durable(subject)
+            found += [
+                f"$JS.API.CONSUMER.INFO.{stream}.{durable}",
+                f"$JS.API.CONSUMER.CREATE.{stream}.{durable}.{s.command(subject)}",
+            ]
+        return [*found, s.all_cancels, *(s.resource(r) for r in self._resources)]
+
+    def _stream_names(self) -> list[str]:
+        s = self.subjects
+        return [s.command_stream, s.event_stream, s.dead_letter_stream]
+
     async def _on_error(self, exc: Exception) -> None:
+        if self._violations.note(exc):
+            log.error("worker.permission_denied", worker=self.name, user=self._violations.user, error=str(exc))
+            return
         message = str(exc) or type(exc).__name__
         if message != self._last_error:  # while NATS is away, say so once, not at every reconnect attempt
             self._last_error = message
@@ -242,14 +352,16 @@ class Worker:
         self._last_error = None
         log.info("worker.reconnected", worker=self.name)
 
-    async def run(self, url: str) -> None:
-        """Handle commands until cancelled."""
-        async with self.connect(url):
+    async def run(
+        self, url: str, *, user: str | None = None, password: str | None = None, creds: str | Path | None = None
+    ) -> None:
+        """Handle commands until cancelled (credentials as for `connect`)."""
+        async with self.connect(url, user=user, password=password, creds=creds):
             await asyncio.Event().wait()
 
     async def _subscribe(self, subject: str) -> JetStreamContext.PullSubscription:
         assert self._js is not None
-        durable = "mcpgw-worker-" + subject.replace(".", "_")
+        durable = worker_durable(subject)
         return await self._js.pull_subscribe(
             self.subjects.command(subject),
             durable=durable,
@@ -262,7 +374,7 @@ class Worker:
             ),
         )
 
-    async def _fetch_loop(self, sub: JetStreamContext.PullSubscription) -> None:
+    async def _fetch_loop(self, sub: JetStreamContext.PullSubscription, subject: str) -> None:
         # Slots are taken per message, after the fetch: a loop idling in a fetch holds none, so the loops of
         # several subjects share `max_concurrency` without starving each other.
         while not self._stopping.is_set():
@@ -279,7 +391,7 @@ class Worker:
                 continue
             for msg in msgs:
                 await self._slots.acquire()
-                task = asyncio.create_task(self._handle(msg))
+                task = asyncio.create_task(self._handle(msg, subject))
                 self._running.add(task)
                 task.add_done_callback(self._finished)
 
@@ -327,13 +439,18 @@ class Worker:
             log.info("worker.stopping_handler", workflow_id=cancel.workflow_id, reason=cancel.reason)
             handler.cancel()
 
-    async def _handle(self, msg: Msg) -> None:
+    async def _handle(self, msg: Msg, subject: str) -> None:
+        """One command, from the consumer of tool subject `subject`."""
         try:
             command = decode_command(msg.data)
         except ContractError as exc:
             log.error("worker.bad_command", error=str(exc), subject=msg.subject)
             await msg.term()
             return
+        if command.subject is None:  # a version 1 command (from a gateway before the upgrade): events on v2 subjects
+            command = command.model_copy(
+                update={"subject": subject, "reply_subject": self.subjects.event(subject, command.workflow_id)}
+            )
         key = f"{command.workflow_id}.{command.attempt}"
         bound = log.bind(
             workflow_id=command.workflow_id,
@@ -345,10 +462,14 @@ class Worker:
             bound.info("worker.redelivered_done")
             final, final_key = self._done[key]
             try:
-                await self._publish_raw(command.reply_subject, final, msg.headers, final_key)
+                await self._publish_raw(command.reply_subject, final, msg.headers, final_key, fresh=False)
             except BusUnavailable as exc:
                 bound.warning("worker.bus_unavailable", error=str(exc))
                 await _settle(msg.nak(delay=1.0))
+                return
+            except PermissionDenied as exc:
+                bound.error("worker.events_refused", error=str(exc))
+                await _settle(msg.nak(delay=REFUSED_RETRY))
                 return
             await _settle(msg.ack())
             return
@@ -412,7 +533,9 @@ class Worker:
                 )
             else:
                 assert self._nc is not None
-                questions = Questions(self._nc, self.subjects.answer(command.workflow_id), command, emit)
+                assert command.subject is not None
+                answers = self.subjects.answer(command.subject, command.workflow_id)
+                questions = Questions(self._nc, answers, command, emit, self._violations)
                 try:
                     ctx = ToolContext(command, emit, questions.ask)
                     final = await self._run_handler(route, command, attempt, ctx, emit, bound)
@@ -433,6 +556,11 @@ class Worker:
             await settle(lambda m: m.nak())
             bound.info("worker.handed_back")
             raise
+        except PermissionDenied as exc:  # NATS refuses this user the events: for a worker that may publish them
+            heartbeat.cancel()
+            bound.error("worker.events_refused", error=str(exc), retry_in=REFUSED_RETRY)
+            await settle(lambda m: m.nak(delay=REFUSED_RETRY))
+            return
         except Exception as exc:  # the bus stayed away: leave the command for redelivery (never a failure)
             heartbeat.cancel()
             bound.warning("worker.handed_back_bus_unavailable", error=str(exc) or type(exc).__name__)
@@ -473,6 +601,11 @@ class Worker:
             result = await handler
         except BusUnavailable:  # a progress report or a question could not go out: not the handler's fault
             raise
+        except PermissionDenied as exc:
+            if exc.operation == "publish to":  # its events cannot go out: nothing to report them with
+                raise
+            bound.error("worker.answers_refused", error=str(exc))  # it cannot hear answers: say so, as a failure
+            return await emit(EventKind.FAILED, error=ErrorInfo(code="worker_error", message=str(exc)))
         except ToolFailure as failure:
             bound.info("worker.failed", code=failure.info.code, attempt=attempt)
             info = retried(failure.info, "retryable") if failure.info.retryable else failure.info
@@ -508,12 +641,25 @@ class Worker:
             return await emit(EventKind.FAILED, error=ErrorInfo(code="result_too_large", message=message))
 
     async def _publish_raw(
-        self, subject: str, data: bytes, command_headers: dict[str, str] | None, msg_id: str | None = None
+        self,
+        subject: str,
+        data: bytes,
+        command_headers: dict[str, str] | None,
+        msg_id: str | None = None,
+        *,
+        fresh: bool = True,
     ) -> None:
         """Publish one event with JetStream, retrying with backoff while the bus is away (its `Nats-Msg-Id` makes a
-        repeat harmless); BusUnavailable once `publish_patience` has run out."""
+        repeat harmless); BusUnavailable once `publish_patience` has run out.
+
+        JetStream de-duplicates by `Nats-Msg-Id` across the whole events stream, whatever the subject, and a header
+        is whatever a publisher writes: another tool's worker could take an event's id first (on its own subject,
+        where the gateway refuses the event) so that JetStream drops the real one. So a `fresh` event (not one
+        sent again on purpose) that JetStream calls a duplicate is published once more without the id: the fold
+        applies each event once by its key anyway, and a true repeat (a retry whose first try had landed) is
+        folded as the duplicate it is."""
         assert self._js is not None
-        headers = {Headers.SCHEMA: "1"}
+        headers = {Headers.SCHEMA: str(CONTRACT_VERSION)}
         if msg_id:
             headers[Headers.MSG_ID] = msg_id
         trace = (command_headers or {}).get(Headers.TRACEPARENT)
@@ -521,18 +667,31 @@ class Worker:
             headers[Headers.TRACEPARENT] = trace
         loop = asyncio.get_running_loop()
         give_up, delay = loop.time() + self._publish_patience, 0.1
+        retried = False
         while True:
+            mark = Violations.mark()
             try:
-                await self._js.publish(subject, data, headers=headers, timeout=PUBLISH_TIMEOUT)
-                return
+                ack = await self._js.publish(subject, data, headers=headers, timeout=PUBLISH_TIMEOUT)
+                if not (fresh and ack.duplicate and Headers.MSG_ID in headers):
+                    return
+                # After a try that timed out, most likely that try landed; on a first try, someone took the id.
+                (log.info if retried else log.warning)(
+                    "worker.event_id_taken", subject=subject, msg_id=msg_id, note="published again without it"
+                )
+                headers = {k: v for k, v in headers.items() if k != Headers.MSG_ID}
+                continue
             except MaxPayloadError:  # too large for the bus: trying again cannot help
                 raise
             except (NatsTimeoutError, TimeoutError, NatsError, APIError) as exc:
+                refused = self._violations.since(mark, [subject], exact=True)
+                if refused is not None:  # not an outage: trying again cannot help
+                    raise refused from None
                 if loop.time() + delay >= give_up:
                     waited = f"{self._publish_patience:g} s"
                     raise BusUnavailable(f"publishing to {subject} failed for {waited}: {exc}") from exc
                 error = str(exc) or type(exc).__name__
                 log.info("worker.publish_retrying", subject=subject, error=error, after=delay)
+                retried = True
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)
 

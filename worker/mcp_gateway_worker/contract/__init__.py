@@ -1,4 +1,4 @@
-"""The bus contract (version 1): subjects, envelopes, headers and event kinds, shared by gateway and workers.
+"""The bus contract (version 2): subjects, envelopes, headers and event kinds, shared by gateway and workers.
 
 This package is the whole of what a worker needs to know; the language-neutral text is `docs/bus-contract.md`.
 It imports nothing from the gateway.
@@ -33,7 +33,7 @@ from mcp_gateway_worker.contract._envelopes import (
     json_depth,
 )
 from mcp_gateway_worker.contract._streams import ensure_streams, stream_configs
-from mcp_gateway_worker.contract._subjects import Headers, Subjects, subject_matches
+from mcp_gateway_worker.contract._subjects import Headers, Subjects, subject_matches, worker_durable
 
 __all__ = [
     "CONTRACT_VERSION",
@@ -67,4 +67,5 @@ __all__ = [
     "json_depth",
     "stream_configs",
     "subject_matches",
+    "worker_durable",
 ]

@@ -41,9 +41,13 @@ __all__ = [
     "json_depth",
 ]
 
-CONTRACT_VERSION = 1
+CONTRACT_VERSION = 2
+"""The contract's version: the `Mcpgw-Schema` header of commands and events. 2 put the tool subject in the event
+and answer subjects (`<prefix>.evt.<tool subject>.<workflow id>`), and in the command (`subject`). A body's `v` is
+the version of that envelope: commands are at 2; events, cancels, answers and resource reads are unchanged at 1."""
 
 _M = TypeVar("_M", bound=BaseModel)
+_TOOL_SUBJECT = r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$"
 
 
 class ContractError(ValueError):
@@ -90,21 +94,33 @@ class RetryPolicy(_Strict):
 
 
 class Command(_Strict):
-    """What the gateway asks a worker to do. Idempotency key: (`workflow_id`, `attempt`)."""
+    """What the gateway asks a worker to do. Idempotency key: (`workflow_id`, `attempt`).
 
-    v: Literal[1] = 1
+    A version 1 command (written by a gateway before contract 2, still in the stream or in its outbox at the
+    upgrade) has no `subject` and an old-style `reply_subject`; a worker takes the subject from the consumer it
+    came through and publishes the events on the version 2 subject built from it."""
+
+    v: Literal[1, 2] = 2
     kind: Literal["execute"] = "execute"
     workflow_id: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")
     tool: str
+    subject: str | None = Field(default=None, max_length=512, pattern=_TOOL_SUBJECT)
+    """The tool's subject (its config's `subject`): the command came on `<prefix>.cmd.<subject>`; events go to
+    `<prefix>.evt.<subject>.<workflow id>` (`reply_subject`), answers come on
+    `<prefix>.ctl.input.<subject>.<workflow id>`. Required from version 2 on."""
     tool_version: str
     arguments: dict[str, Any]
     caller: Caller
     deadline: datetime
     attempt: int = Field(default=1, ge=1)
     reply_subject: str
-    """Where the worker publishes this workflow's events (JetStream)."""
+    """Where the worker publishes this workflow's events (JetStream): `<prefix>.evt.<subject>.<workflow id>`."""
     retry: RetryPolicy | None = None
     """The tool's retry policy, when it has one (absent: a failure is final)."""
+
+    def model_post_init(self, context: Any, /) -> None:
+        if self.v >= 2 and self.subject is None:
+            raise ValueError("a version 2 command needs 'subject' (the tool's subject)")
 
 
 class Cancel(_Strict):
@@ -161,7 +177,7 @@ class InputRequest(_Strict):
 
 
 class InputAnswer(_Strict):
-    """The user's answer, sent to the worker on `<prefix>.ctl.input.<workflow id>` (core NATS)."""
+    """The user's answer, sent to the worker on `<prefix>.ctl.input.<tool subject>.<workflow id>` (core NATS)."""
 
     v: Literal[1] = 1
     workflow_id: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")

@@ -7,6 +7,7 @@ from nats.js import JetStreamContext
 from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
 from nats.js.errors import BadRequestError, NotFoundError
 
+from mcp_gateway_worker.contract._envelopes import CONTRACT_VERSION
 from mcp_gateway_worker.contract._subjects import Subjects
 
 __all__ = ["ensure_streams", "stream_configs"]
@@ -30,9 +31,21 @@ def stream_configs(
             description=description,
         )
         for name, subject, description in (
-            (subjects.command_stream, subjects.all_commands, "mcp-gateway commands to workers (contract v1)"),
-            (subjects.event_stream, subjects.all_events, "worker events back to mcp-gateway (contract v1)"),
-            (subjects.dead_letter_stream, subjects.all_dead_letters, "workflows mcp-gateway gave up on (contract v1)"),
+            (
+                subjects.command_stream,
+                subjects.all_commands,
+                f"mcp-gateway commands to workers (contract v{CONTRACT_VERSION})",
+            ),
+            (
+                subjects.event_stream,
+                subjects.all_events,
+                f"worker events back to mcp-gateway (contract v{CONTRACT_VERSION})",
+            ),
+            (
+                subjects.dead_letter_stream,
+                subjects.all_dead_letters,
+                f"workflows mcp-gateway gave up on (contract v{CONTRACT_VERSION})",
+            ),
         )
     ]
 

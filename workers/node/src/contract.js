@@ -1,4 +1,4 @@
-// The bus contract, version 1 (docs/bus-contract.md), as this worker needs it: subjects, headers, the stream
+// The bus contract, version 2 (docs/bus-contract.md), as this worker needs it: subjects, headers, the stream
 // and consumer settings, and strict decoding of what the gateway sends (command, cancel, input answer).
 // The executable form on the Python side is worker/mcp_gateway_worker/contract/; docs/schemas/ has its
 // JSON Schemas. Decoding is strict like the Python models: an unknown key, a missing field or a wrong type is
@@ -6,7 +6,10 @@
 
 import { AckPolicy, DiscardPolicy, RetentionPolicy, StorageType, nanos } from "nats";
 
-export const CONTRACT_VERSION = 1;
+/** The contract's version: the `Mcpgw-Schema` header. 2 put the tool subject into the event and answer subjects. */
+export const CONTRACT_VERSION = 2;
+/** The version of the event envelope (`v` of an event body): unchanged by contract 2. */
+export const EVENT_VERSION = 1;
 
 export const Headers = Object.freeze({
   MSG_ID: "Nats-Msg-Id",
@@ -27,6 +30,7 @@ export const SYSTEM_FAILURES = new Set([
 ]);
 
 const TOKEN = /^[A-Za-z0-9_-]+$/;
+const TOOL_SUBJECT = /^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$/;
 const WORKFLOW_ID = /^[A-Za-z0-9_-]+$/;
 const QUESTION_ID = /^[A-Za-z0-9_.-]+$/;
 const DAY = 86_400;
@@ -61,14 +65,16 @@ export class Subjects {
   command(toolSubject) {
     return `${this.prefix}.cmd.${toolSubject}`;
   }
-  event(workflowId) {
-    return `${this.prefix}.evt.${workflowId}`;
+  /** Where a workflow's events go: its tool's subject, then its id (NATS can hold a worker user to its tools). */
+  event(toolSubject, workflowId) {
+    return `${this.prefix}.evt.${toolSubject}.${workflowId}`;
   }
   cancel(workflowId) {
     return `${this.prefix}.ctl.cancel.${workflowId}`;
   }
-  answer(workflowId) {
-    return `${this.prefix}.ctl.input.${workflowId}`;
+  /** Where the answers to a workflow's questions come: its tool's subject, then its id. */
+  answer(toolSubject, workflowId) {
+    return `${this.prefix}.ctl.input.${toolSubject}.${workflowId}`;
   }
   resource(templateSubject) {
     return `${this.prefix}.res.${templateSubject}`;
@@ -81,8 +87,8 @@ export class Subjects {
  */
 export function streamConfigs(subjects, { duplicateWindow = 3_600, maxAge = 7 * DAY } = {}) {
   return [
-    [subjects.commandStream, subjects.allCommands, "mcp-gateway commands to workers (contract v1)"],
-    [subjects.eventStream, subjects.allEvents, "worker events back to mcp-gateway (contract v1)"],
+    [subjects.commandStream, subjects.allCommands, `mcp-gateway commands to workers (contract v${CONTRACT_VERSION})`],
+    [subjects.eventStream, subjects.allEvents, `worker events back to mcp-gateway (contract v${CONTRACT_VERSION})`],
   ].map(([name, subject, description]) => ({
     name,
     description,
@@ -170,6 +176,8 @@ const workflowId = (v) =>
     : v.length < 1 || v.length > 64 || !WORKFLOW_ID.test(v)
       ? `string should be 1 to 64 characters of [A-Za-z0-9_-]`
       : null;
+const toolSubject = (v) =>
+  typeof v === "string" && v.length <= 512 && TOOL_SUBJECT.test(v) ? null : "input should be a tool subject (dot-separated tokens)";
 const integerAtLeast = (min) => (v) =>
   Number.isInteger(v) ? (v >= min ? null : `input should be greater than or equal to ${min}`) : "input should be a valid integer";
 const datetime = (v) =>
@@ -205,17 +213,19 @@ function decode(data, what, fields, defaults) {
   return { ...defaults, ...raw };
 }
 
-/** A command (what the gateway asks): {v, kind, workflow_id, tool, tool_version, arguments, caller, deadline,
- * attempt, reply_subject}. `deadline` comes back as a Date. */
+/** A command (what the gateway asks): {v, kind, workflow_id, tool, subject, tool_version, arguments, caller,
+ * deadline, attempt, reply_subject}. `deadline` comes back as a Date. A version 1 command (from a gateway before
+ * contract 2) has no `subject`: the worker takes it from the consumer the command came through. */
 export function decodeCommand(data) {
   const command = decode(
     data,
     "command",
     {
-      v: [false, literal(1)],
+      v: [false, oneOf(1, 2)],
       kind: [false, literal("execute")],
       workflow_id: [true, workflowId],
       tool: [true, string],
+      subject: [false, nullable(toolSubject)],
       tool_version: [true, string],
       arguments: [true, object],
       caller: [true, caller],
@@ -224,8 +234,11 @@ export function decodeCommand(data) {
       reply_subject: [true, string],
       retry: [false, object],
     },
-    { v: 1, kind: "execute", attempt: 1 },
+    { v: 2, kind: "execute", attempt: 1, subject: null },
   );
+  if (command.v >= 2 && command.subject == null) {
+    throw new ContractError("invalid command: subject: a version 2 command needs 'subject' (the tool's subject)");
+  }
   command.caller = { subject: "anonymous", request_id: null, can_answer: null, ...command.caller };
   const d = command.deadline;
   command.deadline = new Date(typeof d === "number" ? d * 1000 : d);
@@ -292,7 +305,7 @@ export function errorInfo(code, message, { retryable = false, details } = {}) {
 
 /** The wire form of an event: the contract's fields, no null ones (as `encode` writes them). */
 export function encodeEvent({ workflowId, attempt, seq, kind, at = new Date(), ...fields }) {
-  const body = withoutNulls({ v: CONTRACT_VERSION, workflow_id: workflowId, attempt, seq, kind, at: at.toISOString(), ...fields });
+  const body = withoutNulls({ v: EVENT_VERSION, workflow_id: workflowId, attempt, seq, kind, at: at.toISOString(), ...fields });
   return new TextEncoder().encode(JSON.stringify(body));
 }
 

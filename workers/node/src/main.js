@@ -1,6 +1,8 @@
 // Run the Node worker: node src/main.js (or npm start). Settings by environment:
 //   MCPGW_NATS_URL        NATS to connect to (default nats://127.0.0.1:4222; `mcp-gateway nats-url` prints the
 //                         embedded one of a running gateway)
+//   MCPGW_NATS_USER, MCPGW_NATS_PASSWORD  its NATS user (e.g. one of `mcp-gateway bus-user create`), or
+//   MCPGW_NATS_CREDS      a NATS .creds file (or credentials in the URL: nats://user:password@host:4222)
 //   MCPGW_SUBJECT_PREFIX  the gateway's subject prefix (default mcpgw)
 //   MCPGW_LOG_LEVEL       debug | info | warning | error (default info); logs are JSON lines on stderr
 //   MCPGW_MAX_CONCURRENCY commands handled at once (default 16)
@@ -8,7 +10,7 @@
 
 import { Logger } from "./log.js";
 import { register } from "./tools.js";
-import { Worker } from "./worker.js";
+import { Worker, redactUrl } from "./worker.js";
 
 const env = process.env;
 const logger = new Logger(env.MCPGW_LOG_LEVEL || "info");
@@ -38,10 +40,15 @@ function stop(signal) {
 process.on("SIGINT", () => stop("SIGINT"));
 process.on("SIGTERM", () => stop("SIGTERM"));
 
+const credentials = {
+  user: env.MCPGW_NATS_USER || undefined,
+  password: env.MCPGW_NATS_PASSWORD || undefined,
+  creds: env.MCPGW_NATS_CREDS || undefined,
+};
 try {
-  await worker.start(url);
+  await worker.start(url, credentials);
 } catch (err) {
-  logger.error("worker.start_failed", { error: err.message, url });
+  logger.error("worker.start_failed", { error: err.message, url: redactUrl(url) });
   process.exit(1);
 }
 const closed = await worker.closed();

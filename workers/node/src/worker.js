@@ -3,6 +3,8 @@
 //   - one durable pull consumer per tool subject, with the SDK's settings (explicit ack, ack_wait 30 s,
 //     max_deliver 5, max_ack_pending max(4 x concurrency, 64)), shared by every instance of any language;
 //   - streams: created when missing, with the gateway's settings; an existing stream is never changed;
+//   - credentials: a user and password (or a .creds file), replies on its own inbox prefix `_INBOX_<user>`; what
+//     NATS refuses (a permissions violation) is an error naming the subject and the user, never a bare timeout;
 //   - events published with JetStream to the command's reply_subject, Nats-Msg-Id `<workflow>.<attempt>.<seq>`,
 //     the command's traceparent, seq from 0 per attempt (attempt: the command's, or the delivery count);
 //   - the command acknowledged only once its terminal event is stored, working-acks (+WPI) every ack_wait/3
@@ -11,9 +13,12 @@
 //     is answered `deadline_exceeded`; questions go out as `input_required`, answers come on core NATS;
 //   - stop(): no more fetching, running handlers get `drainTimeout` to finish, the rest are handed back (nak).
 
-import { connect, headers as natsHeaders } from "nats";
+import { readFileSync } from "node:fs";
+
+import { connect, credsAuthenticator, headers as natsHeaders } from "nats";
 
 import {
+  CONTRACT_VERSION,
   ContractError,
   Headers,
   SYSTEM_FAILURES,
@@ -33,6 +38,8 @@ import { Logger } from "./log.js";
 
 /** Milliseconds a handler may run before the worker reports `started`. */
 const STARTED_AFTER = 50;
+/** Milliseconds before a command whose events this worker may not publish is offered again (to one that may). */
+const REFUSED_RETRY = 5000;
 const TERMINAL = new Set(["completed", "failed"]);
 const LOG_LEVELS = ["debug", "info", "notice", "warning", "error", "critical", "alert", "emergency"];
 
@@ -80,6 +87,54 @@ const isPlainObject = (value) =>
 const delay = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 const errorText = (err) => (err instanceof Error ? err.message || err.name : String(err));
 const notFound = (err) => err?.code === "404" || [10014, 10059].includes(err?.api_error?.err_code);
+const isRefusal = (err) => err?.code === "PERMISSIONS_VIOLATION" || err?.cause?.code === "PERMISSIONS_VIOLATION";
+
+/** NATS refused this worker's user a publish or a subscription: the subject, the user, and where to look. */
+export class PermissionDenied extends Error {
+  name = "PermissionDenied";
+  constructor(user, err, doing = undefined) {
+    const ctx = err?.permissionContext ?? err?.cause?.permissionContext;
+    const what = ctx ? `${ctx.operation === "publish" ? "publish to" : "subscribe to"} "${ctx.subject}"` : errorText(err);
+    super(
+      `NATS refused ${user ? `user "${user}"` : "this connection's user"} permission to ${what}` +
+        (doing ? ` (while trying to ${doing})` : "") +
+        ": the user's permissions do not allow it (for the embedded NATS, see `mcp-gateway bus-user list`)",
+    );
+    this.user = user;
+    this.subject = ctx?.subject;
+    this.operation = ctx?.operation;
+  }
+}
+
+/** The URL(s) with each password (or token) replaced by `***`, for logs. */
+export function redactUrl(url) {
+  return String(url)
+    .split(",")
+    .map((one) => one.trim().replace(/^([a-z]+:\/\/)?([^@/]*)@/i, (_, scheme = "", userinfo) =>
+      `${scheme}${userinfo.includes(":") ? userinfo.split(":")[0] + ":***" : "***"}@`,
+    ))
+    .join(",");
+}
+
+/** The servers of a URL list without their credentials, and the first credentials found in it (the `nats`
+ * package does not take them from a URL). */
+function splitCredentials(url) {
+  let user, password;
+  const servers = String(url)
+    .split(",")
+    .map((one) => {
+      const match = one.trim().match(/^([a-z]+:\/\/)?([^@/]*)@(.*)$/i);
+      if (!match) return one.trim();
+      const [, scheme = "", userinfo, rest] = match;
+      const [name, ...secret] = userinfo.split(":");
+      if (user === undefined && secret.length) {
+        user = decodeURIComponent(name);
+        password = decodeURIComponent(secret.join(":"));
+      }
+      return `${scheme}${rest}`;
+    });
+  return { servers, user, password };
+}
 
 /** What a handler sees: the command, and ways to report progress and ask questions. */
 export class ToolContext {
@@ -205,8 +260,9 @@ class Questions {
   #subscription = null;
   #closed = false;
 
-  constructor(nc, subject, command, emit, signal, log) {
+  constructor(nc, subject, command, emit, signal, log, user) {
     this.nc = nc;
+    this.user = user;
     this.subject = subject;
     this.command = command;
     this.emit = emit;
@@ -255,7 +311,13 @@ class Questions {
     try {
       if (this.#subscription === null) {
         // Listen before asking (the SUB goes out before the event), so no answer is missed.
-        this.#subscription = this.nc.subscribe(this.subject, { callback: (err, msg) => err || this.#onAnswer(msg) });
+        let refused = null;
+        this.#subscription = this.nc.subscribe(this.subject, {
+          callback: (err, msg) => (err ? (refused = err) : this.#onAnswer(msg)),
+        });
+        // A refused subscription is reported before the flush is answered (NATS away: go on unknowing).
+        await this.nc.flush().catch(() => {});
+        if (refused !== null && isRefusal(refused)) throw new PermissionDenied(this.user, refused, "hear the answers");
       }
       await this.emit("input_required", { requests: batch });
       this.log.debug("worker.asked", { questions: batch.map((r) => r.id) });
@@ -314,6 +376,7 @@ export class Worker {
   #nc = null;
   #js = null;
   #jsm = null;
+  #user = undefined;
 
   constructor(
     name,
@@ -349,28 +412,52 @@ export class Worker {
     return [...this.#routes.keys()];
   }
 
-  /** Connect, ensure streams and consumers, and handle commands until stop(). */
-  async start(url) {
+  /** Connect, ensure streams and consumers, and handle commands until stop(). As NATS user `user` with
+   * `password`, or with a .creds file (`creds`: its path), or with the credentials in the URL; replies come to the
+   * user's own inbox prefix, `_INBOX_<user>`. Rejects with PermissionDenied when NATS refuses what a worker needs. */
+  async start(url, { user, password, creds } = {}) {
+    if (Boolean(user) !== Boolean(password)) throw new Error("a NATS user needs its password (and a password its user)");
+    if (creds && user) throw new Error("give a .creds file or a user and password, not both");
+    const inUrl = splitCredentials(url);
+    if (!user && !creds && inUrl.user) [user, password] = [inUrl.user, inUrl.password];
+    this.#user = user;
     this.#nc = await connect({
-      servers: url,
+      servers: inUrl.servers,
       name: `mcpgw-worker-${this.name}`,
       maxReconnectAttempts: -1,
       reconnectTimeWait: 500,
+      ...(user ? { user, pass: password } : {}),
+      ...(creds ? { authenticator: credsAuthenticator(readFileSync(creds)) } : {}),
+      ...(this.#user ? { inboxPrefix: `_INBOX_${this.#user}` } : {}),
     });
     this.#watchStatus(this.#nc).catch(() => {}); // ends when the connection closes
-    this.#js = this.#nc.jetstream();
-    this.#jsm = await this.#nc.jetstreamManager();
-    await this.#ensureStreams();
-    this.#nc.subscribe(this.subjects.allCancels, { callback: (err, msg) => err || this.#onCancel(msg) });
     const subjects = [...new Set([...this.#routes.values()].map((r) => r.subject))].sort();
     const consumers = [];
-    for (const subject of subjects) consumers.push(await this.#consumer(subject));
+    let refused = null;
+    try {
+      this.#js = this.#nc.jetstream();
+      this.#jsm = await this.#nc.jetstreamManager({ checkAPI: false });
+      await this.#ensureStreams();
+      this.#nc.subscribe(this.subjects.allCancels, {
+        callback: (err, msg) => (err ? (refused = err) : this.#onCancel(msg)),
+      });
+      for (const subject of subjects) consumers.push(await this.#consumer(subject));
+      await this.#nc.flush(); // a refused subscription is reported before the flush is answered
+    } catch (err) {
+      await this.#nc.close().catch(() => {});
+      throw isRefusal(err) ? new PermissionDenied(this.#user, err, "set up its streams and consumers") : err;
+    }
+    if (refused !== null) {
+      await this.#nc.close().catch(() => {});
+      throw isRefusal(refused) ? new PermissionDenied(this.#user, refused, "subscribe") : refused;
+    }
     this.#stopping = false;
-    this.#loops = consumers.map((consumer) => this.#fetchLoop(consumer));
+    this.#loops = consumers.map(({ consumer, subject }) => this.#fetchLoop(consumer, subject));
     this.log.info("worker.started", {
       worker: this.name,
       tools: this.tools,
-      url,
+      url: redactUrl(url),
+      user: this.#user,
       prefix: this.subjects.prefix,
       consumers: subjects.map(durableName),
     });
@@ -430,7 +517,10 @@ export class Worker {
         try {
           await this.#jsm.streams.add(config);
           this.log.info("worker.stream_created", { stream: config.name });
-        } catch {
+        } catch (err) {
+          if (isRefusal(err)) {
+            throw new PermissionDenied(this.#user, err, `create the missing stream ${config.name} (start the gateway: it creates its streams)`);
+          }
           await this.#jsm.streams.info(config.name); // created meanwhile by another process: theirs stands
         }
       }
@@ -466,7 +556,7 @@ export class Worker {
         note: "an existing consumer is used as it is",
       });
     }
-    return this.#js.consumers.get(stream, wanted.durable_name);
+    return { consumer: await this.#js.consumers.get(stream, wanted.durable_name), subject };
   }
 
   async #slot() {
@@ -475,7 +565,7 @@ export class Worker {
     }
   }
 
-  async #fetchLoop(consumer) {
+  async #fetchLoop(consumer, subject) {
     while (!this.#stopping) {
       await this.#slot(); // wait for capacity before asking for work
       if (this.#stopping) break;
@@ -488,7 +578,7 @@ export class Worker {
             msg.nak(); // pulled while stopping: straight back, for another instance
             continue;
           }
-          const task = this.#handle(msg).catch((err) => this.log.error("worker.handle_crashed", { error: errorText(err) }));
+          const task = this.#handle(msg, subject).catch((err) => this.log.error("worker.handle_crashed", { error: errorText(err) }));
           this.#running.add(task);
           task.finally(() => {
             this.#running.delete(task);
@@ -527,14 +617,22 @@ export class Worker {
     }
   }
 
-  async #publish(subject, data, traceparent, msgID) {
+  /** Publish one event. JetStream de-duplicates by Nats-Msg-Id across the whole events stream, and another tool's
+   * worker could take an event's id first (on its own subject, where the gateway refuses it) so that the real one
+   * is dropped: a `fresh` event JetStream calls a duplicate goes once more without the id (the gateway applies
+   * each event once by its key anyway). */
+  async #publish(subject, data, traceparent, msgID, fresh = true) {
     const headers = natsHeaders();
-    headers.set(Headers.SCHEMA, "1");
+    headers.set(Headers.SCHEMA, String(CONTRACT_VERSION));
     if (traceparent) headers.set(Headers.TRACEPARENT, traceparent);
-    return this.#js.publish(subject, data, { msgID, headers, timeout: 5000 }); // msgID: the Nats-Msg-Id header
+    const ack = await this.#js.publish(subject, data, { msgID, headers, timeout: 5000 }); // msgID: Nats-Msg-Id
+    if (!(fresh && ack.duplicate)) return ack;
+    this.log.warning("worker.event_id_taken", { subject, msg_id: msgID, note: "published again without it" });
+    return this.#js.publish(subject, data, { headers, timeout: 5000 });
   }
 
-  async #handle(msg) {
+  /** One command, from the consumer of tool subject `subject`. */
+  async #handle(msg, subject) {
     let command;
     try {
       command = decodeCommand(msg.data);
@@ -544,6 +642,11 @@ export class Worker {
       msg.term();
       return;
     }
+    if (command.subject == null) {
+      // A version 1 command (from a gateway before contract 2): its events go to the version 2 subject.
+      command.subject = subject;
+      command.reply_subject = this.subjects.event(subject, command.workflow_id);
+    }
     const id = command.workflow_id;
     const key = `${id}.${command.attempt}`;
     const traceparent = msg.headers?.get(Headers.TRACEPARENT) || undefined;
@@ -552,10 +655,15 @@ export class Worker {
     if (remembered !== undefined) {
       log.info("worker.redelivered_done");
       try {
-        await this.#publish(command.reply_subject, remembered.data, traceparent, remembered.msgID);
+        await this.#publish(command.reply_subject, remembered.data, traceparent, remembered.msgID, false);
       } catch (err) {
-        log.warning("worker.publish_failed", { error: errorText(err) });
-        msg.nak(1000);
+        if (isRefusal(err)) {
+          log.error("worker.events_refused", { error: new PermissionDenied(this.#user, err).message });
+          msg.nak(REFUSED_RETRY);
+        } else {
+          log.warning("worker.publish_failed", { error: errorText(err) });
+          msg.nak(1000);
+        }
         return;
       }
       await this.#settle(msg, remembered, log);
@@ -604,6 +712,10 @@ export class Worker {
       if (err instanceof HandedBack) {
         msg.nak();
         log.info("worker.handed_back");
+      } else if (isRefusal(err)) {
+        // NATS refuses this user the events: for a worker that may publish them
+        log.error("worker.events_refused", { error: new PermissionDenied(this.#user, err).message });
+        msg.nak(REFUSED_RETRY);
       } else {
         log.warning("worker.publish_failed", { error: errorText(err) }); // leave the command for redelivery
         msg.nak(1000);
@@ -630,11 +742,12 @@ export class Worker {
     this.#handlers.set(command.workflow_id, controller);
     const questions = new Questions(
       this.#nc,
-      this.subjects.answer(command.workflow_id),
+      this.subjects.answer(command.subject, command.workflow_id),
       command,
       emit,
       controller.signal,
       log,
+      this.#user,
     );
     const ctx = new ToolContext(command, emit, questions, controller.signal);
     let result;
@@ -664,6 +777,11 @@ export class Worker {
       result = await outcome;
     } catch (err) {
       if (err instanceof HandedBack || err instanceof BusFailure) throw err;
+      if (isRefusal(err)) throw err; // its events cannot go out: nothing to report them with
+      if (err instanceof PermissionDenied) {
+        log.error("worker.answers_refused", { error: err.message }); // it cannot hear answers: say so, as a failure
+        return emit("failed", { error: errorInfo("worker_error", err.message) });
+      }
       if (err instanceof StoppedByGateway) {
         log.info("worker.stopped_by_gateway", { reason: err.reason });
         return emit("failed", { error: errorInfo(err.reason, `stopped: ${err.reason}`) });
