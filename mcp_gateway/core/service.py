@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import hmac
 import json
 import secrets
 import uuid
@@ -19,7 +20,16 @@ from enum import StrEnum
 from typing import Any, cast
 
 import structlog
-from mcp_gateway_worker.contract import MAX_DEPTH, Caller, Command, Headers, Subjects, encode, json_depth
+from mcp_gateway_worker.contract import (
+    CONTRACT_VERSION,
+    MAX_DEPTH,
+    Caller,
+    Command,
+    Headers,
+    Subjects,
+    encode,
+    json_depth,
+)
 
 from mcp_gateway.core.changes import Waiters, Watch
 from mcp_gateway.core.dispatch import Dispatcher
@@ -35,7 +45,7 @@ from mcp_gateway.core.presence import WorkerPresence
 from mcp_gateway.core.states import APPROVAL, TERMINAL, Status, WorkflowState, reopen
 from mcp_gateway.core.workflows import Action, AnswerRefused, Viewer, WorkflowNotFound, Workflows
 from mcp_gateway.errors import GatewayError, StoreError
-from mcp_gateway.registry import Registry, SchemaViolation, Tool
+from mcp_gateway.registry import Registry, SchemaViolation, Tool, holds_marker
 
 __all__ = [
     "InputCallback",
@@ -154,10 +164,38 @@ def unstorable(arguments: dict[str, Any]) -> list[SchemaViolation]:
     return []
 
 
+def _canonical(arguments: dict[str, Any]) -> bytes:
+    return json.dumps(arguments, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
 def arguments_hash(arguments: dict[str, Any]) -> str:
     """The same arguments, however their keys are ordered, give the same hash (idempotency keys compare it)."""
-    canonical = json.dumps(arguments, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return hashlib.sha256(canonical.encode()).hexdigest()
+    return hashlib.sha256(_canonical(arguments)).hexdigest()
+
+
+def arguments_digest(tool: Tool, arguments: dict[str, Any], key: bytes) -> str:
+    """What an idempotency key's arguments are compared by. Arguments with no sensitive value: their plain hash.
+    With one: a plain hash of the redacted arguments (what the row shows anyway) and an HMAC of the whole ones
+    under `key`, with the key's id (`hmac:<key id>:<redacted hash>:<hmac>`). A plain hash of a low-entropy secret
+    (a PIN, a password) would give it away to whoever reads the row: it can be guessed and checked offline."""
+    redacted = tool.redact(arguments)
+    if redacted == arguments:
+        return arguments_hash(arguments)
+    key_id = hmac.new(key, b"mcp-gateway idempotency key id", hashlib.sha256).hexdigest()[:16]
+    keyed = hmac.new(key, _canonical(arguments), hashlib.sha256).hexdigest()
+    return f"hmac:{key_id}:{arguments_hash(redacted)}:{keyed}"
+
+
+def same_arguments(stored: str | None, ours: str | None) -> bool:
+    """Whether a workflow's idempotency digest and a new call's name the same arguments. Digests made under
+    another key (the `secret_key` setting changed) cannot compare the
+    sensitive values: then the rest of the arguments decides."""
+    if stored == ours:
+        return True
+    if stored is None or ours is None or not (stored.startswith("hmac:") and ours.startswith("hmac:")):
+        return False
+    theirs, mine = stored.split(":"), ours.split(":")
+    return len(theirs) == len(mine) == 4 and theirs[1] != mine[1] and theirs[2] == mine[2]
 
 
 def trace_id_of(traceparent: str | None) -> str | None:
@@ -182,6 +220,10 @@ class ToolCallService:
         self._max_payload = max_payload
         self.idempotency_window = 86_400.0
         """Seconds an idempotency key names its workflow (then it may name a new one)."""
+        self.secret_key = secrets.token_bytes(32)
+        """The key of the HMAC that idempotency keys compare sensitive arguments by (`arguments_digest`). Give
+        every gateway process the same one so that a retry reaching another process, or coming after a restart,
+        compares them too: the composition root sets it from the settings (`secret_key`, else data_dir/secret.key)."""
         """The bus's largest message; a call whose command is larger is refused before anything is written."""
         self._store = store
         self._dispatcher = dispatcher
@@ -212,14 +254,15 @@ class ToolCallService:
             arguments=arguments,
             caller=caller,
             deadline=deadline,
-            reply_subject=self._subjects.event(workflow_id),
+            subject=tool.config.subject,
+            reply_subject=self._subjects.event(tool.config.subject, workflow_id),
             retry=tool.config.retry,
             attempt=attempt,
         )
         msg_id = workflow_id if attempt == 1 else f"{workflow_id}.{attempt}"
         headers = {
             Headers.MSG_ID: msg_id,
-            Headers.SCHEMA: "1",
+            Headers.SCHEMA: str(CONTRACT_VERSION),
             Headers.WORKFLOW_ID: workflow_id,
             Headers.TOOL: tool.name,
             Headers.TRACEPARENT: traceparent,
@@ -236,6 +279,13 @@ class ToolCallService:
         tool = self.registry.get(record.tool)
         if tool is None:
             raise RetryRefused(f"workflow {workflow_id}: tool {record.tool!r} is no longer configured")
+        if arguments is None and holds_marker(record.arguments):
+            raise RetryRefused(
+                f"workflow {workflow_id}: its arguments were kept redacted (values marked x-sensitive are not "
+                "stored), so they cannot be sent again; pass them whole: mcp-gateway workflows retry "
+                f"{workflow_id} --arguments FILE (or dlq redrive ID --arguments FILE, or the body "
+                '{"arguments": {...}} of POST /admin/workflows/ID/retry)'
+            )
         args = arguments if arguments is not None else record.arguments
         violations = tool.input.violations(args)
         if violations:
@@ -247,6 +297,7 @@ class ToolCallService:
         deadline = datetime.now(UTC) + timedelta(seconds=tool.deadline_seconds)
         caller = Caller(subject=record.caller, request_id=record.request_id)
         message = self._command(tool, workflow_id, args, caller, new_traceparent(), deadline, attempt)
+        kept = tool.redact(args)  # the command carries them whole; the row keeps them redacted
         result = await self._store.reopen(
             Reopening(
                 workflow_id,
@@ -254,8 +305,8 @@ class ToolCallService:
                 attempt,
                 message,
                 deadline,
-                args,
-                arguments is not None and arguments != record.arguments,
+                kept,
+                arguments is not None and (kept != record.arguments or kept != args),
                 viewer.subject,
             ),
             lambda _tool, state: reopen(state),
@@ -308,10 +359,11 @@ class ToolCallService:
             return Outcome(OutcomeKind.TOO_LARGE, name, error={"size": size, "limit": limit})
         structlog.contextvars.bind_contextvars(workflow_id=workflow_id, tool=name, trace_id=trace_id_of(traceparent))
         budget = tool.config.timeout if wait and tool.config.mode not in ("async", "task") else 0.0
-        approval = _approval_question(tool, args)
+        kept = tool.redact(args)  # what the row, its views and the approval question show; the command has `args`
+        approval = _approval_question(tool, kept)
         initial = WorkflowState(Status.INPUT_REQUIRED, questions=[approval]) if approval else None
         recorded = False
-        hashed = arguments_hash(args) if idempotency_key is not None else None
+        hashed = arguments_digest(tool, args, self.secret_key) if idempotency_key is not None else None
         try:
             with self._waiters.watch(workflow_id) as watch:
                 try:
@@ -320,7 +372,7 @@ class ToolCallService:
                             workflow_id,
                             name,
                             tool.config.version,
-                            args,
+                            kept,
                             caller.subject,
                             caller.request_id,
                             trace_id_of(traceparent),
@@ -372,7 +424,7 @@ class ToolCallService:
         waiting for it as the call would have), or a conflict when the arguments differ. Cancelling a joined call
         does not cancel the workflow (the call that started it may still wait for it)."""
         workflow_id = existing.workflow_id
-        if existing.arguments_hash != hashed:
+        if not same_arguments(existing.arguments_hash, hashed):
             return Outcome(OutcomeKind.IDEMPOTENCY_CONFLICT, tool.name, workflow_id)
         log.info("call.joined", existing=workflow_id)
         with self._waiters.watch(workflow_id) as watch:

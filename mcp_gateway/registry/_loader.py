@@ -13,6 +13,7 @@ from pydantic import BaseModel, ValidationError
 from mcp_gateway.errors import ConfigError, ConfigProblem
 from mcp_gateway.registry._model import Registry, Tool, ToolConfig
 from mcp_gateway.registry._prompts import Prompt, PromptConfig, placeholders
+from mcp_gateway.registry._redaction import sensitivity_problems
 from mcp_gateway.registry._resources import Resource, ResourceConfig, Template, TemplateConfig
 from mcp_gateway.registry._schema import CompiledSchema, check_schema, close_objects, or_handle
 
@@ -140,6 +141,10 @@ def _build(entry: Any, index: int, source: str, problems: list[ConfigProblem]) -
                 ConfigProblem(source, 'must have "type": "object" at its root (MCP)', label, f"{base}.{key}")
             )
             ok = False
+        if ok:
+            for message in sensitivity_problems(schema, output=key == "output_schema"):
+                problems.append(ConfigProblem(source, message, label, f"{base}.{key}"))
+                ok = False
     header_problem = find_invalid_x_mcp_header(config.input_schema) if ok else None
     if header_problem is not None:  # SEP-2243; the SDK's own rule, so that what loads is what it serves
         problems.append(ConfigProblem(source, header_problem, label, f"{base}.input_schema"))

@@ -8,6 +8,8 @@ from typing import Any, cast
 
 import jsonschema_rs
 
+from mcp_gateway.registry._redaction import KEYWORD, Redactor
+
 __all__ = [
     "FORMATS",
     "HANDLE_SCHEMA",
@@ -150,29 +152,58 @@ def _close(node: Any) -> None:
         _close(node.get(key))
 
 
-class CompiledSchema:
-    """A schema compiled once (jsonschema-rs, Rust) and used for every call; `format` is asserted."""
+_KEYS_ONLY = frozenset({"required", "dependentRequired", "additionalProperties", "unevaluatedProperties"})
+"""Keywords whose violation messages name keys, never values: kept whole even next to a sensitive value."""
 
-    __slots__ = ("_validator", "schema")
+
+class CompiledSchema:
+    """A schema compiled once (jsonschema-rs, Rust) and used for every call; `format` is asserted. Values its
+    `x-sensitive` marks describe are never in a violation's message, and `redact` hides them."""
+
+    __slots__ = ("_redactor", "_validator", "schema")
 
     def __init__(self, schema: dict[str, Any]) -> None:
         self.schema = schema
         self._validator = jsonschema_rs.Draft202012Validator(schema, validate_formats=True)
+        self._redactor = Redactor(schema)
+
+    @property
+    def sensitive(self) -> bool:
+        """Whether the schema marks any value `x-sensitive`."""
+        return self._redactor.active
+
+    def redact(self, value: Any) -> Any:
+        """`value` with each value marked `x-sensitive` replaced by the marker, in a copy (`value` is unchanged)."""
+        return self._redactor.redact(value)
 
     def violations(self, value: Any, limit: int = 50) -> list[SchemaViolation]:
         """Every violation (up to `limit`), each with its JSON pointer; empty when `value` is valid. A value the
-        validator cannot walk (nested hundreds of levels, a lone surrogate) is one violation, never an error."""
+        validator cannot walk (nested hundreds of levels, a lone surrogate) is one violation, never an error.
+        A message that would quote a sensitive value (or a value holding one) says only which keyword failed."""
         try:
             if self._validator.is_valid(value):
                 return []
+            hidden = self._redactor.sensitive_paths(value)
             found: list[SchemaViolation] = []
             for error in self._validator.iter_errors(value):
-                found.append(SchemaViolation(_pointer(list(error.instance_path)), error.message))
+                at = _pointer(list(error.instance_path))
+                message = error.message
+                keyword = next((str(p) for p in reversed(list(error.schema_path)) if isinstance(p, str)), "")
+                if keyword not in _KEYS_ONLY and any(_overlap(at, s) for s in hidden):
+                    message = f"the value does not satisfy {keyword!r} (not shown: it holds a value marked {KEYWORD})"
+                found.append(SchemaViolation(at, message))
                 if len(found) >= limit:
                     break
             return found
         except (ValueError, UnicodeError, RecursionError) as exc:
+            if self._redactor.active:
+                return [SchemaViolation("", f"the value cannot be checked ({type(exc).__name__})")]
             return [SchemaViolation("", f"the value cannot be checked: {exc}")]
+
+
+def _overlap(at: str, sensitive: str) -> bool:
+    """Whether the value at pointer `at` is, holds, or lies inside the sensitive value at `sensitive`."""
+    return at == sensitive or sensitive.startswith(at + "/") or at.startswith(sensitive + "/")
 
 
 HANDLE_SCHEMA: dict[str, Any] = {
