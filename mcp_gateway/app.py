@@ -16,27 +16,31 @@ from typing import Any
 
 import structlog
 from mcp.server import Server
+from mcp_gateway_worker import redact_url
 from mcp_gateway_worker.contract import Subjects
 from sqlalchemy import text
 
+from mcp_gateway.auth import GatewayTokenVerifier, JwtVerifier, Principals, StaticTokens
 from mcp_gateway.bus import NatsBus
+from mcp_gateway.core.access import ADMIN, Viewer
 from mcp_gateway.core.changes import Waiters
 from mcp_gateway.core.dead_letters import DeadLetterOffice
 from mcp_gateway.core.deadlines import DeadlineKeeper
 from mcp_gateway.core.dispatch import Dispatcher
 from mcp_gateway.core.folding import EventFolder
+from mcp_gateway.core.limits import CallLimits
 from mcp_gateway.core.presence import WorkerPresence
 from mcp_gateway.core.reload import RegistryReloader
 from mcp_gateway.core.resources import ResourceReader
 from mcp_gateway.core.service import ToolCallService
 from mcp_gateway.core.supervisor import Supervisor
-from mcp_gateway.core.workflows import ADMIN, Workflows
+from mcp_gateway.core.workflows import Workflows
 from mcp_gateway.embedded import EmbeddedNats, EmbeddedPostgres, running_nats_url, running_postgres_url
 from mcp_gateway.errors import GatewayError
 from mcp_gateway.registry import Registry, load_registry
-from mcp_gateway.server import ResourceFeed, build_server, check_content
+from mcp_gateway.server import ResourceFeed, build_server, check_content, principal_from
 from mcp_gateway.settings import Settings
-from mcp_gateway.store import PostgresStore, WorkflowRecord, run_migrations
+from mcp_gateway.store import PostgresStore, PostgresTokenStore, WorkflowRecord, run_migrations
 
 __all__ = ["Gateway", "open_gateway", "open_servers"]
 
@@ -59,7 +63,11 @@ async def open_servers(settings: Settings) -> AsyncGenerator[ServerUrls]:
         if nats_url is None:
             nats_url = (await stack.enter_async_context(EmbeddedNats(nats_dir))).url
         elif settings.nats_url is None:
-            log.info("embedded.nats.shared", url=nats_url, note="started by another gateway process on this data dir")
+            log.info(
+                "embedded.nats.shared",
+                url=redact_url(nats_url),
+                note="started by another gateway process on this data dir",
+            )
         database_url = settings.database_url or running_postgres_url(postgres_dir)
         if database_url is None:
             database_url = (await stack.enter_async_context(EmbeddedPostgres(postgres_dir))).url
@@ -107,18 +115,55 @@ class Gateway:
             max_payload=lambda: bus.max_payload,
         )
         self.service.idempotency_window = settings.idempotency_window
+        if (key := settings.secret_key_bytes()) is not None:
+            self.service.secret_key = key
+        else:
+            log.warning(
+                "settings.no_secret_key",
+                note="set secret_key (the same in every gateway process) so that idempotent retries reaching another "
+                "process compare x-sensitive arguments too",
+            )
+        self.call_limits = CallLimits(settings.max_in_flight_per_caller, settings.max_in_flight)
+        self.token_store = PostgresTokenStore(store.engine)
+        self.tokens = StaticTokens(self.token_store)
+        self.verifier = GatewayTokenVerifier(self.tokens, JwtVerifier(settings.jwt) if settings.jwt else None)
+        self.principals = Principals(
+            admin_scope=settings.admin_scope,
+            local=Viewer(settings.local_subject, scopes=frozenset(settings.local_scopes)),
+        )
 
     @property
     def registry(self) -> Registry:
         """The tools, prompts and resources served now (the config folder's last good state)."""
         return self.reloader.registry
 
-    def mcp_server(self, caller_subject: str = "anonymous") -> Server[Any]:
-        return build_server(self.service, self.workflows, self.feed, self.resources, caller_subject=caller_subject)
+    def mcp_server(self) -> Server[Any]:
+        """The MCP server; each request acts as its token's principal, else the local one (stdio: always)."""
+        return build_server(
+            self.service,
+            self.workflows,
+            self.feed,
+            self.resources,
+            principal=principal_from(self.principals),
+            limits=self.call_limits,
+        )
 
-    async def admin_retry(self, workflow_id: str, arguments: dict[str, Any] | None) -> WorkflowRecord:
+    def scopes_supported(self) -> list[str]:
+        """Every scope the config names (tools, prompts, resources), and the admin scope: for RFC 9728 metadata."""
+        r = self.registry
+        named = [
+            *(t.config.scopes for t in r.values()),
+            *(p.config.scopes for p in r.prompts.values()),
+            *(x.config.scopes for x in r.resources.values()),
+            *(x.config.scopes for x in r.templates),
+        ]
+        return sorted({s for scopes in named for s in scopes} | {self.settings.admin_scope})
+
+    async def admin_retry(
+        self, workflow_id: str, arguments: dict[str, Any] | None, by: Viewer = ADMIN
+    ) -> WorkflowRecord:
         """Run a workflow again as an admin (the admin API's and the CLI's retry and redrive)."""
-        return await self.service.retry(workflow_id, ADMIN, arguments=arguments)
+        return await self.service.retry(workflow_id, by, arguments=arguments)
 
     async def report_unserved(self) -> list[str]:
         """Log (and return) every tool whose commands no worker listens for now."""
@@ -162,7 +207,16 @@ async def open_gateway(settings: Settings, registry: Registry | None = None) -> 
             await run_migrations(urls.database)
         store = await stack.enter_async_context(PostgresStore(urls.database, pool_size=settings.db_pool_size))
         subjects = Subjects(settings.subject_prefix)
-        bus = await stack.enter_async_context(NatsBus(urls.nats, subjects, duplicate_window=settings.duplicate_window))
+
+        async def tool_subject_of(workflow_id: str) -> str | None:
+            """Where a workflow's answers go: its tool's subject (None if the registry no longer has its tool)."""
+            record = await store.get(workflow_id)
+            tool = gateway.registry.get(record.tool) if record is not None else None
+            return tool.config.subject if tool is not None else None
+
+        bus = await stack.enter_async_context(
+            NatsBus(urls.nats, subjects, duplicate_window=settings.duplicate_window, tool_subject_of=tool_subject_of)
+        )
         waiters = Waiters()
         await store.subscribe_changes(waiters.on_message, supervisor)
         dispatcher = await stack.enter_async_context(
@@ -178,15 +232,6 @@ async def open_gateway(settings: Settings, registry: Registry | None = None) -> 
         await stack.enter_async_context(gateway.feed)
         await stack.enter_async_context(gateway.reloader)
         stack.callback(setattr, gateway.service, "stopping", True)  # first thing on the way out
-        log.info("gateway.started", tools=len(registry), nats=urls.nats, database=_redact(urls.database))
+        log.info("gateway.started", tools=len(registry), nats=redact_url(urls.nats), database=redact_url(urls.database))
         yield gateway
         log.info("gateway.stopping")
-
-
-def _redact(url: str) -> str:
-    """A database URL without its password, for logs."""
-    if "@" not in url or "://" not in url:
-        return url
-    scheme, rest = url.split("://", 1)
-    userinfo, host = rest.rsplit("@", 1)
-    return f"{scheme}://{userinfo.split(':', 1)[0]}@{host}"

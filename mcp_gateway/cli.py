@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import json
 import os
+import re
 import signal
 import sys
 from collections.abc import Coroutine, Generator, Sequence
@@ -15,10 +16,10 @@ from typing import Any, cast
 
 import structlog
 import uvicorn
-from mcp_gateway_worker import load_worker, run_workers
-from mcp_gateway_worker._cli import WorkerLoadError
+from mcp_gateway_worker import CredentialsRefused, PermissionDenied, load_worker, redact_url, run_workers
+from mcp_gateway_worker._cli import WorkerLoadError, add_credential_arguments, credentials_from
 
-from mcp_gateway import __version__
+from mcp_gateway import __version__, bus_users
 from mcp_gateway.core.states import Status
 from mcp_gateway.errors import ConfigError, ConfigProblem, GatewayError
 from mcp_gateway.logs import configure_logging
@@ -63,6 +64,7 @@ def _parser() -> argparse.ArgumentParser:
     worker = sub.add_parser("worker", help="run workers (default: the examples) against NATS")
     worker.add_argument("targets", nargs="*", metavar="MODULE:ATTR", help="Worker objects to run")
     worker.add_argument("--nats-url", help="NATS to connect to (default: settings, else the embedded one)")
+    add_credential_arguments(worker)  # --creds, --user, --password (default: the embedded NATS's gateway user)
 
     wf = sub.add_parser("workflows", help="inspect workflows")
     wf_sub = wf.add_subparsers(dest="action", required=True, metavar="ACTION")
@@ -95,8 +97,25 @@ def _parser() -> argparse.ArgumentParser:
     redrive.add_argument("letter_id", type=int)
     redrive.add_argument("--arguments", type=Path, metavar="FILE", help="a JSON file of new arguments")
 
+    token = sub.add_parser("token", help="static bearer tokens for HTTP callers (stored as SHA-256 only)")
+    token_sub = token.add_subparsers(dest="action", required=True, metavar="ACTION")
+    create = token_sub.add_parser("create", help="create a token and print it once")
+    create.add_argument("--subject", required=True, help="the caller the token names (its workflows are its own)")
+    create.add_argument("--scopes", default="", help="comma-separated scopes (tools, prompts, resources need them)")
+    create.add_argument("--admin", action="store_true", help="also the admin scope (every workflow, /admin)")
+    create.add_argument("--expires-days", type=float, metavar="DAYS", help="expire after DAYS (default: never)")
+    create.add_argument("--note", help="what the token is for (shown by token list)")
+    token_list = token_sub.add_parser("list", help="every token: id, subject, scopes, state (never the token)")
+    token_list.add_argument("--json", action="store_true", help="print a JSON array")
+    revoke = token_sub.add_parser("revoke", help="revoke a token by id, or every token of a subject")
+    revoke.add_argument("id_or_subject")
+
     sub.add_parser("db-url", help="print the PostgreSQL URL (the embedded server's while the gateway runs)")
-    sub.add_parser("nats-url", help="print the NATS URL (the embedded server's while the gateway runs)")
+    nats_url = sub.add_parser("nats-url", help="print the NATS URL (the embedded server's while the gateway runs)")
+    nats_url.add_argument(
+        "--with-credentials", action="store_true", help="with the gateway user's password in it (a secret)"
+    )
+    bus_users.add_parser(sub)
     return p
 
 
@@ -148,16 +167,21 @@ def main(argv: Sequence[str] | None = None) -> int:
             case "migrate":
                 return _run(_migrate(settings))
             case "worker":
-                return _run(_workers(settings, args.targets))
+                return _run(_workers(settings, args))
+            case "bus-user":
+                return bus_users.run(settings, args)
             case "workflows":
                 return _run(_workflows(settings, args))
             case "dlq":
                 return _run(_dlq(settings, args))
+            case "token":
+                return _run(_tokens(settings, args))
             case "db-url":
                 print(_database_url(settings))
                 return 0
             case "nats-url":
-                print(_nats_url(settings))
+                url = _nats_url(settings, credentials=args.with_credentials)
+                print(url if args.with_credentials else redact_url(url))
                 return 0
             case _:  # pragma: no cover - argparse refuses unknown commands
                 return _fail(f"unknown command {args.command!r}")
@@ -223,8 +247,12 @@ async def _serve(settings: Settings, registry: Any, transport: str, examples: bo
     from mcp_gateway.app import open_gateway
     from mcp_gateway.examples import all_workers
     from mcp_gateway.server import build_http_app, serve_stdio
+    from mcp_gateway.server._connections import ConnectionLimits, uvicorn_config
+    from mcp_gateway.server._guard import AuthFailureThrottle
     from mcp_gateway.store import PostgresEventStore
 
+    if transport == "http":
+        settings.check_exposure()
     async with open_gateway(settings, registry) as gateway, AsyncExitStack() as workers:
         if examples:
             for worker in all_workers():
@@ -232,7 +260,7 @@ async def _serve(settings: Settings, registry: Any, transport: str, examples: bo
         await gateway.report_unserved()
         if transport == "stdio":
             reload_at_sighup(gateway)
-            await serve_stdio(gateway.mcp_server(caller_subject="local"))
+            await serve_stdio(gateway.mcp_server())  # as the local principal (settings local_subject, local_scopes)
             return 0
         app = build_http_app(
             gateway.mcp_server(),
@@ -240,18 +268,30 @@ async def _serve(settings: Settings, registry: Any, transport: str, examples: bo
             port=settings.port,
             ready=gateway.ready,
             workflows=gateway.workflows,
+            principals=gateway.principals,
+            verifier=gateway.verifier,
+            auth=settings.resolved_auth(),
+            public_url=settings.public_url,
+            authorization_servers=settings.authorization_servers or ([settings.jwt.issuer] if settings.jwt else None),
+            scopes_supported=gateway.scopes_supported(),
             event_store=PostgresEventStore(gateway.store.engine),
-            admin_token_sha256=settings.admin_token_sha256,
             allowed_hosts=settings.allowed_hosts,
             allowed_origins=settings.allowed_origins,
             max_request_body_size=settings.max_request_body,
             retry=gateway.admin_retry,
             dead_letters=gateway.store.dead_letters,
+            rate_limit=settings.rate_limit,
+            body_timeout=settings.body_timeout,
+            auth_failures=AuthFailureThrottle(
+                settings.auth_failure_limit, settings.auth_failure_window, settings.auth_failure_cooloff
+            ),
         )
-        config = uvicorn.Config(
+        config = uvicorn_config(
             app,
             host=settings.host,
             port=settings.port,
+            limits=ConnectionLimits.from_settings(settings),
+            forwarded_allow_ips=settings.forwarded_allow_ips,
             log_config=None,
             lifespan="on",
             access_log=False,
@@ -267,7 +307,12 @@ async def _serve(settings: Settings, registry: Any, transport: str, examples: bo
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop)
         reload_at_sighup(gateway)
-        log.info("serve.http", url=f"http://{settings.host}:{settings.port}/mcp", database=gateway.urls.database)
+        log.info(
+            "serve.http",
+            url=f"http://{settings.host}:{settings.port}/mcp",
+            auth=settings.resolved_auth(),
+            database=redact_url(gateway.urls.database),
+        )
         await server.serve()
         return 0 if server.started else _fail(f"could not serve on {settings.host}:{settings.port} (see the log)")
 
@@ -307,23 +352,32 @@ async def _migrate(settings: Settings) -> int:
     return 0
 
 
-async def _workers(settings: Settings, targets: list[str]) -> int:
+async def _workers(settings: Settings, args: argparse.Namespace) -> int:
+    """Run workers; as the bus user given (--user/--password, --creds, or their MCPGW_NATS_* variables), else on
+    the embedded NATS as the gateway's own user (every permission: for a local demo)."""
     from mcp_gateway.examples import all_workers
 
     try:
-        workers = [load_worker(t) for t in targets] if targets else all_workers()
-    except WorkerLoadError as exc:
+        access = credentials_from(args)
+        access.connect_options("")  # a .creds file that cannot be used is said now
+        workers = [load_worker(t) for t in args.targets] if args.targets else all_workers()
+    except (WorkerLoadError, ValueError) as exc:
         return _fail(str(exc))
     if settings.subject_prefix != "mcpgw":
         workers = [w.with_prefix(settings.subject_prefix) for w in workers]
-    await run_workers(workers, _nats_url(settings))
+    url = _nats_url(settings, credentials=access.user is None and access.creds is None)
+    try:
+        await run_workers(workers, url, user=access.user, password=access.password, creds=access.creds)
+    except (PermissionDenied, CredentialsRefused) as exc:
+        return _fail(str(exc), 1)
     return 0
 
 
-def _nats_url(settings: Settings) -> str:
+def _nats_url(settings: Settings, *, credentials: bool = True) -> str:
+    """The configured NATS URL, else the running embedded one's (`credentials`: with the gateway's user in it)."""
     from mcp_gateway.embedded import running_nats_url
 
-    url = settings.nats_url or running_nats_url(settings.data_dir / "nats")
+    url = settings.nats_url or running_nats_url(settings.data_dir / "nats", credentials=credentials)
     if url is None:
         raise GatewayError(
             f"no NATS URL: none configured ({settings.source}), and no embedded NATS runs in "
@@ -416,6 +470,61 @@ async def _dlq(settings: Settings, args: argparse.Namespace) -> int:
     if letter.workflow_id is None:
         return _fail(f"dead letter {letter.id} names no workflow (an event that could not be read): nothing to redrive")
     return await _retry(settings, letter.workflow_id, args.arguments)
+
+
+async def _tokens(settings: Settings, args: argparse.Namespace) -> int:
+    """token create / list / revoke, straight on the database (the gateway sees a change within seconds)."""
+    from datetime import UTC, datetime, timedelta
+
+    from mcp_gateway.auth import StaticTokens, StoredToken
+    from mcp_gateway.store import PostgresStore, PostgresTokenStore, run_migrations
+
+    def view(t: StoredToken) -> dict[str, Any]:
+        state = "revoked" if t.revoked_at else "expired" if t.expires_at and t.expires_at <= datetime.now(UTC) else "ok"
+        return {
+            "id": t.id,
+            "subject": t.subject,
+            "scopes": list(t.scopes),
+            "state": state,
+            "created_at": t.created_at.isoformat(),
+            "expires_at": t.expires_at.isoformat() if t.expires_at else None,
+            "note": t.note,
+        }
+
+    url = _database_url(settings)
+    await run_migrations(url)
+    async with PostgresStore(url) as store:
+        tokens = StaticTokens(PostgresTokenStore(store.engine))
+        if args.action == "create":
+            scopes = [x.strip() for x in args.scopes.split(",") if x.strip()]
+            bad = [x for x in scopes if not re.fullmatch(r"[\x21\x23-\x5b\x5d-\x7e]{1,128}", x)]
+            if bad:
+                return _fail(f"--scopes: {bad[0]!r} is not a scope (1-128 visible ASCII characters, no quote or \\)")
+            if args.admin and settings.admin_scope not in scopes:
+                scopes.append(settings.admin_scope)
+            expires = datetime.now(UTC) + timedelta(days=args.expires_days) if args.expires_days else None
+            secret, stored = await tokens.create(args.subject, tuple(scopes), note=args.note, expires_at=expires)
+            print(secret)
+            print(
+                f"token {stored.id} for {stored.subject!r}, scopes {', '.join(scopes) or '(none)'}: "
+                "shown this once, only its SHA-256 is kept",
+                file=sys.stderr,
+            )
+            return 0
+        if args.action == "revoke":
+            revoked = await PostgresTokenStore(store.engine).revoke(args.id_or_subject)
+            if not revoked:
+                return _fail(f"no token with id or subject {args.id_or_subject!r}", 1)
+            for t in revoked:
+                print(f"revoked {t.id} ({t.subject})")
+            return 0
+        listed = [view(t) for t in await PostgresTokenStore(store.engine).all()]
+    if args.json:
+        print(json.dumps(listed, indent=2))
+        return 0
+    for t in listed:
+        print(f"{t['id']}  {t['state']:<8} {t['subject']:<24} {','.join(t['scopes']) or '-':<30} {t['note'] or ''}")
+    return 0
 
 
 async def _workflows(settings: Settings, args: argparse.Namespace) -> int:

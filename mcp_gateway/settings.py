@@ -9,13 +9,16 @@ each other from any folder."""
 from __future__ import annotations
 
 import os
+import secrets
 from pathlib import Path
 from typing import Any, ClassVar, Literal, cast
 
 import yaml
-from pydantic import Field, PrivateAttr, ValidationError
+from limits import parse_many
+from pydantic import Field, PrivateAttr, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, InitSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
 
+from mcp_gateway.auth import JwtSettings
 from mcp_gateway.errors import ConfigError, ConfigProblem
 
 __all__ = ["DEFAULT_SETTINGS_FILE", "EXAMPLE_TOOLS", "Settings", "load_settings", "user_data_dir"]
@@ -37,10 +40,11 @@ def user_data_dir() -> Path:
 
 
 _PATH_KEYS = ("data_dir", "tools_dir")
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="MCPGW_", extra="forbid", frozen=True)
+    model_config = SettingsConfigDict(env_prefix="MCPGW_", env_nested_delimiter="__", extra="forbid", frozen=True)
     _file_values: ClassVar[dict[str, Any]] = {}
 
     nats_url: str | None = Field(default=None, description="NATS server; none: start an embedded one")
@@ -67,11 +71,131 @@ class Settings(BaseSettings):
     allowed_hosts: list[str] = Field(default_factory=list[str], description="extra Host values, e.g. gw.example:443")
     allowed_origins: list[str] = Field(default_factory=list[str])
     max_request_body: int = Field(default=4 * 1024 * 1024, ge=1024)
-    admin_token_sha256: str | None = Field(
+    auth: Literal["required", "optional"] | None = Field(
         default=None,
-        pattern=r"^[0-9a-f]{64}$",
-        description="SHA-256 (hex) of the bearer token for /admin; none: the admin HTTP API is off",
+        description="HTTP callers: required (a bearer token on every request) or optional (no token: the local "
+        "principal); none: required unless the host is a loopback address",
     )
+    allow_anonymous_remote: bool = Field(
+        default=False, description="let `auth: optional` serve a non-loopback address (anyone who reaches it acts)"
+    )
+    local_subject: str = Field(
+        default="local", min_length=1, description="the principal of stdio, and of HTTP callers without a token"
+    )
+    local_scopes: list[str] = Field(
+        default_factory=lambda: ["*"], description="that principal's scopes ('*': every tool's scopes)"
+    )
+    admin_scope: str = Field(
+        default="mcpgw:admin", min_length=1, description="the scope that makes a token's holder an admin"
+    )
+    public_url: str | None = Field(
+        default=None,
+        pattern=r"^https?://[^/?#]+(/[^?#]*)?$",
+        description="the URL clients reach the gateway at (RFC 9728 metadata names `<public_url>/mcp`); "
+        "default http://host:port",
+    )
+    authorization_servers: list[str] = Field(
+        default_factory=list[str], description="issuers clients get tokens from (RFC 9728); default: jwt.issuer"
+    )
+    secret_key: SecretStr | None = Field(
+        default=None,
+        min_length=32,
+        description="the key of the keyed digests of secret arguments (idempotency); every gateway process of one "
+        "database needs the same; none: a random key kept in data_dir/secret.key (made at first start, mode 0600), "
+        "or with both URLs configured, a random key per process",
+    )
+    jwt: JwtSettings | None = Field(default=None, description="accept JWT access tokens verified against a JWKS")
+    admin_token_sha256: str | None = Field(default=None, exclude=True, description="replaced by admin tokens")
+    # Limits (README "Limits"): mcp_gateway/server/_guard.py, _connections.py, mcp_gateway/core/limits.py.
+    rate_limit: str | None = Field(
+        default="1000/second",
+        description="HTTP requests per caller (token subject, else client address), `limits` syntax: "
+        "'20/second', '600/minute;10000/hour'; none: no limit",
+    )
+    max_in_flight_per_caller: int = Field(default=64, ge=1, description="tool calls one caller may have running")
+    max_in_flight: int = Field(default=1024, ge=1, description="tool calls the gateway runs at once, all callers")
+    max_header_bytes: int = Field(default=64 * 1024, ge=1024, description="largest request head (line and headers)")
+    header_timeout: float = Field(default=10.0, gt=0, description="seconds to receive a request's head")
+    body_timeout: float = Field(default=30.0, gt=0, description="seconds to receive a request's body")
+    keep_alive_timeout: int = Field(default=5, ge=1, description="seconds an idle connection is kept after a response")
+    limit_concurrency: int | None = Field(
+        default=1000, ge=1, description="connections or requests at once (then 503); none: no limit"
+    )
+    backlog: int = Field(default=2048, ge=1, description="connections the kernel queues before they are accepted")
+    auth_failure_limit: int = Field(
+        default=10, ge=1, description="failed authentications per client address within auth_failure_window"
+    )
+    auth_failure_window: float = Field(default=60.0, gt=0, description="seconds over which failures are counted")
+    auth_failure_cooloff: float = Field(default=60.0, gt=0, description="seconds an address is then refused (429)")
+    forwarded_allow_ips: list[str] = Field(
+        default_factory=list[str],
+        description="proxies trusted to name the client in X-Forwarded-For; none: the peer address is the client",
+    )
+
+    @field_validator("rate_limit")
+    @classmethod
+    def _a_rate(cls, value: str | None) -> str | None:
+        if value is None or value.strip().lower() in ("", "none", "off"):
+            return None
+        try:
+            parse_many(value)
+        except ValueError:
+            raise ValueError(
+                f"{value!r} is not a rate: write '<count>/<unit>' or '<count> per <n> <unit>' (second, minute, "
+                "hour, day), several joined by ';', e.g. '20/second;600/minute'; or none for no limit"
+            ) from None
+        return value
+
+    @field_validator("admin_token_sha256")
+    @classmethod
+    def _replaced(cls, value: str | None) -> str | None:
+        if value is not None:
+            raise ValueError(
+                "admin_token_sha256 was replaced by admin tokens: remove it and create one with "
+                "`mcp-gateway token create --subject NAME --admin`"
+            )
+        return value
+
+    def secret_key_bytes(self) -> bytes | None:
+        """`secret_key`, else (embedded servers) the data dir's key file, made now (0600) when missing: shared by
+        every gateway process of this data dir. None with both URLs configured and no `secret_key` (nothing is
+        written locally then; each process draws a key of its own)."""
+        if self.secret_key is not None:
+            return self.secret_key.get_secret_value().encode()
+        if self.nats_url is not None and self.database_url is not None:
+            return None
+        path = self.data_dir / "secret.key"
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            except FileExistsError:  # another process made it first
+                pass
+            else:
+                with os.fdopen(fd, "w") as f:
+                    f.write(secrets.token_hex(32))
+        return path.read_text().strip().encode()
+
+    def check_exposure(self) -> None:
+        """Refuse to serve HTTP on a non-loopback address to callers without a token, unless told so."""
+        if self.resolved_auth() == "optional" and self.host not in LOOPBACK and not self.allow_anonymous_remote:
+            raise ConfigError(
+                [
+                    ConfigProblem(
+                        self.source,
+                        f"auth is optional but host {self.host!r} is not a loopback address: anyone who reaches it "
+                        "would act without a token. Set auth: required (and create tokens with `mcp-gateway token "
+                        "create`, or configure jwt), or set allow_anonymous_remote: true to accept that",
+                        key_path="auth",
+                    )
+                ]
+            )
+
+    def resolved_auth(self) -> Literal["required", "optional"]:
+        """`auth` as it applies: required unless set, or the host is a loopback address."""
+        if self.auth is not None:
+            return self.auth
+        return "optional" if self.host in LOOPBACK else "required"
 
     _source: str = PrivateAttr(default="no settings file")
 

@@ -8,16 +8,16 @@ state and may run in parallel.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import os
 import shutil
+import socket
 import sys
 import uuid
 from collections.abc import AsyncGenerator, Callable
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import asyncpg
 import jsonschema_rs
@@ -36,7 +36,6 @@ from mcp_gateway.store import PostgresEventStore, run_migrations
 from tests import workers as test_workers
 
 ROOT = Path(__file__).resolve().parents[1]
-ADMIN_TOKEN = "test-admin-token"
 TEMPLATE = "mcpgw_template"
 
 
@@ -173,26 +172,38 @@ Connect = Callable[..., AbstractAsyncContextManager[Client]]
 MODES = {"legacy": "2025-11-25", "auto": "2026-07-28"}
 
 
+async def admin_token(gateway: Gateway, subject: str = "test-admin") -> str:
+    """A new static token with the admin scope."""
+    token, _ = await gateway.tokens.create(subject, (gateway.settings.admin_scope,))
+    return token
+
+
 @asynccontextmanager
-async def http_server(gateway: Gateway) -> AsyncGenerator[str]:
+async def http_server(gateway: Gateway, *, auth: Literal["required", "optional"] = "optional") -> AsyncGenerator[str]:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)  # bound first, so the app knows its own URL
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
     app = build_http_app(
         gateway.mcp_server(),
         host="127.0.0.1",
-        port=0,
+        port=port,
         ready=gateway.ready,
         workflows=gateway.workflows,
+        principals=gateway.principals,
+        verifier=gateway.verifier,
+        auth=auth,
+        scopes_supported=gateway.scopes_supported(),
         event_store=PostgresEventStore(gateway.store.engine),
-        admin_token_sha256=hashlib.sha256(ADMIN_TOKEN.encode()).hexdigest(),
         retry=gateway.admin_retry,
         dead_letters=gateway.store.dead_letters,
     )
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_config=None, lifespan="on"))
-    task = asyncio.create_task(server.serve())
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, lifespan="on"))
+    task = asyncio.create_task(server.serve(sockets=[sock]))
     try:
         async with asyncio.timeout(10):
             while not server.started:  # noqa: ASYNC110 - polling uvicorn's started flag
                 await asyncio.sleep(0.01)
-        port = server.servers[0].sockets[0].getsockname()[1]
         yield f"http://127.0.0.1:{port}/mcp"
     finally:
         server.should_exit = True

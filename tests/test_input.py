@@ -131,14 +131,14 @@ async def test_answers_are_recorded_for_questions_asked_again(gateway: Gateway) 
 async def test_admin_http_api(gateway: Gateway) -> None:
     import httpx2
 
-    from tests.conftest import ADMIN_TOKEN, http_server
+    from tests.conftest import admin_token, http_server
 
     approve_me = await gateway.service.call("vault", {}, caller=Caller(subject="carol"))
     deny_me = await gateway.service.call("vault", {}, caller=Caller(subject="carol"))
     assert approve_me.workflow_id and deny_me.workflow_id
     async with http_server(gateway) as url, httpx2.AsyncClient(timeout=10) as http:
         base = url.removesuffix("/mcp") + "/admin/workflows"
-        admin = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+        admin = {"Authorization": f"Bearer {await admin_token(gateway)}"}
         assert (await http.post(f"{base}/{approve_me.workflow_id}/approve")).status_code == 401
         wrong = await http.post(f"{base}/{approve_me.workflow_id}/approve", headers={"Authorization": "Bearer x"})
         assert wrong.status_code == 401 and wrong.headers["www-authenticate"].startswith("Bearer")

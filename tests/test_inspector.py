@@ -28,6 +28,7 @@ import pytest
 from mcp import Client
 
 from mcp_gateway.app import Gateway
+from mcp_gateway.core.access import ADMIN
 from mcp_gateway.server._results import ERROR_META, WORKFLOW_META
 from tests.conftest import ROOT, Env, http_server
 
@@ -293,3 +294,29 @@ async def test_handle_then_workflow_result(inspector: Inspector) -> None:
     assert final["structuredContent"]["workflow"]["id"] == workflow_id, final
     assert final["structuredContent"]["workflow"]["status"] == "completed", final
     assert final["structuredContent"]["result"] == {"slept": 1}, final
+
+
+@pytest.mark.parametrize("era", ["legacy", "modern"])
+async def test_bearer_token(inspector_install: tuple[Path, Path], gateway: Gateway, tmp_path: Path, era: str) -> None:
+    """A TypeScript client with a static token (`--header`): served, as the token's subject, with the tools its
+    scopes allow; without the token it is refused (401, which the client takes as "authorization required")."""
+    executable, node = inspector_install
+    home = tmp_path / "home"
+    home.mkdir()
+    token, _ = await gateway.tokens.create("ts-client", ("billing",))
+    async with http_server(gateway, auth="required") as url:
+        target = (url, "--transport", "http")
+        authed = Inspector(
+            executable, node.parent, (*target, "--header", f"Authorization: Bearer {token}"), era, home, {}
+        )
+        listed = await authed.run("--method", "tools/list")
+        assert listed.returncode == 0, listed.report()
+        names = {tool["name"] for tool in json.loads(listed.stdout)["result"]["tools"]}
+        assert "ledger" in names and "echo" in names, names
+        result = await authed.call_tool("echo", text="hi")
+        record = await gateway.workflows.get(result["_meta"][WORKFLOW_META], ADMIN)
+        assert record.caller == "ts-client"
+        bare = await Inspector(executable, node.parent, target, era, home, {}).run("--method", "tools/list")
+        # The TS client read the 401's WWW-Authenticate (resource metadata) and would start OAuth: auth_required.
+        refusal = bare.error_envelope()
+        assert bare.returncode != 0 and refusal is not None and refusal.get("code") == "auth_required", bare.report()

@@ -184,7 +184,7 @@ async def test_sse_feed_replays_then_follows_then_ends(gateway: Gateway, env: En
 
     gate_name, gate = gate_for(env)
     outcome = await gateway.service.call(
-        "long", {"seconds": 0, "gate": gate_name}, caller=Caller(subject="anonymous"), wait=False
+        "long", {"seconds": 0, "gate": gate_name}, caller=Caller(subject="local"), wait=False
     )
     workflow_id = outcome.workflow_id
     assert workflow_id is not None

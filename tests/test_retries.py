@@ -19,7 +19,7 @@ from mcp_gateway.app import Gateway
 from mcp_gateway.core.service import OutcomeKind, RetryRefused
 from mcp_gateway.core.states import Status
 from mcp_gateway.core.workflows import ADMIN
-from tests.conftest import ADMIN_TOKEN, Env, http_server
+from tests.conftest import Env, admin_token, http_server
 from tests.test_faults import reach
 
 CALLER = Caller(subject="tester")
@@ -60,7 +60,7 @@ async def test_when_the_attempts_run_out_the_workflow_is_dead_lettered_then_redr
     # The admin redrives it with arguments that let it succeed (over the admin API), keeping its history.
     async with http_server(gateway) as url, httpx2.AsyncClient() as http:
         base = url.removesuffix("/mcp")
-        headers = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+        headers = {"Authorization": f"Bearer {await admin_token(gateway)}"}
         listed = await http.get(f"{base}/admin/dead-letters", headers=headers)
         assert listed.status_code == 200 and any(
             d["workflow_id"] == outcome.workflow_id for d in listed.json()["dead_letters"]

@@ -80,6 +80,7 @@ async def interview(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]:
 
 
 @worker.tool("guarded", subject="testing.noop")
+@worker.tool("ledger", subject="testing.noop")
 @worker.tool("vault", subject="testing.noop")
 @worker.tool("brief_vault", subject="testing.noop")
 async def noop(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]:

@@ -29,8 +29,16 @@ class ResourceReader:
         self._subjects = subjects
 
     def known(self, uri: str) -> bool:
+        return self.scopes_of(uri) is not None
+
+    def scopes_of(self, uri: str) -> list[str] | None:
+        """The scopes a reader of `uri` needs (None: config declares no such URI)."""
         registry = self._registry()
-        return uri in registry.resources or registry.template_for(uri) is not None
+        static = registry.resources.get(uri)
+        if static is not None:
+            return static.config.scopes
+        found = registry.template_for(uri)
+        return found[0].config.scopes if found is not None else None
 
     async def read(self, uri: str, caller: Caller) -> list[dict[str, Any]] | None:
         """The contents of `uri` (`{uri, mimeType, text | blob}` each), or None when config declares no such URI."""

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncGenerator, Mapping
-from dataclasses import dataclass
 from typing import Any, Literal
 
 import structlog
 from mcp_gateway_worker.contract import InputAnswer
 
+from mcp_gateway.core.access import ADMIN, Viewer
 from mcp_gateway.core.changes import Waiters
 from mcp_gateway.core.dispatch import Dispatcher
 from mcp_gateway.core.ports import Bus, EventRecord, WorkflowRecord, WorkflowStore
@@ -27,17 +27,6 @@ __all__ = ["ADMIN", "AnswerRefused", "Viewer", "WorkflowNotFound", "Workflows"]
 log = structlog.get_logger(__name__)
 
 Action = Literal["accept", "decline", "cancel"]
-
-
-@dataclass(frozen=True, slots=True)
-class Viewer:
-    """Who is looking: a caller subject, or an admin."""
-
-    subject: str
-    admin: bool = False
-
-
-ADMIN = Viewer("admin", admin=True)
 
 
 class WorkflowNotFound(GatewayError):

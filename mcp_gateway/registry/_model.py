@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import mcp.types as types
 from mcp_gateway_worker.contract import ClientAbility, RetryPolicy
@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from mcp_gateway.registry._prompts import Prompt
 from mcp_gateway.registry._resources import Resource, Template
 from mcp_gateway.registry._schema import CompiledSchema
+from mcp_gateway.registry._scopes import Scope
 
 __all__ = ["Annotations", "Registry", "Tool", "ToolConfig"]
 
@@ -76,6 +77,10 @@ class ToolConfig(_Strict):
         "[crash, retryable]); when the last fails, the workflow is dead-lettered",
     )
     annotations: Annotations | None = None
+    scopes: list[Scope] = Field(
+        default_factory=list[Scope],
+        description="scopes a caller needs, all of them, to see and use this tool (none: every caller)",
+    )
     input_schema: dict[str, Any]
     output_schema: dict[str, Any] | None = None
 
@@ -107,6 +112,17 @@ class Tool:
     @property
     def name(self) -> str:
         return self.config.name
+
+    @property
+    def sensitive(self) -> bool:
+        """Whether the tool's input schema marks any value `x-sensitive` (its arguments are kept redacted)."""
+        return self.input.sensitive
+
+    def redact(self, arguments: dict[str, Any]) -> dict[str, Any]:
+        """The arguments as the gateway keeps, shows and logs them: each value marked `x-sensitive` in the input
+        schema replaced by `MARKER`, in a copy (`arguments` is never changed; a tool that marks nothing hands them
+        back as they are). Only the command carries them whole."""
+        return cast(dict[str, Any], self.input.redact(arguments))
 
     @property
     def deadline_seconds(self) -> float:

@@ -14,6 +14,7 @@ import mcp.types as types
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from mcp_gateway.registry._content import CONTENT_BLOCK, content_block_problem
+from mcp_gateway.registry._scopes import Scope
 
 __all__ = ["ASK_KEY", "Prompt", "PromptConfig", "PromptError", "placeholders"]
 
@@ -58,6 +59,10 @@ class PromptConfig(_Strict):
     description: str | None = None
     arguments: list[PromptArgument] = Field(default_factory=list[PromptArgument])
     messages: list[PromptMessage] = Field(min_length=1)
+    scopes: list[Scope] = Field(
+        default_factory=list[Scope],
+        description="scopes a caller needs, all of them, to see and use this prompt (none: every caller)",
+    )
 
 
 def placeholders(value: Any) -> set[str]:

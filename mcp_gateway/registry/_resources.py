@@ -12,6 +12,8 @@ import mcp.types as types
 from mcp.shared.uri_template import InvalidUriTemplate, UriTemplate
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from mcp_gateway.registry._scopes import Scope
+
 __all__ = ["Resource", "ResourceConfig", "Template", "TemplateConfig"]
 
 SUBJECT = r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$"
@@ -29,6 +31,10 @@ class ResourceConfig(_Strict):
     mime_type: str = "text/plain"
     text: str | None = None
     blob: str | None = Field(default=None, description="base64")
+    scopes: list[Scope] = Field(
+        default_factory=list[Scope],
+        description="scopes a caller needs, all of them, to see and use this resource (none: every caller)",
+    )
 
     @model_validator(mode="after")
     def _one_body(self) -> ResourceConfig:
@@ -50,6 +56,10 @@ class TemplateConfig(_Strict):
     mime_type: str | None = None
     subject: str = Field(pattern=SUBJECT, description="reads are requests to '<prefix>.res.<subject>'")
     timeout: float = Field(default=5.0, gt=0, le=60)
+    scopes: list[Scope] = Field(
+        default_factory=list[Scope],
+        description="scopes a caller needs, all of them, to see and use this resource template (none: every caller)",
+    )
 
     @field_validator("uri_template")
     @classmethod

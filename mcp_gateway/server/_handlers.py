@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 from collections.abc import Awaitable, Callable
 from typing import Any, cast
@@ -16,8 +17,10 @@ from mcp_gateway_worker.contract import Caller
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
 from mcp_gateway import __version__
+from mcp_gateway.auth import Principals
+from mcp_gateway.core.limits import CallLimits, LimitExceeded
 from mcp_gateway.core.resources import ResourceNotFound, ResourceReader, ResourceUnavailable
-from mcp_gateway.core.service import OutcomeKind, Progress, ToolCallService
+from mcp_gateway.core.service import Outcome, OutcomeKind, Progress, ToolCallService
 from mcp_gateway.core.states import Status
 from mcp_gateway.core.workflows import AnswerRefused, Viewer, WorkflowNotFound, Workflows
 from mcp_gateway.errors import BusError, StoreError
@@ -47,7 +50,7 @@ from mcp_gateway.server._tasks import (
 )
 from mcp_gateway.server._workflow_tools import BUILTIN_TOOLS, run_builtin, workflow_uri
 
-__all__ = ["build_server"]
+__all__ = ["Principal", "build_server", "principal_from"]
 
 log = structlog.get_logger(__name__)
 
@@ -62,9 +65,20 @@ INSTRUCTIONS = (
 )
 
 
-def _caller(ctx: ServerRequestContext[Any], default_subject: str) -> Caller:
+def _caller(ctx: ServerRequestContext[Any], viewer: Viewer) -> Caller:
     request_id = str(ctx.request_id) if ctx.request_id is not None else None
-    return Caller(subject=default_subject, request_id=request_id, can_answer=can_answer(ctx))
+    return Caller(subject=viewer.subject, request_id=request_id, can_answer=can_answer(ctx))
+
+
+Principal = Callable[[ServerRequestContext[Any]], Viewer]
+"""Who made a request: the principal of its HTTP token, else the local one (stdio, or HTTP without a token)."""
+
+
+def principal_from(principals: Principals) -> Principal:
+    def principal(ctx: ServerRequestContext[Any]) -> Viewer:
+        return principals.of_scope(getattr(ctx.request, "scope", None))
+
+    return principal
 
 
 IDEMPOTENCY_META = "io.mcp-gateway/idempotencyKey"
@@ -138,11 +152,14 @@ def build_server(
     feed: ResourceFeed,
     reader: ResourceReader,
     *,
-    caller_subject: str = "anonymous",
+    principal: Principal,
+    limits: CallLimits | None = None,
 ) -> Server[Any]:
     """The low-level MCP server: tools from the registry plus the built-in workflow tools, calls through the
-    service, workflow resources with update notifications on both protocol revisions."""
-    viewer = Viewer(caller_subject)
+    service, workflow resources with update notifications on both protocol revisions.
+
+    Each request acts as its `principal`: it sees only the tools, prompts and resources whose scopes it holds
+    (anything else answers as if it did not exist) and only its own workflows."""
 
     def track_lister(ctx: ServerRequestContext[Any]) -> None:
         if ctx.protocol_version not in MODERN_PROTOCOL_VERSIONS:  # 2026-07-28 clients listen instead
@@ -152,12 +169,19 @@ def build_server(
         ctx: ServerRequestContext[Any], params: types.PaginatedRequestParams | None
     ) -> types.ListToolsResult:
         track_lister(ctx)
-        return types.ListToolsResult(tools=[*service.registry.listing, *(t.listing for t in BUILTIN_TOOLS.values())])
+        viewer = principal(ctx)
+        mine = [t.listing for t in service.registry.values() if viewer.may(t.config.scopes)]
+        return types.ListToolsResult(tools=[*mine, *(t.listing for t in BUILTIN_TOOLS.values())])
 
     async def call_tool(ctx: ServerRequestContext[Any], params: types.CallToolRequestParams) -> types.CallToolResult:
+        viewer = principal(ctx)
         builtin = BUILTIN_TOOLS.get(params.name)
         if builtin is not None:
             return await run_builtin(builtin, workflows, viewer, params.arguments or {})
+        tool = service.registry.get(params.name)
+        if tool is not None and not viewer.may(tool.config.scopes):  # the same answer as a tool that is not there
+            log.info("call.forbidden", tool=params.name, subject=viewer.subject, needs=tool.config.scopes)
+            return outcome_to_result(Outcome(OutcomeKind.UNKNOWN_TOOL, params.name))
 
         async def progress(p: Progress) -> None:
             await ctx.session.report_progress(p.progress, p.total, p.message)
@@ -170,7 +194,6 @@ def build_server(
                     level, line.get("message"), line.get("logger"), related_request_id=ctx.request_id
                 )
 
-        tool = service.registry.get(params.name)
         as_task = tool is not None and tool.config.mode != "sync" and client_wants_tasks(ctx)
         if tool is not None and tool.config.mode == "task" and not as_task:
             raise MCPError(
@@ -178,7 +201,7 @@ def build_server(
                 f"tool {params.name!r} runs only as a task: declare the {TASKS_EXTENSION} extension",
                 {"requiredCapabilities": {"extensions": {TASKS_EXTENSION: {}}}},
             )
-        caller = _caller(ctx, caller_subject)
+        caller = _caller(ctx, viewer)
         missing = [need for need in tool.config.requires if need not in (caller.can_answer or [])] if tool else []
         if missing:
             raise MCPError(
@@ -186,14 +209,11 @@ def build_server(
                 f"tool {params.name!r} needs the client capabilities {', '.join(missing)}; declare them",
                 {"requiredCapabilities": {need: {} for need in missing}},
             )
-        structlog.contextvars.bind_contextvars(request_id=str(ctx.request_id))
-        poll = None
-        if tool is not None and tool.config.poll_after and ctx.close_sse_stream is not None:
-            poll = asyncio.create_task(_close_stream_after(tool.config.poll_after, ctx.close_sse_stream))
-        try:
+
+        async def invoke() -> Outcome:
             if params.request_state is not None:  # 2026-07-28: the retry that carries the user's answers
                 workflow_id, asked = parse_request_state(params.request_state)
-                outcome = await service.resume(
+                return await service.resume(
                     params.name,
                     workflow_id,
                     asked,
@@ -201,17 +221,29 @@ def build_server(
                     caller=caller,
                     on_progress=progress,
                 )
-            else:
-                outcome = await service.call(
-                    params.name,
-                    params.arguments,
-                    caller=caller,
-                    idempotency_key=_idempotency_key(ctx),
-                    traceparent=_traceparent(ctx),
-                    on_progress=progress,
-                    on_input=elicitor(ctx),
-                    on_log=relay_log,
-                )
+            return await service.call(
+                params.name,
+                params.arguments,
+                caller=caller,
+                idempotency_key=_idempotency_key(ctx),
+                traceparent=_traceparent(ctx),
+                on_progress=progress,
+                on_input=elicitor(ctx),
+                on_log=relay_log,
+            )
+
+        structlog.contextvars.bind_contextvars(request_id=str(ctx.request_id))
+        slot = limits.slot(viewer.subject) if limits is not None else contextlib.nullcontext()
+        poll = None
+        try:
+            async with slot:  # the caller's share of calls in flight (LimitExceeded on entry)
+                if tool is not None and tool.config.poll_after and ctx.close_sse_stream is not None:
+                    poll = asyncio.create_task(_close_stream_after(tool.config.poll_after, ctx.close_sse_stream))
+                outcome = await invoke()
+        except LimitExceeded as exc:
+            log.warning("call.limited", tool=params.name, subject=viewer.subject, limit=exc.limit)
+            detail = {"error": "limit_exceeded", "message": str(exc), "limit": exc.limit, "maximum": exc.maximum}
+            return error_result(f"{exc}. Try again when a call of yours has ended.", detail)
         except AnswerRefused as exc:  # a retried call whose answer breaks the question: ask again, saying why
             state = params.request_state
             again = await _ask_again(workflows, viewer, parse_request_state(state)[0] if state else None, exc)
@@ -241,8 +273,9 @@ def build_server(
         ctx: ServerRequestContext[Any], params: types.PaginatedRequestParams | None
     ) -> types.ListResourcesResult:
         track_lister(ctx)
+        viewer = principal(ctx)
         records = await workflows.list(viewer, limit=20)
-        configured = [r.listing for r in service.registry.resources.values()]
+        configured = [r.listing for r in service.registry.resources.values() if viewer.may(r.config.scopes)]
         return types.ListResourcesResult(
             resources=configured
             + [
@@ -259,7 +292,8 @@ def build_server(
     async def list_templates(
         ctx: ServerRequestContext[Any], params: types.PaginatedRequestParams | None
     ) -> types.ListResourceTemplatesResult:
-        configured = [t.listing for t in service.registry.templates]
+        viewer = principal(ctx)
+        configured = [t.listing for t in service.registry.templates if viewer.may(t.config.scopes)]
         return types.ListResourceTemplatesResult(resource_templates=[*TEMPLATES, *configured])
 
     async def read_resource(
@@ -268,12 +302,16 @@ def build_server(
         uri = str(params.uri)
         # 2025-11-25: -32002; 2026-07-28 (SEP-2164): invalid params, naming the URI in `data`.
         code = types.INVALID_PARAMS if ctx.protocol_version in MODERN_PROTOCOL_VERSIONS else RESOURCE_NOT_FOUND
+        viewer = principal(ctx)
         try:
             data = await read_workflow_resource(workflows, viewer, uri)
             if data is not None:
                 return as_contents(uri, data)
             request_id = str(ctx.request_id) if ctx.request_id is not None else None
-            contents = await reader.read(uri, Caller(subject=caller_subject, request_id=request_id))
+            needs = reader.scopes_of(uri)
+            if needs is not None and not viewer.may(needs):  # as if config declared no such URI
+                raise MCPError(code, f"unknown resource {uri!r}", {"uri": uri})
+            contents = await reader.read(uri, Caller(subject=viewer.subject, request_id=request_id))
         except (WorkflowNotFound, ResourceNotFound) as exc:
             raise MCPError(code, str(exc), {"uri": uri}) from None
         except ResourceUnavailable as exc:
@@ -284,8 +322,18 @@ def build_server(
 
     async def subscribe(ctx: ServerRequestContext[Any], params: types.SubscribeRequestParams) -> types.EmptyResult:
         uri = str(params.uri)
-        if parse_uri(uri) is None and not reader.known(uri):
-            raise MCPError(types.INVALID_PARAMS, f"cannot subscribe to {uri!r}: no such resource", {"uri": uri})
+        viewer = principal(ctx)
+        parsed = parse_uri(uri)
+        needs = reader.scopes_of(uri)
+        try:
+            if parsed is not None:  # only to one's own workflows
+                await workflows.get(parsed[0], viewer)
+            elif needs is None or not viewer.may(needs):
+                raise WorkflowNotFound(uri)
+        except WorkflowNotFound:
+            raise MCPError(
+                types.INVALID_PARAMS, f"cannot subscribe to {uri!r}: no such resource", {"uri": uri}
+            ) from None
         feed.subscribe(ctx.session, uri)
         return types.EmptyResult()
 
@@ -297,11 +345,13 @@ def build_server(
         ctx: ServerRequestContext[Any], params: types.PaginatedRequestParams | None
     ) -> types.ListPromptsResult:
         track_lister(ctx)
-        return types.ListPromptsResult(prompts=[p.listing for p in service.registry.prompts.values()])
+        viewer = principal(ctx)
+        mine = [p.listing for p in service.registry.prompts.values() if viewer.may(p.config.scopes)]
+        return types.ListPromptsResult(prompts=mine)
 
     async def get_prompt(ctx: ServerRequestContext[Any], params: types.GetPromptRequestParams) -> types.GetPromptResult:
         prompt = service.registry.prompts.get(params.name)
-        if prompt is None:
+        if prompt is None or not principal(ctx).may(prompt.config.scopes):
             raise MCPError(types.INVALID_PARAMS, f"unknown prompt {params.name!r}")
         try:
             arguments = await prompt_arguments(ctx, prompt, params)
@@ -313,7 +363,10 @@ def build_server(
 
     async def complete(ctx: ServerRequestContext[Any], params: types.CompleteRequestParams) -> types.CompleteResult:
         values: list[str] = []
-        if isinstance(params.ref, types.PromptReference) and (prompt := service.registry.prompts.get(params.ref.name)):
+        prompt = (
+            service.registry.prompts.get(params.ref.name) if isinstance(params.ref, types.PromptReference) else None
+        )
+        if prompt is not None and principal(ctx).may(prompt.config.scopes):
             values = prompt.complete(params.argument.name, params.argument.value)
         return types.CompleteResult(completion=types.Completion(values=values, total=len(values), has_more=False))
 
@@ -350,5 +403,5 @@ def build_server(
     # logging/setLevel is a 2025-11-25 method (the 2026 wire opts in per request): registered directly, because
     # the constructor argument is deprecated.
     server.add_request_handler("logging/setLevel", types.SetLevelRequestParams, set_level)
-    register_tasks(server, workflows, viewer)
+    register_tasks(server, workflows, principal)
     return server

@@ -2,31 +2,42 @@
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
 from collections.abc import AsyncGenerator, Awaitable, Callable
-from typing import Any
+from typing import Any, Literal
 
 from mcp.server import Server
-from mcp.server.streamable_http import EventStore
+from mcp.server.auth.middleware.auth_context import AuthContextMiddleware
+from mcp.server.auth.middleware.bearer_auth import (
+    AuthenticatedUser,
+    AuthorizationContext,
+    BearerAuthBackend,
+    RequireAuthMiddleware,
+)
+from mcp.server.auth.provider import TokenVerifier
+from mcp.server.auth.routes import build_resource_metadata_url, create_protected_resource_routes
+from mcp.server.streamable_http import EventStore, StreamableHTTPServerTransport
+from mcp.server.streamable_http_manager import StreamableHTTPASGIApp, StreamableHTTPSessionManager
 from mcp.server.transport_security import TransportSecuritySettings
+from pydantic import AnyHttpUrl
 from sse_starlette import EventSourceResponse
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.authentication import AuthenticationMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from mcp_gateway.auth import Principals
+from mcp_gateway.core.access import Viewer
 from mcp_gateway.core.service import RetryRefused
-from mcp_gateway.core.workflows import ADMIN, AnswerRefused, Viewer, WorkflowNotFound, Workflows
+from mcp_gateway.core.workflows import AnswerRefused, WorkflowNotFound, Workflows
+from mcp_gateway.server._guard import AuthFailureThrottle, CallerRateLimit, Guard, RateLimit
 from mcp_gateway.server._workflow_tools import summary
 from mcp_gateway.store import DeadLetter, WorkflowRecord
 
 __all__ = ["build_http_app"]
-
-ANONYMOUS = Viewer("anonymous")
-"""Who an HTTP caller is until authentication names them."""
 
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
 
@@ -45,7 +56,7 @@ class _TrimHeaders:
         await self.app(scope, receive, send)
 
 
-Retry = Callable[[str, dict[str, Any] | None], Awaitable[WorkflowRecord]]
+Retry = Callable[[str, dict[str, Any] | None, Viewer], Awaitable[WorkflowRecord]]
 """Run a workflow again as an admin (with new arguments, or None for the old ones)."""
 DeadLetters = Callable[[int], Awaitable[list[DeadLetter]]]
 
@@ -85,6 +96,33 @@ def _problem(status: int, error: str, message: str) -> JSONResponse:
     return JSONResponse({"error": error, "message": message}, status_code=status)
 
 
+class _Authenticated:
+    """In front of a route: a request whose bearer token failed (or, when authentication is required, one with
+    none) gets the SDK's 401 with `WWW-Authenticate` naming the protected resource metadata; the rest pass."""
+
+    def __init__(self, app: ASGIApp, *, required: bool, metadata_url: AnyHttpUrl | None) -> None:
+        self.app = app
+        self.required = required
+        self.refuse = RequireAuthMiddleware(app, [], metadata_url)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.required or any(name == b"authorization" for name, _ in scope.get("headers", ())):
+            await self.refuse(scope, receive, send)  # passes an authenticated request through
+        else:
+            await self.app(scope, receive, send)
+
+
+class _SessionManager(StreamableHTTPSessionManager):
+    """The SDK's session manager, giving each session its own view of the event store (`for_session`)."""
+
+    def _admit_session(self, requestor: AuthorizationContext | None) -> StreamableHTTPServerTransport | None:
+        transport = super()._admit_session(requestor)
+        for_session = getattr(self.event_store, "for_session", None)
+        if transport is not None and transport.mcp_session_id is not None and for_session is not None:
+            transport._event_store = for_session(transport.mcp_session_id)  # pyright: ignore[reportPrivateUsage]
+        return transport
+
+
 def _security(host: str, port: int, allowed_hosts: list[str], allowed_origins: list[str]) -> TransportSecuritySettings:
     hosts = list(allowed_hosts)
     origins = list(allowed_origins)
@@ -103,18 +141,39 @@ def build_http_app(
     port: int,
     ready: Callable[[], Awaitable[dict[str, Any]]],
     workflows: Workflows,
+    principals: Principals,
+    verifier: TokenVerifier | None = None,
+    auth: Literal["required", "optional"] = "optional",
+    public_url: str | None = None,
+    authorization_servers: list[str] | None = None,
+    scopes_supported: list[str] | None = None,
     event_store: EventStore | None = None,
-    viewer: Viewer = ANONYMOUS,
     heartbeat: float = 15.0,
-    admin_token_sha256: str | None = None,
     allowed_hosts: list[str] | None = None,
     allowed_origins: list[str] | None = None,
     max_request_body_size: int = 4 * 1024 * 1024,
     retry: Retry | None = None,
     dead_letters: DeadLetters | None = None,
+    rate_limit: str | None = None,
+    body_timeout: float = 30.0,
+    auth_failures: AuthFailureThrottle | None = None,
 ) -> Starlette:
     """`/mcp` (streamable HTTP, both protocol revisions), `/healthz` (alive), `/readyz` (NATS and PostgreSQL),
-    `/workflows/{id}/events` (SSE)."""
+    `/workflows/{id}/events` (SSE), `/admin/...` (admins), and the RFC 9728 protected resource metadata.
+
+    Every route but the health checks and the metadata is behind `_Authenticated`: with `auth="required"` a
+    request needs a valid bearer token; with "optional" a request without one is `principals.local`, and a
+    request with a bad one is refused all the same."""
+    if auth == "required" and verifier is None:
+        raise ValueError("auth is required but no token verifier is configured")
+    resource = AnyHttpUrl(f"{(public_url or f'http://{host}:{port}').rstrip('/')}/mcp")
+    metadata_url = build_resource_metadata_url(resource)
+
+    def guarded(endpoint: ASGIApp) -> ASGIApp:
+        return _Authenticated(endpoint, required=auth == "required", metadata_url=metadata_url)
+
+    def who(request: Request) -> Viewer:
+        return principals.of_scope(request.scope)
 
     async def healthz(request: Request) -> JSONResponse:
         return JSONResponse({"status": "ok"})
@@ -122,6 +181,7 @@ def build_http_app(
     async def workflow_events(request: Request) -> Response:
         """SSE for UIs and admins: the history after `Last-Event-ID`, then live events, ending with the workflow."""
         workflow_id = request.path_params["workflow_id"]
+        viewer = who(request)
         raw = request.headers.get("last-event-id") or request.query_params.get("after") or "0"
         if not (raw.isascii() and raw.isdigit() and len(raw) <= 18):  # an event id: a bigint
             return _problem(400, "bad_last_event_id", f"Last-Event-ID must be an event id (digits), got {raw[:40]!r}")
@@ -140,23 +200,29 @@ def build_http_app(
 
         return EventSourceResponse(stream(), ping=heartbeat)
 
-    def refused(request: Request) -> JSONResponse | None:
-        """None for a request with the admin bearer token; else the 404 (API off) or 401 to answer."""
-        if admin_token_sha256 is None:
-            return _problem(404, "admin_api_off", "the admin API is off: set admin_token_sha256 to turn it on")
-        given = request.headers.get("authorization", "")
-        token = given.removeprefix("Bearer ").strip() if given.startswith("Bearer ") else ""
-        digest = hashlib.sha256(token.encode()).hexdigest()
-        if not token or not hmac.compare_digest(digest, admin_token_sha256):
-            response = _problem(401, "unauthorized", "an admin bearer token is required (Authorization: Bearer ...)")
-            response.headers["WWW-Authenticate"] = 'Bearer realm="mcp-gateway admin"'
+    def admin_of(request: Request) -> Viewer | JSONResponse:
+        """The admin making the request, or the 401 (no token) / 403 (not an admin) to answer."""
+        if not isinstance(request.scope.get("user"), AuthenticatedUser):
+            response = _problem(401, "invalid_token", "an admin's bearer token is required (Authorization: Bearer ...)")
+            response.headers["WWW-Authenticate"] = (
+                f'Bearer error="invalid_token", error_description="Authentication required", '
+                f'resource_metadata="{metadata_url}"'
+            )
             return response
-        return None
+        viewer = who(request)
+        if not viewer.admin:
+            scope = principals.admin_scope
+            response = _problem(403, "insufficient_scope", f"{viewer.subject!r} is not an admin: needs scope {scope!r}")
+            response.headers["WWW-Authenticate"] = (
+                f'Bearer error="insufficient_scope", scope="{scope}", resource_metadata="{metadata_url}"'
+            )
+            return response
+        return viewer
 
     async def admin_dead_letters(request: Request) -> JSONResponse:
         """GET /admin/dead-letters: the newest dead letters (`?limit=`, at most 500)."""
-        if (answer := refused(request)) is not None:
-            return answer
+        if isinstance(admin := admin_of(request), JSONResponse):
+            return admin
         if dead_letters is None:
             return _problem(404, "not_served", "dead letters are not served here")
         raw = request.query_params.get("limit", "50")
@@ -165,22 +231,23 @@ def build_http_app(
         return JSONResponse({"dead_letters": [dead_letter_view(d) for d in await dead_letters(int(raw))]})
 
     async def admin_action(request: Request) -> JSONResponse:
-        """POST /admin/workflows/{id}/{approve|deny|cancel|retry}, with `Authorization: Bearer <admin token>`;
-        retry takes an optional JSON body `{"arguments": {...}}` (a redrive with new arguments)."""
-        if (answer := refused(request)) is not None:
-            return answer
+        """POST /admin/workflows/{id}/{approve|deny|cancel|retry} by an admin (a token with the admin scope);
+        retry takes an optional JSON body `{"arguments": {...}}` (a redrive with new arguments). The history
+        records the admin's subject."""
+        if isinstance(admin := admin_of(request), JSONResponse):
+            return admin
         workflow_id, action = request.path_params["workflow_id"], request.path_params["action"]
         try:
             if action == "retry" and retry is not None:
                 arguments = await _retry_arguments(request)
                 if isinstance(arguments, JSONResponse):
                     return arguments
-                record = await retry(workflow_id, arguments)
+                record = await retry(workflow_id, arguments, admin)
             elif action == "cancel":
-                record = await workflows.cancel(workflow_id, ADMIN, "cancelled by an admin")
+                record = await workflows.cancel(workflow_id, admin, f"cancelled by admin {admin.subject}")
             elif action in ("approve", "deny"):
                 decision = "accept" if action == "approve" else "decline"
-                record = await workflows.answer(workflow_id, ADMIN, "approval", decision)
+                record = await workflows.answer(workflow_id, admin, "approval", decision)
             else:
                 expected = "approve, deny, cancel or retry"
                 return _problem(404, "unknown_action", f"unknown action {action!r}; expected {expected}")
@@ -195,20 +262,60 @@ def build_http_app(
         ok = all(v == "ok" for v in checks.values())
         return JSONResponse({"status": "ok" if ok else "unavailable", "checks": checks}, status_code=200 if ok else 503)
 
-    app = server.streamable_http_app(
-        streamable_http_path="/mcp",
+    manager = _SessionManager(
+        app=server,
         event_store=event_store,
         retry_interval=1000 if event_store is not None else None,
-        host=host,
-        transport_security=_security(host, port, allowed_hosts or [], allowed_origins or []),
+        security_settings=_security(host, port, allowed_hosts or [], allowed_origins or []),
         max_request_body_size=max_request_body_size,
-        custom_starlette_routes=[
-            Route("/healthz", healthz),
-            Route("/readyz", readyz),
-            Route("/workflows/{workflow_id}/events", workflow_events),
-            Route("/admin/workflows/{workflow_id}/{action}", admin_action, methods=["POST"]),
-            Route("/admin/dead-letters", admin_dead_letters),
-        ],
     )
-    app.add_middleware(_TrimHeaders)
+    issuers = authorization_servers or [str(resource).removesuffix("/mcp")]
+    routes: list[BaseRoute] = [
+        Route("/mcp", endpoint=guarded(StreamableHTTPASGIApp(manager))),
+        *create_protected_resource_routes(
+            resource_url=resource,
+            authorization_servers=[AnyHttpUrl(u) for u in issuers],
+            scopes_supported=scopes_supported,
+            resource_name="mcp-gateway",
+        ),
+        Route("/healthz", healthz),
+        Route("/readyz", readyz),
+        Route("/workflows/{workflow_id}/events", endpoint=guarded(_endpoint(workflow_events))),
+        Route("/admin/workflows/{workflow_id}/{action}", endpoint=guarded(_endpoint(admin_action)), methods=["POST"]),
+        Route("/admin/dead-letters", endpoint=guarded(_endpoint(admin_dead_letters)), methods=["GET"]),
+    ]
+    metadata = next(r for r in routes if isinstance(r, Route) and r.path == metadata_url.path)
+    if metadata.path != "/.well-known/oauth-protected-resource":  # also at the bare well-known path
+        routes.append(Route("/.well-known/oauth-protected-resource", metadata.endpoint, methods=["GET", "OPTIONS"]))
+    # Outermost first: the guard (Host and Origin on every route, the body's size and time, the failed-auth
+    # throttle), header trimming, authentication, then the rate per caller (by subject once authenticated).
+    security = _security(host, port, allowed_hosts or [], allowed_origins or [])
+    middleware = [
+        Middleware(
+            Guard,
+            security=security,
+            body_timeout=body_timeout,
+            max_body_bytes=max_request_body_size,
+            auth_failures=auth_failures,
+        ),
+        Middleware(_TrimHeaders),
+    ]
+    if verifier is not None:
+        middleware += [
+            Middleware(AuthenticationMiddleware, backend=BearerAuthBackend(verifier)),
+            Middleware(AuthContextMiddleware),
+        ]
+    if rate_limit is not None:
+        middleware.append(Middleware(CallerRateLimit, limit=RateLimit(rate_limit)))
+    app = Starlette(routes=routes, middleware=middleware, lifespan=lambda app: manager.run())
+    return app
+
+
+def _endpoint(handler: Callable[[Request], Awaitable[Response]]) -> ASGIApp:
+    """A request handler as a plain ASGI app (so it can sit inside `_Authenticated`)."""
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        response = await handler(Request(scope, receive))
+        await response(scope, receive, send)
+
     return app

@@ -15,6 +15,7 @@ at once), and cancels with `tasks/cancel`. Task ids are workflow ids: unguessabl
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -117,8 +118,11 @@ def task_handle(record: WorkflowRecord, *, inline: bool = False) -> dict[str, An
     return task
 
 
-def register_tasks(server: Server[Any], workflows: Workflows, viewer: Viewer) -> None:
-    """Serve `tasks/get`, `tasks/update`, `tasks/cancel`, and advertise the extension."""
+def register_tasks(
+    server: Server[Any], workflows: Workflows, principal: Callable[[ServerRequestContext[Any]], Viewer]
+) -> None:
+    """Serve `tasks/get`, `tasks/update`, `tasks/cancel` (each on the requester's own tasks), and advertise the
+    extension."""
 
     def require_extension(ctx: ServerRequestContext[Any]) -> None:
         if not client_wants_tasks(ctx):
@@ -135,7 +139,7 @@ def register_tasks(server: Server[Any], workflows: Workflows, viewer: Viewer) ->
         if named is not None and named.strip() != task_id:
             raise MCPError(HEADER_MISMATCH, "Mcp-Name header does not match the request body's taskId")
 
-    async def lookup(task_id: str) -> WorkflowRecord:
+    async def lookup(task_id: str, viewer: Viewer) -> WorkflowRecord:
         try:
             return await workflows.get(task_id, viewer)
         except WorkflowNotFound as exc:
@@ -144,19 +148,21 @@ def register_tasks(server: Server[Any], workflows: Workflows, viewer: Viewer) ->
     async def get(ctx: ServerRequestContext[Any], params: TaskParams) -> dict[str, Any]:
         require_extension(ctx)
         require_matching_name(ctx, params.task_id)
-        return {**task_handle(await lookup(params.task_id), inline=True), "resultType": "complete"}
+        return {**task_handle(await lookup(params.task_id, principal(ctx)), inline=True), "resultType": "complete"}
 
     async def cancel(ctx: ServerRequestContext[Any], params: TaskParams) -> dict[str, Any]:
         require_extension(ctx)
         require_matching_name(ctx, params.task_id)
-        await lookup(params.task_id)
+        viewer = principal(ctx)
+        await lookup(params.task_id, viewer)
         await workflows.cancel(params.task_id, viewer, "cancelled through tasks/cancel")
         return {"resultType": "complete"}  # an acknowledgement: tasks/get tells the outcome
 
     async def update(ctx: ServerRequestContext[Any], params: TaskUpdateParams) -> dict[str, Any]:
         require_extension(ctx)
         require_matching_name(ctx, params.task_id)
-        record = await lookup(params.task_id)
+        viewer = principal(ctx)
+        record = await lookup(params.task_id, viewer)
         open_ids = [q["id"] for q in record.state.questions if q.get("by") != "admin"]
         if record.status is not Status.INPUT_REQUIRED or not open_ids:
             raise MCPError(

@@ -16,6 +16,7 @@ from mcp_gateway.core.ports import (
 from mcp_gateway.store._event_store import PostgresEventStore
 from mcp_gateway.store._memory import InMemoryStore
 from mcp_gateway.store._postgres import PostgresStore, asyncpg_url, run_migrations
+from mcp_gateway.store._tokens import PostgresTokenStore
 
 __all__ = [
     "HEAD_BYTES",
@@ -28,6 +29,7 @@ __all__ = [
     "OutboxMessage",
     "PostgresEventStore",
     "PostgresStore",
+    "PostgresTokenStore",
     "Reopening",
     "WorkflowRecord",
     "WorkflowStore",

@@ -70,12 +70,15 @@ class PostgresEventStore(EventStore):
                 log.info("event_store.pruned", removed=removed)
         return str(event_id)
 
-    async def replay_events_after(self, last_event_id: EventId, send_callback: EventCallback) -> StreamId | None:
-        if not last_event_id.isdigit():
+    async def replay_events_after(
+        self, last_event_id: EventId, send_callback: EventCallback, *, only_prefix: str = ""
+    ) -> StreamId | None:
+        """Replay the stream of `last_event_id` after it (only a stream named with `only_prefix`: a session's)."""
+        if not (last_event_id.isascii() and last_event_id.isdigit() and len(last_event_id) <= 18):
             return None
         async with self._engine.connect() as conn:
             stream_id = (await conn.execute(_STREAM_OF, {"id": int(last_event_id)})).scalar()
-            if stream_id is None:
+            if stream_id is None or not str(stream_id).startswith(only_prefix):
                 return None
             rows = (await conn.execute(_AFTER, {"stream": stream_id, "id": int(last_event_id)})).all()
         for row in rows:
@@ -87,7 +90,25 @@ class PostgresEventStore(EventStore):
             await send_callback(EventMessage(message, str(row.id)))
         return str(stream_id)
 
+    def for_session(self, session_id: str) -> EventStore:
+        """This store as one session sees it: its streams are its own (the SDK names streams by request id, so
+        without this a session resuming after an event id would be sent another session's stream of that id)."""
+        return _SessionEvents(self, session_id)
+
     async def prune(self) -> int:
         async with self._engine.begin() as conn:
             result = await conn.execute(_PRUNE, {"age": self._retention})
             return int(getattr(result, "rowcount", 0) or 0)
+
+
+class _SessionEvents(EventStore):
+    def __init__(self, store: PostgresEventStore, session_id: str) -> None:
+        self._store = store
+        self._prefix = f"{session_id}/"
+
+    async def store_event(self, stream_id: StreamId, message: JSONRPCMessage | None) -> EventId:
+        return await self._store.store_event(self._prefix + stream_id, message)
+
+    async def replay_events_after(self, last_event_id: EventId, send_callback: EventCallback) -> StreamId | None:
+        stream = await self._store.replay_events_after(last_event_id, send_callback, only_prefix=self._prefix)
+        return stream.removeprefix(self._prefix) if stream is not None else None
