@@ -245,6 +245,7 @@ async def _unserved(settings: Settings, tools: list[Any]) -> list[str]:
 
 async def _serve(settings: Settings, registry: Any, transport: str, examples: bool) -> int:
     from mcp_gateway.app import open_gateway
+    from mcp_gateway.core.limits import CallLimits
     from mcp_gateway.examples import all_workers
     from mcp_gateway.server import build_http_app, serve_stdio
     from mcp_gateway.server._connections import ConnectionLimits, uvicorn_config
@@ -281,6 +282,9 @@ async def _serve(settings: Settings, registry: Any, transport: str, examples: bo
             retry=gateway.admin_retry,
             dead_letters=gateway.store.dead_letters,
             rate_limit=settings.rate_limit,
+            requests_in_flight=CallLimits(
+                settings.max_requests_in_flight_per_caller, settings.limit_concurrency or 1_000_000
+            ),
             body_timeout=settings.body_timeout,
             auth_failures=AuthFailureThrottle(
                 settings.auth_failure_limit, settings.auth_failure_window, settings.auth_failure_cooloff

@@ -113,6 +113,9 @@ class Settings(BaseSettings):
         "'20/second', '600/minute;10000/hour'; none: no limit",
     )
     max_in_flight_per_caller: int = Field(default=64, ge=1, description="tool calls one caller may have running")
+    max_requests_in_flight_per_caller: int = Field(
+        default=128, ge=1, description="MCP requests (POST /mcp) one caller may have open; past it, 429 at once"
+    )
     max_in_flight: int = Field(default=1024, ge=1, description="tool calls the gateway runs at once, all callers")
     max_header_bytes: int = Field(default=64 * 1024, ge=1024, description="largest request head (line and headers)")
     header_timeout: float = Field(default=10.0, gt=0, description="seconds to receive a request's head")

@@ -23,7 +23,7 @@ from starlette.middleware.authentication import AuthenticationMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from structlog.testing import capture_logs
 
 from mcp_gateway.core.limits import CallLimits, LimitExceeded
@@ -424,3 +424,49 @@ async def test_a_slot_is_given_back_when_the_call_fails_or_is_cancelled() -> Non
     assert limits.in_flight() == 0
     async with limits.slot("alice"):  # the slot is free again
         pass
+
+
+async def test_mcp_requests_in_flight_are_refused_at_the_door_per_caller() -> None:
+    """Past `max_requests_in_flight_per_caller`, a POST to /mcp is answered 429 before the SDK sees it; other
+    callers, other paths and GETs pass; the slot comes back when the request ends."""
+    release = asyncio.Event()
+    seen: list[str] = []
+
+    async def inner(scope: Scope, receive: Receive, send: Send) -> None:
+        seen.append(scope["path"])
+        if scope["path"] == "/mcp" and scope["method"] == "POST":
+            await release.wait()
+        await JSONResponse({"ok": True})(scope, receive, send)
+
+    from mcp_gateway.server._guard import RequestsInFlight
+
+    limits = CallLimits(1, 100)
+    app = RequestsInFlight(inner, limits)
+
+    async def call(method: str, path: str, ip: str) -> int:
+        sent: list[Message] = []
+
+        async def receive() -> Message:
+            return {"type": "http.request", "body": b"", "more_body": False}
+
+        async def send(message: Message) -> None:
+            sent.append(message)
+
+        scope: Scope = {"type": "http", "method": method, "path": path, "headers": [], "client": (ip, 1)}
+        await app(scope, receive, send)
+        return int(next(m["status"] for m in sent if m["type"] == "http.response.start"))
+
+    first = asyncio.create_task(call("POST", "/mcp", "10.0.0.1"))
+    async with asyncio.timeout(5):
+        while limits.in_flight("ip:10.0.0.1") == 0:  # noqa: ASYNC110 - until the first request is inside
+            await asyncio.sleep(0.01)
+    assert await call("POST", "/mcp", "10.0.0.1") == 429
+    assert await call("GET", "/healthz", "10.0.0.1") == 200
+    other = asyncio.create_task(call("POST", "/mcp", "10.0.0.2"))
+    await asyncio.sleep(0.05)
+    assert not other.done()  # another caller got in (it waits like the first)
+    release.set()
+    assert await first == 200 and await other == 200
+    assert limits.in_flight() == 0
+    assert await call("POST", "/mcp", "10.0.0.1") == 200
+    assert seen.count("/mcp") == 3

@@ -46,6 +46,7 @@ import json
 import os
 import random
 import re
+import secrets
 import shutil
 import signal
 import socket
@@ -692,6 +693,7 @@ class Soak:
     def __init__(self, args: argparse.Namespace, workdir: Path) -> None:
         self.args = args
         self.workdir = workdir
+        self.secret_key = secrets.token_hex(32)
         self.marker = f"{MARKER}={uuid.uuid4().hex}"
         os.environ[MARKER] = self.marker.split("=", 1)[1]
         self.nats = Nats(workdir / "nats", free_port())
@@ -715,6 +717,7 @@ class Soak:
             "MCPGW_NATS_URL": self.nats.url,
             "MCPGW_DATABASE_URL": self.postgres.url,
             "MCPGW_LOG_LEVEL": "info",
+            "MCPGW_SECRET_KEY": self.secret_key,  # the same in both gateways, as a deployment of several has
             **extra,
         }
 

@@ -38,11 +38,14 @@ from mcp.server.transport_security import TransportSecuritySettings
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from mcp_gateway.core.limits import CallLimits, LimitExceeded
+
 __all__ = [
     "AuthFailureThrottle",
     "CallerRateLimit",
     "Guard",
     "RateLimit",
+    "RequestsInFlight",
     "caller_key",
     "client_ip",
     "host_allowed",
@@ -180,6 +183,35 @@ class CallerRateLimit:
                 await self.limit.refusal(key, wait)(scope, receive, send)
                 return
         await self.app(scope, receive, send)
+
+
+class RequestsInFlight:
+    """ASGI middleware: at most `limits.max_in_flight_per_caller` MCP requests (POST) in flight per caller
+    (`caller_key`), and `limits.max_in_flight_total` in all; past that, 429 with `Retry-After` at once, before the
+    SDK parses the request, so a flood from one caller costs others little. Place it after authentication."""
+
+    def __init__(self, app: ASGIApp, limits: CallLimits, *, path: str = "/mcp") -> None:
+        self.app = app
+        self.limits = limits
+        self.path = path
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] != "POST" or scope["path"] != self.path:
+            await self.app(scope, receive, send)
+            return
+        key = caller_key(scope)
+        try:
+            self.limits.acquire(key)
+        except LimitExceeded as exc:
+            setting = "max_requests_in_flight_per_caller" if exc.limit == "max_in_flight_per_caller" else exc.limit
+            message = f"{exc.maximum} MCP requests of {_shown(key)} are in flight, the most allowed ({setting})"
+            refusal = _refusal(429, "too_many_in_flight", message, retry_after=1.0, limit=setting, caller=_shown(key))
+            await refusal(scope, receive, send)
+            return
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.limits.release(key)
 
 
 @dataclass(slots=True)

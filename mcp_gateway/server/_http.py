@@ -31,9 +31,10 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from mcp_gateway.auth import Principals
 from mcp_gateway.core.access import Viewer
+from mcp_gateway.core.limits import CallLimits
 from mcp_gateway.core.service import RetryRefused
 from mcp_gateway.core.workflows import AnswerRefused, WorkflowNotFound, Workflows
-from mcp_gateway.server._guard import AuthFailureThrottle, CallerRateLimit, Guard, RateLimit
+from mcp_gateway.server._guard import AuthFailureThrottle, CallerRateLimit, Guard, RateLimit, RequestsInFlight
 from mcp_gateway.server._workflow_tools import summary
 from mcp_gateway.store import DeadLetter, WorkflowRecord
 
@@ -155,6 +156,7 @@ def build_http_app(
     retry: Retry | None = None,
     dead_letters: DeadLetters | None = None,
     rate_limit: str | None = None,
+    requests_in_flight: CallLimits | None = None,
     body_timeout: float = 30.0,
     auth_failures: AuthFailureThrottle | None = None,
 ) -> Starlette:
@@ -307,6 +309,8 @@ def build_http_app(
         ]
     if rate_limit is not None:
         middleware.append(Middleware(CallerRateLimit, limit=RateLimit(rate_limit)))
+    if requests_in_flight is not None:
+        middleware.append(Middleware(RequestsInFlight, limits=requests_in_flight))
     app = Starlette(routes=routes, middleware=middleware, lifespan=lambda app: manager.run())
     return app
 
