@@ -498,7 +498,8 @@ async def _tokens(settings: Settings, args: argparse.Namespace) -> int:
     url = _database_url(settings)
     await run_migrations(url)
     async with PostgresStore(url) as store:
-        tokens = StaticTokens(PostgresTokenStore(store.engine))
+        token_store = PostgresTokenStore(store.engine)
+        tokens = StaticTokens(token_store)
         if args.action == "create":
             scopes = [x.strip() for x in args.scopes.split(",") if x.strip()]
             bad = [x for x in scopes if not re.fullmatch(r"[\x21\x23-\x5b\x5d-\x7e]{1,128}", x)]
@@ -516,13 +517,13 @@ async def _tokens(settings: Settings, args: argparse.Namespace) -> int:
             )
             return 0
         if args.action == "revoke":
-            revoked = await PostgresTokenStore(store.engine).revoke(args.id_or_subject)
+            revoked = await token_store.revoke(args.id_or_subject)
             if not revoked:
                 return _fail(f"no token with id or subject {args.id_or_subject!r}", 1)
             for t in revoked:
                 print(f"revoked {t.id} ({t.subject})")
             return 0
-        listed = [view(t) for t in await PostgresTokenStore(store.engine).all()]
+        listed = [view(t) for t in await token_store.all()]
     if args.json:
         print(json.dumps(listed, indent=2))
         return 0

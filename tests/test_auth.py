@@ -453,3 +453,52 @@ async def test_calls_in_flight_are_limited_per_caller(env: Env) -> None:
             await first
             assert gateway.call_limits.in_flight("alice") == 0
             assert not (await a2.call_tool("steps", {"count": 1})).is_error
+
+
+async def test_a_known_token_keeps_working_while_the_token_store_is_away() -> None:
+    """A PostgreSQL outage must not turn every caller into a 401 (and then lock them out for failed logins):
+    a token looked up before keeps its last answer; one never seen is refused."""
+    from datetime import UTC, datetime
+
+    from mcp_gateway.auth import GatewayTokenVerifier, StaticTokens, StoredToken
+    from mcp_gateway.errors import StoreError
+
+    class FlakyStore:
+        def __init__(self) -> None:
+            self.down = False
+            self.rows: dict[str, StoredToken] = {}
+
+        async def add(
+            self,
+            token_id: str,
+            subject: str,
+            scopes: tuple[str, ...],
+            sha256: str,
+            note: str | None,
+            expires_at: datetime | None,
+        ) -> StoredToken:
+            self.rows[sha256] = StoredToken(token_id, subject, scopes, None, datetime.now(UTC), None, None)
+            return self.rows[sha256]
+
+        async def by_hash(self, sha256: str) -> StoredToken | None:
+            if self.down:
+                raise StoreError("PostgreSQL failed: ConnectionRefusedError")
+            return self.rows.get(sha256)
+
+        async def all(self) -> list[StoredToken]:
+            return list(self.rows.values())
+
+        async def revoke(self, id_or_subject: str) -> list[StoredToken]:
+            return []
+
+    store = FlakyStore()
+    tokens = StaticTokens(store, ttl=0)
+    known, _ = await tokens.create("alice", ("billing",))
+    unseen, _ = await tokens.create("bob", ())
+    assert (await tokens.verify(known)) is not None
+    store.down = True
+    still = await tokens.verify(known)
+    assert still is not None and still.subject == "alice" and still.scopes == ["billing"]
+    with pytest.raises(StoreError):
+        await tokens.verify(unseen)
+    assert await GatewayTokenVerifier(tokens, None).verify_token(unseen) is None  # refused, never let through

@@ -3,7 +3,7 @@ SHA-256 (a token is 256 random bits, so a fast hash is as strong as a slow one a
 
 A token reads `mcpgw_<id>_<secret>`: the id names it in `token list` and `token revoke`, the secret is what
 proves it. Lookups are cached for `ttl` seconds (default 5), so a revoked token stops working within that time
-on every gateway process.
+on every gateway process. While the store is away, a token looked up before keeps its last answer.
 """
 
 from __future__ import annotations
@@ -92,7 +92,12 @@ class StaticTokens:
         if cached is not None and now - cached[0] < self._ttl:
             stored = cached[1]
         else:
-            stored = await self._store.by_hash(digest)
+            try:
+                stored = await self._store.by_hash(digest)
+            except GatewayError:
+                if cached is None:
+                    raise
+                stored = cached[1]  # the store is away: what it said last stands (a valid token keeps working)
             self._cache[digest] = (now, stored)
             self._cache.move_to_end(digest)
             while len(self._cache) > self._cache_size:

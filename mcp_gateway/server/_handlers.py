@@ -324,16 +324,17 @@ def build_server(
         uri = str(params.uri)
         viewer = principal(ctx)
         parsed = parse_uri(uri)
-        needs = reader.scopes_of(uri)
-        try:
-            if parsed is not None:  # only to one's own workflows
+        if parsed is not None:  # only to one's own workflows
+            try:
                 await workflows.get(parsed[0], viewer)
-            elif needs is None or not viewer.may(needs):
-                raise WorkflowNotFound(uri)
-        except WorkflowNotFound:
-            raise MCPError(
-                types.INVALID_PARAMS, f"cannot subscribe to {uri!r}: no such resource", {"uri": uri}
-            ) from None
+                allowed = True
+            except WorkflowNotFound:
+                allowed = False
+        else:
+            needs = reader.scopes_of(uri)
+            allowed = needs is not None and viewer.may(needs)
+        if not allowed:
+            raise MCPError(types.INVALID_PARAMS, f"cannot subscribe to {uri!r}: no such resource", {"uri": uri})
         feed.subscribe(ctx.session, uri)
         return types.EmptyResult()
 

@@ -268,7 +268,7 @@ def build_http_app(
         app=server,
         event_store=event_store,
         retry_interval=1000 if event_store is not None else None,
-        security_settings=_security(host, port, allowed_hosts or [], allowed_origins or []),
+        security_settings=None,  # the Guard checks Host and Origin on every route, /mcp included, once
         max_request_body_size=max_request_body_size,
     )
     issuers = authorization_servers or [str(resource).removesuffix("/mcp")]
