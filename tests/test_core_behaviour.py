@@ -111,9 +111,20 @@ async def test_a_call_runs_folds_its_progress_in_order_and_completes(core: Core)
     outcome = await core.service.call("steps", {"count": 3}, caller=CALLER, on_progress=progress)
     assert outcome.kind is OutcomeKind.COMPLETED and outcome.result == {"count": 3}
     assert outcome.workflow_id is not None and seen == sorted(seen) and seen[-1] == 3
-    kinds = [e.kind for e in await core.store.events(outcome.workflow_id)]
-    assert kinds[0] == "created" and kinds.count("progress") == 3 and kinds[-1] == "completed"
-    assert "dispatched" in kinds
+    kinds = await _kinds_once_marked(core, outcome.workflow_id)
+    # The relay's mark is batched after the publish: it may land before or after the worker's events.
+    assert kinds.count("dispatched") == 1
+    told = [kind for kind in kinds if kind != "dispatched"]
+    assert told == ["created", "progress", "progress", "progress", "completed"]
+
+
+async def _kinds_once_marked(core: Core, workflow_id: str) -> list[str]:
+    for _ in range(100):
+        kinds = [e.kind for e in await core.store.events(workflow_id)]
+        if "dispatched" in kinds:
+            return kinds
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"the outbox never marked workflow {workflow_id} dispatched: {kinds}")
 
 
 async def test_the_same_idempotency_key_is_the_same_workflow(core: Core) -> None:

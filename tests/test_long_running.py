@@ -66,8 +66,8 @@ async def test_handle_then_status_result_and_resources(connect: Connect, env: En
         history = await client.read_resource(uri + "/events")
         history_content = history.contents[0]
         assert isinstance(history_content, types.TextResourceContents)
-        kinds = [e["kind"] for e in json.loads(history_content.text)["events"]]
-        assert kinds[0] == "created" and kinds[-1] == "completed"
+        kinds = [e["kind"] for e in json.loads(history_content.text)["events"] if e["kind"] != "dispatched"]
+        assert kinds[0] == "created" and kinds[-1] == "completed"  # the relay's batched mark lands when it lands
 
         templates = await client.list_resource_templates()
         assert {"workflow://{id}", "workflow://{id}/events"} <= {t.uri_template for t in templates.resource_templates}

@@ -75,7 +75,7 @@ async def test_when_the_attempts_run_out_the_workflow_is_dead_lettered_then_redr
     assert await reach(gateway, outcome.workflow_id, Status.COMPLETED) is Status.COMPLETED
     record = await gateway.store.get(outcome.workflow_id)
     assert record is not None and record.state.result == {"attempts": 1} and record.state.attempt > 3
-    kinds = [e.kind for e in await gateway.store.events(outcome.workflow_id)]
+    kinds = [e.kind for e in await gateway.store.events(outcome.workflow_id) if e.kind != "dispatched"]
     assert kinds.count("retrying") == 2 and "retried" in kinds and kinds[-1] == "completed"
     with pytest.raises(RetryRefused, match="completed"):  # a completed workflow is not run again
         await gateway.service.retry(outcome.workflow_id, ADMIN)
