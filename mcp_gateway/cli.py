@@ -1,4 +1,5 @@
-"""The `mcp-gateway` command: serve, check, migrate, worker, workflows, db-url, nats-url."""
+"""The `mcp-gateway` command: serve, check, migrate, worker, workflows, stats, dlq, token, bus-user, db-url and
+nats-url."""
 
 from __future__ import annotations
 
@@ -19,10 +20,12 @@ import uvicorn
 from mcp_gateway_worker import CredentialsRefused, PermissionDenied, load_worker, redact_url, run_workers
 from mcp_gateway_worker._cli import WorkerLoadError, add_credential_arguments, credentials_from
 
-from mcp_gateway import __version__, bus_users
+from mcp_gateway import __version__, bus_users, oncall
+from mcp_gateway.core.ports import WorkflowFilter
 from mcp_gateway.core.states import Status
 from mcp_gateway.errors import ConfigError, ConfigProblem, GatewayError
 from mcp_gateway.logs import configure_logging
+from mcp_gateway.oncall import parse_since
 from mcp_gateway.registry import load_registry
 from mcp_gateway.settings import Settings, load_settings
 
@@ -70,11 +73,20 @@ def _parser() -> argparse.ArgumentParser:
     wf_sub = wf.add_subparsers(dest="action", required=True, metavar="ACTION")
     listing = wf_sub.add_parser("list", help="the newest workflows")
     listing.add_argument("--status", choices=[s.value for s in Status])
-    listing.add_argument("--limit", type=int, default=20)
+    listing.add_argument("--tool", help="only this tool's")
+    listing.add_argument("--caller", help="only this caller's (the token's subject)")
+    listing.add_argument("--since", type=parse_since, help=SINCE_HELP)
+    listing.add_argument("--limit", type=_positive, default=20)
     listing.add_argument("--json", action="store_true", help="print a JSON array")
     show = wf_sub.add_parser("show", help="one workflow and its event history")
     show.add_argument("workflow_id")
-    show.add_argument("--json", action="store_true", help="print one JSON object, its history under 'events'")
+    show.add_argument("--follow", "-f", action="store_true", help="then print each new event until it ends")
+    show.add_argument(
+        "--json", action="store_true", help="print one JSON object, its history under 'events' (--follow: a line each)"
+    )
+    stats = sub.add_parser("stats", help="workflows by status and tool, the outbox's depth and age, dead letters")
+    stats.add_argument("--since", type=parse_since, help=SINCE_HELP)
+    stats.add_argument("--json", action="store_true", help="print one JSON object")
     for action, text in (
         ("approve", "approve a workflow held for approval (it is dispatched)"),
         ("deny", "deny a workflow held for approval (it ends cancelled, code denied)"),
@@ -120,6 +132,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 TOOLS_DIR_HELP = "folder of tool YAML files (default: tools_dir of the settings, else ./config/tools)"
+SINCE_HELP = "only those created since: a span back from now (90s, 15m, 2h, 3d, 1w) or an ISO 8601 time"
 
 
 def _fail(message: str, code: int = 2) -> int:
@@ -172,6 +185,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return bus_users.run(settings, args)
             case "workflows":
                 return _run(_workflows(settings, args))
+            case "stats":
+                return _run(_stats(settings, args))
             case "dlq":
                 return _run(_dlq(settings, args))
             case "token":
@@ -543,49 +558,22 @@ async def _workflows(settings: Settings, args: argparse.Namespace) -> int:
     async with PostgresStore(_database_url(settings)) as store:
         if args.action == "list":
             status = Status(args.status) if args.status else None
-            records = await store.list(status=status, limit=args.limit)
-            if args.json:
-                print(json.dumps([_summary(r) for r in records], indent=2))
-                return 0
-            for r in records:
-                progress = (
-                    f"{r.state.progress:g}/{r.state.total:g}" if r.state.progress is not None and r.state.total else ""
-                )
-                print(f"{r.id}  {r.status.value:<14} {r.tool:<20} {r.created_at:%Y-%m-%d %H:%M:%S}  {progress}")
-            return 0
-        record = await store.get(args.workflow_id)
-        if record is None:
+            query = WorkflowFilter(status, args.tool, args.caller, args.since, limit=args.limit)
+            return await oncall.list_workflows(store, query, as_json=args.json, out=sys.stdout)
+        view = oncall.follow_workflow if args.follow else oncall.show_workflow
+        if await view(store, args.workflow_id, as_json=args.json, out=sys.stdout):
             return _fail(f"no workflow {args.workflow_id!r}", 1)
-        s = record.state
-        shown = {
-            **_summary(record),
-            "arguments": record.arguments,
-            "message": s.message,
-            "result": s.result,
-            "error": s.error,
-            "deadline": record.deadline.isoformat(),
-        }
-        events = await store.events(record.id)
-        if args.json:
-            shown["events"] = [
-                {"at": e.at.isoformat(), "kind": e.kind, "status": e.status, "data": e.data, "note": e.note}
-                for e in events
-            ]
-            print(json.dumps(shown, indent=2))
-            return 0
-        print(json.dumps(shown, indent=2))
-        for e in events:
-            print(f"  {e.at:%H:%M:%S.%f}  {e.kind:<11} {e.status or '':<10} {json.dumps(e.data)} {e.note or ''}")
         return 0
 
 
-def _summary(record: Any) -> dict[str, Any]:
-    return {
-        "id": record.id,
-        "tool": record.tool,
-        "status": record.status.value,
-        "progress": record.state.progress,
-        "total": record.state.total,
-        "caller": record.caller,
-        "created_at": record.created_at.isoformat(),
-    }
+async def _stats(settings: Settings, args: argparse.Namespace) -> int:
+    from mcp_gateway.store import PostgresStore
+
+    async with PostgresStore(_database_url(settings)) as store:
+        return await oncall.show_stats(store, since=args.since, as_json=args.json, out=sys.stdout)
+
+
+def _positive(value: str) -> int:
+    if not (value.isascii() and value.isdigit() and int(value) > 0):
+        raise argparse.ArgumentTypeError(f"expected a whole number above 0, got {value!r}")
+    return int(value)

@@ -16,15 +16,46 @@ from mcp_gateway.core.supervisor import Supervisor
 
 __all__ = [
     "Applied",
+    "Counts",
     "DeadLetter",
     "EventRecord",
     "ExistingWorkflow",
     "NewWorkflow",
     "OutboxMessage",
     "Reopening",
+    "WorkflowFilter",
     "WorkflowRecord",
     "WorkflowStore",
 ]
+
+
+@dataclass(frozen=True, slots=True)
+class WorkflowFilter:
+    """Which workflows a listing holds, newest first. `before` pages on: the (created_at, id) of the last one seen."""
+
+    status: Status | None = None
+    tool: str | None = None
+    caller: str | None = None
+    since: datetime | None = None
+    before: tuple[datetime, str] | None = None
+    limit: int = 50
+
+
+@dataclass(frozen=True, slots=True)
+class Counts:
+    """What the store holds now, for operators: workflows by (tool, status), the outbox, the dead letters."""
+
+    by_tool_status: dict[tuple[str, Status], int]
+    outbox: int
+    """Commands recorded and not yet on the bus (held ones for approval excluded)."""
+    outbox_oldest_seconds: float | None
+    dead_letters: int
+
+    def by_status(self) -> dict[Status, int]:
+        totals: dict[Status, int] = {}
+        for (_, status), n in self.by_tool_status.items():
+            totals[status] = totals.get(status, 0) + n
+        return totals
 
 
 @dataclass(frozen=True, slots=True)
@@ -205,6 +236,14 @@ class WorkflowStore(Protocol):
     async def list(
         self, *, status: Status | None = None, caller: str | None = None, limit: int = 50
     ) -> list[WorkflowRecord]: ...
+
+    async def find(self, query: WorkflowFilter) -> list[WorkflowRecord]:
+        """The workflows `query` selects, newest first."""
+        ...
+
+    async def counts(self, *, open_only: bool = False, since: datetime | None = None) -> Counts:
+        """Workflows by tool and status (only those not ended, or only those created since), outbox, dead letters."""
+        ...
 
 
 class Delivery(Protocol):

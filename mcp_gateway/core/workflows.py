@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncGenerator, Mapping
+from dataclasses import replace
 from typing import Any, Literal
 
 import structlog
@@ -17,7 +18,7 @@ from mcp_gateway_worker.contract import InputAnswer
 from mcp_gateway.core.access import ADMIN, Viewer
 from mcp_gateway.core.changes import Waiters
 from mcp_gateway.core.dispatch import Dispatcher
-from mcp_gateway.core.ports import Bus, EventRecord, WorkflowRecord, WorkflowStore
+from mcp_gateway.core.ports import Bus, EventRecord, WorkflowFilter, WorkflowRecord, WorkflowStore
 from mcp_gateway.core.states import APPROVAL, TERMINAL, Status
 from mcp_gateway.errors import BusError, GatewayError, StoreError
 from mcp_gateway.registry import CompiledSchema
@@ -165,6 +166,12 @@ class Workflows:
     async def list(self, viewer: Viewer, *, status: Status | None = None, limit: int = 20) -> list[WorkflowRecord]:
         caller = None if viewer.admin else viewer.subject
         return await self._store.list(status=status, caller=caller, limit=limit)
+
+    async def find(self, viewer: Viewer, query: WorkflowFilter) -> list[WorkflowRecord]:
+        """The workflows `query` selects that `viewer` may see (a caller's own; an admin's, any)."""
+        if not viewer.admin:
+            query = replace(query, caller=viewer.subject)
+        return await self._store.find(query)
 
     async def events(self, workflow_id: str, viewer: Viewer, after_id: int = 0) -> list[EventRecord]:
         await self.get(workflow_id, viewer)

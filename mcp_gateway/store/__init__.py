@@ -4,12 +4,14 @@ hands out (defined in `mcp_gateway.core.ports`, re-exported here)."""
 from mcp_gateway.core.ports import (
     HEAD_BYTES,
     Applied,
+    Counts,
     DeadLetter,
     EventRecord,
     ExistingWorkflow,
     NewWorkflow,
     OutboxMessage,
     Reopening,
+    WorkflowFilter,
     WorkflowRecord,
     WorkflowStore,
 )
@@ -21,6 +23,7 @@ from mcp_gateway.store._tokens import PostgresTokenStore
 __all__ = [
     "HEAD_BYTES",
     "Applied",
+    "Counts",
     "DeadLetter",
     "EventRecord",
     "ExistingWorkflow",
@@ -31,6 +34,7 @@ __all__ = [
     "PostgresStore",
     "PostgresTokenStore",
     "Reopening",
+    "WorkflowFilter",
     "WorkflowRecord",
     "WorkflowStore",
     "asyncpg_url",

@@ -17,6 +17,7 @@ from mcp_gateway_worker.contract import Event
 from mcp_gateway.core.changes import Change
 from mcp_gateway.core.ports import (
     Applied,
+    Counts,
     DeadLetter,
     Decide,
     EventRecord,
@@ -24,6 +25,7 @@ from mcp_gateway.core.ports import (
     NewWorkflow,
     OutboxMessage,
     Reopening,
+    WorkflowFilter,
     WorkflowRecord,
 )
 from mcp_gateway.core.states import TERMINAL, Fold, Status, WorkflowState, answering, ending, held_command
@@ -232,9 +234,28 @@ class InMemoryStore:
     async def list(
         self, *, status: Status | None = None, caller: str | None = None, limit: int = 50
     ) -> list[WorkflowRecord]:
-        records = [
-            r.record
-            for r in self._rows.values()
-            if (status is None or r.record.status is status) and (caller is None or r.record.caller == caller)
-        ]
-        return sorted(records, key=lambda r: r.created_at, reverse=True)[:limit]
+        return await self.find(WorkflowFilter(status=status, caller=caller, limit=limit))
+
+    async def find(self, query: WorkflowFilter) -> list[WorkflowRecord]:
+        def selected(r: WorkflowRecord) -> bool:
+            return (
+                (query.status is None or r.status is query.status)
+                and (query.tool is None or r.tool == query.tool)
+                and (query.caller is None or r.caller == query.caller)
+                and (query.since is None or r.created_at >= query.since)
+                and (query.before is None or (r.created_at, r.id) < query.before)
+            )
+
+        records = [r.record for r in self._rows.values() if selected(r.record)]
+        return sorted(records, key=lambda r: (r.created_at, r.id), reverse=True)[: query.limit]
+
+    async def counts(self, *, open_only: bool = False, since: datetime | None = None) -> Counts:
+        by: dict[tuple[str, Status], int] = {}
+        for row in self._rows.values():
+            r = row.record
+            if (open_only and r.status in TERMINAL) or (since is not None and r.created_at < since):
+                continue
+            by[(r.tool, r.status)] = by.get((r.tool, r.status), 0) + 1
+        waiting = [e for e in self._outbox.values() if not e.held]
+        oldest = time.monotonic() - min(e.at for e in waiting) if waiting else None
+        return Counts(by, len(waiting), oldest, len(self._letters))

@@ -27,6 +27,7 @@ from mcp_gateway.core.changes import Change
 from mcp_gateway.core.ports import (
     HEAD_BYTES,
     Applied,
+    Counts,
     DeadLetter,
     Decide,
     EventRecord,
@@ -34,9 +35,10 @@ from mcp_gateway.core.ports import (
     NewWorkflow,
     OutboxMessage,
     Reopening,
+    WorkflowFilter,
     WorkflowRecord,
 )
-from mcp_gateway.core.states import Fold, Status, WorkflowState, answering, ending, held_command
+from mcp_gateway.core.states import TERMINAL, Fold, Status, WorkflowState, answering, ending, held_command
 from mcp_gateway.core.supervisor import Supervisor
 from mcp_gateway.errors import StoreError, StoreRejected
 
@@ -598,14 +600,49 @@ class PostgresStore:
     async def list(
         self, *, status: Status | None = None, caller: str | None = None, limit: int = 50
     ) -> list[WorkflowRecord]:
-        conditions = [c for c, v in (("status = :status", status), ("caller = :caller", caller)) if v is not None]
+        return await self.find(WorkflowFilter(status=status, caller=caller, limit=limit))
+
+    async def find(self, query: WorkflowFilter) -> list[WorkflowRecord]:
+        values: dict[str, Any] = {
+            "status": query.status.value if query.status else None,
+            "tool": query.tool,
+            "caller": query.caller,
+            "since": query.since,
+            "limit": query.limit,
+        }
+        conditions = [f"{column} = :{column}" for column in ("status", "tool", "caller") if values[column] is not None]
+        if query.since is not None:
+            conditions.append("created_at >= :since")
+        if query.before is not None:
+            conditions.append("(created_at, id) < (:before_at, :before_id)")
+            values["before_at"], values["before_id"] = query.before
         where = ("WHERE " + " AND ".join(conditions)) if conditions else ""
+        statement = f"SELECT {_COLUMNS} FROM workflows {where} ORDER BY created_at DESC, id DESC LIMIT :limit"
         async with self._autocommit() as conn:
-            rows = await conn.execute(
-                text(f"SELECT {_COLUMNS} FROM workflows {where} ORDER BY created_at DESC LIMIT :limit"),
-                {"status": status.value if status else None, "caller": caller, "limit": limit},
-            )
+            rows = await conn.execute(text(statement), values)
             return [_record(r) for r in rows.mappings()]
+
+    async def counts(self, *, open_only: bool = False, since: datetime | None = None) -> Counts:
+        async with self._autocommit() as conn:
+            rows = await conn.execute(_COUNTS, {"open_only": open_only, "since": since})
+            by = {(r.tool, Status(r.status)): int(r.n) for r in rows}
+            outbox = (await conn.execute(_OUTBOX_DEPTH)).one()
+            letters = int((await conn.execute(text("SELECT count(*) FROM dead_letters"))).scalar_one())
+        oldest = float(outbox.oldest) if outbox.oldest is not None else None
+        return Counts(by, int(outbox.n), oldest, letters)
+
+
+_COUNTS = text(
+    f"""
+    SELECT tool, status, count(*) AS n FROM workflows
+    WHERE (NOT :open_only OR status NOT IN ({", ".join(repr(s.value) for s in sorted(TERMINAL))}))
+      AND (CAST(:since AS timestamptz) IS NULL OR created_at >= :since)
+    GROUP BY tool, status
+    """
+)
+_OUTBOX_DEPTH = text(
+    "SELECT count(*) AS n, extract(epoch FROM now() - min(created_at)) AS oldest FROM outbox WHERE NOT held"
+)
 
 
 def _alembic_config(url: str) -> Any:
