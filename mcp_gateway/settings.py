@@ -60,7 +60,8 @@ class Settings(BaseSettings):
     port: int = Field(default=8000, ge=0, le=65535)
     subject_prefix: str = Field(default="mcpgw", pattern=r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$")
     log_level: Literal["debug", "info", "warning", "error"] = "info"
-    log_format: Literal["json", "console"] = "json"
+    log_format: Literal["json", "console", "auto"] = "auto"
+    """auto: a console renderer when stderr is a terminal, JSON lines otherwise."""
     migrate_on_start: bool = True
     outbox_relay_after: float = Field(default=5.0, gt=0, description="seconds before the relay re-publishes")
     duplicate_window: float = Field(default=3_600.0, gt=0, description="JetStream de-duplication window, seconds")

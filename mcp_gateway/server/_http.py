@@ -34,6 +34,7 @@ from mcp_gateway.core.access import Viewer
 from mcp_gateway.core.limits import CallLimits
 from mcp_gateway.core.service import RetryRefused
 from mcp_gateway.core.workflows import AnswerRefused, WorkflowNotFound, Workflows
+from mcp_gateway.server._access_log import AccessLog, NoteCaller
 from mcp_gateway.server._guard import AuthFailureThrottle, CallerRateLimit, Guard, RateLimit, RequestsInFlight
 from mcp_gateway.server._workflow_tools import summary
 from mcp_gateway.store import DeadLetter, WorkflowRecord
@@ -289,10 +290,11 @@ def build_http_app(
     metadata = next(r for r in routes if isinstance(r, Route) and r.path == metadata_url.path)
     if metadata.path != "/.well-known/oauth-protected-resource":  # also at the bare well-known path
         routes.append(Route("/.well-known/oauth-protected-resource", metadata.endpoint, methods=["GET", "OPTIONS"]))
-    # Outermost first: the guard (Host and Origin on every route, the body's size and time, the failed-auth
-    # throttle), header trimming, authentication, then the rate per caller (by subject once authenticated).
+    # Outermost first: the access log, the guard (Host and Origin on every route, the body's size and time, the
+    # failed-auth throttle), header trimming, authentication, then the rate per caller (by subject once known).
     security = _security(host, port, allowed_hosts or [], allowed_origins or [])
     middleware = [
+        Middleware(AccessLog, routes=routes),
         Middleware(
             Guard,
             security=security,
@@ -307,6 +309,7 @@ def build_http_app(
             Middleware(AuthenticationMiddleware, backend=BearerAuthBackend(verifier)),
             Middleware(AuthContextMiddleware),
         ]
+    middleware.append(Middleware(NoteCaller, who=principals.of_scope))
     if rate_limit is not None:
         middleware.append(Middleware(CallerRateLimit, limit=RateLimit(rate_limit)))
     if requests_in_flight is not None:

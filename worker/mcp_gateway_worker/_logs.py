@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
-from typing import Literal
+from typing import Any, Literal, TextIO
 
 import structlog
 
@@ -13,9 +13,25 @@ __all__ = ["configure_logging"]
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
 
 
-def configure_logging(level: str = "info", fmt: Literal["json", "console"] = "json") -> None:
+class _NamedPrintLogger(structlog.PrintLogger):
+    """structlog's fast PrintLogger, knowing the name it was asked for (`get_logger(__name__)`), so that
+    `add_logger_name` can put it on the line as `logger`."""
+
+    def __init__(self, name: str | None, file: TextIO) -> None:
+        super().__init__(file)
+        self.name = name or "root"
+
+
+def _named_print_logger(*args: Any) -> _NamedPrintLogger:
+    return _NamedPrintLogger(str(args[0]) if args else None, sys.stderr)
+
+
+def configure_logging(level: str = "info", fmt: Literal["json", "console", "auto"] = "auto") -> None:
     """Every log line carries the context variables bound by the request (workflow_id, tool, request_id,
-    trace_id); standard-library loggers (uvicorn, the SDK) go through the same renderer."""
+    trace_id) and the logger's name; standard-library loggers (uvicorn, the SDK) go through the same renderer.
+    `auto`: a console renderer when stderr is a terminal, JSON lines otherwise."""
+    if fmt == "auto":
+        fmt = "console" if sys.stderr.isatty() else "json"
     renderer: structlog.typing.Processor = (
         structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
         if fmt == "console"
@@ -27,9 +43,9 @@ def configure_logging(level: str = "info", fmt: Literal["json", "console"] = "js
         structlog.processors.TimeStamper(fmt="iso", utc=True),
     ]
     structlog.configure(
-        processors=[*shared, structlog.processors.format_exc_info, renderer],
+        processors=[*shared, structlog.stdlib.add_logger_name, structlog.processors.format_exc_info, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(_LEVELS[level]),
-        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+        logger_factory=_named_print_logger,
         cache_logger_on_first_use=True,
     )
     handler = logging.StreamHandler(sys.stderr)
