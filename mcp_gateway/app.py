@@ -18,7 +18,6 @@ import structlog
 from mcp.server import Server
 from mcp_gateway_worker import redact_url
 from mcp_gateway_worker.contract import Subjects
-from sqlalchemy import text
 
 from mcp_gateway.auth import GatewayTokenVerifier, JwtVerifier, Principals, StaticTokens
 from mcp_gateway.bus import NatsBus
@@ -40,7 +39,14 @@ from mcp_gateway.errors import GatewayError
 from mcp_gateway.registry import Registry, load_registry
 from mcp_gateway.server import ResourceFeed, build_server, check_content, principal_from
 from mcp_gateway.settings import Settings
-from mcp_gateway.store import PostgresStore, PostgresTokenStore, WorkflowRecord, run_migrations
+from mcp_gateway.store import (
+    PostgresStore,
+    PostgresTokenStore,
+    WorkflowRecord,
+    migration_level,
+    migrations_head,
+    run_migrations,
+)
 
 __all__ = ["Gateway", "open_gateway", "open_servers"]
 
@@ -179,13 +185,21 @@ class Gateway:
         return names
 
     async def ready(self) -> dict[str, Any]:
-        """Each dependency, and each background loop that keeps failing (by name, with its last error): every
-        value "ok" means ready."""
+        """Each dependency, the database's migration level, and each background loop (by name, with its last
+        error when it keeps failing): every value "ok" means ready. A database migrated past this gateway's
+        newest migration is ready (an older gateway during a rolling upgrade); one behind it is not."""
         checks: dict[str, Any] = {}
         try:
-            async with asyncio.timeout(2), self.store.engine.connect() as conn:
-                await conn.execute(text("SELECT 1"))
+            async with asyncio.timeout(2):
+                level = await migration_level(self.store.engine)
             checks["postgres"] = "ok"
+            head = migrations_head()
+            if level == head or (level is not None and level > head):
+                checks["migrations"] = "ok"
+            else:
+                checks["migrations"] = (
+                    f"behind: the database is at {level or 'no migration'}, this gateway needs {head}"
+                )
         except Exception as exc:
             checks["postgres"] = f"failed: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
         checks["nats"] = "ok" if self.bus.connected else "disconnected"

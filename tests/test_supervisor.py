@@ -67,3 +67,18 @@ async def test_a_failing_loop_turns_readiness_down_naming_it(gateway: Gateway, m
     checks = await gateway.ready()
     assert checks["loop:deadlines"].startswith("failing: TimeoutError: QueuePool limit reached")
     assert checks["loop:fold"] == "ok" and checks["postgres"] == "ok"
+
+
+async def test_readiness_names_a_database_behind_this_gateways_migrations(gateway: Gateway) -> None:
+    from sqlalchemy import text
+
+    from mcp_gateway.store import migrations_head
+
+    head = migrations_head()
+    assert (await gateway.ready())["migrations"] == "ok"
+    async with gateway.store.engine.begin() as conn:
+        await conn.execute(text("UPDATE alembic_version SET version_num = '0001'"))
+    assert (await gateway.ready())["migrations"] == f"behind: the database is at 0001, this gateway needs {head}"
+    async with gateway.store.engine.begin() as conn:  # a newer gateway migrated it: still ready (rolling upgrade)
+        await conn.execute(text("UPDATE alembic_version SET version_num = '9999'"))
+    assert (await gateway.ready())["migrations"] == "ok"

@@ -17,7 +17,13 @@ from mcp_gateway.core.ports import (
 )
 from mcp_gateway.store._event_store import PostgresEventStore
 from mcp_gateway.store._memory import InMemoryStore
-from mcp_gateway.store._postgres import PostgresStore, asyncpg_url, run_migrations
+from mcp_gateway.store._postgres import (
+    PostgresStore,
+    asyncpg_url,
+    migration_level,
+    migrations_head,
+    run_migrations,
+)
 from mcp_gateway.store._tokens import PostgresTokenStore
 
 __all__ = [
@@ -38,5 +44,7 @@ __all__ = [
     "WorkflowRecord",
     "WorkflowStore",
     "asyncpg_url",
+    "migration_level",
+    "migrations_head",
     "run_migrations",
 ]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 from collections.abc import AsyncGenerator, Callable, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
@@ -42,7 +43,7 @@ from mcp_gateway.core.states import TERMINAL, Fold, Status, WorkflowState, answe
 from mcp_gateway.core.supervisor import Supervisor
 from mcp_gateway.errors import StoreError, StoreRejected
 
-__all__ = ["PostgresStore", "asyncpg_url", "run_migrations"]
+__all__ = ["PostgresStore", "asyncpg_url", "migration_level", "migrations_head", "run_migrations"]
 
 log = structlog.get_logger(__name__)
 
@@ -657,6 +658,26 @@ def _alembic_config(url: str) -> Any:
     config.set_main_option("script_location", str(MIGRATIONS))
     config.attributes["database_url"] = asyncpg_url(url)
     return config
+
+
+@functools.cache
+def migrations_head() -> str:
+    """The newest migration this installation ships (what `run_migrations` brings a database to)."""
+    from alembic.script import ScriptDirectory
+
+    head = ScriptDirectory.from_config(_alembic_config("postgresql://unused/")).get_current_head()
+    if head is None:
+        raise StoreError(f"no migrations found in {MIGRATIONS}: the installation is incomplete")
+    return head
+
+
+async def migration_level(engine: AsyncEngine) -> str | None:
+    """The database's migration revision (None before the first migration)."""
+    async with engine.connect() as conn:
+        found = await conn.execute(text("SELECT to_regclass('alembic_version') IS NOT NULL"))
+        if not found.scalar_one():
+            return None
+        return (await conn.execute(text("SELECT version_num FROM alembic_version"))).scalar_one_or_none()
 
 
 async def run_migrations(url: str, revision: str = "head") -> None:
