@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections import OrderedDict
 from collections.abc import AsyncGenerator, Callable, Generator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -126,10 +127,14 @@ class Watch:
 class Waiters:
     """The local waiting calls, by workflow id."""
 
-    def __init__(self, capacity: int = 32) -> None:
+    def __init__(self, capacity: int = 32, remembered: int = 10_000) -> None:
         self._capacity = capacity
         self._watches: dict[str, set[Watch]] = {}
         self._listeners: list[Callable[[Change], None]] = []
+        self._versions: OrderedDict[str, int] = OrderedDict()
+        """The newest version delivered of the workflows changed lately: a change may come twice (from this
+        process's store at once, then from PostgreSQL's notification), and an older one after a newer."""
+        self._remembered = remembered
 
     def add_listener(self, listener: Callable[[Change], None]) -> None:
         """Hear every change of every workflow (e.g. to notify resource subscribers); must not block."""
@@ -150,6 +155,13 @@ class Waiters:
                     del self._watches[workflow_id]
 
     def deliver(self, change: Change, truncated: bool = False) -> None:
+        seen = self._versions.get(change.workflow_id)
+        if seen is not None and change.state.version <= seen:
+            return
+        self._versions[change.workflow_id] = change.state.version
+        self._versions.move_to_end(change.workflow_id)
+        if len(self._versions) > self._remembered:
+            self._versions.popitem(last=False)
         for w in self._watches.get(change.workflow_id, ()):
             w.offer(change, truncated)
         for listener in self._listeners:

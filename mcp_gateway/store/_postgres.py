@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import json
 from collections.abc import AsyncGenerator, Callable, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
@@ -17,6 +18,7 @@ from typing import Any
 
 import asyncpg
 import structlog
+from asyncpg.pool import PoolConnectionProxy
 from mcp_gateway_worker.contract import Event
 from sqlalchemy import RowMapping, bindparam, text
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
@@ -47,7 +49,7 @@ __all__ = ["PostgresStore", "asyncpg_url", "migration_level", "migrations_head",
 
 log = structlog.get_logger(__name__)
 
-_FAILURES = (SQLAlchemyError, OSError, asyncpg.PostgresError, TimeoutError)
+_FAILURES = (SQLAlchemyError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError)
 """What talking to PostgreSQL may raise: each becomes a StoreError (a pool time-out and a lost server too)."""
 
 
@@ -94,6 +96,22 @@ _CREATE = text(
     bindparam("headers", type_=JSONB),
     bindparam("payload", type_=LargeBinary),
 )
+
+_CREATE_RAW = """
+    WITH wf AS (
+        INSERT INTO workflows (id, tool, tool_version, arguments, status, caller, request_id, trace_id, deadline,
+                               questions, idempotency_key, arguments_hash)
+        VALUES ($1, $2, $3, $4::jsonb, $5, $6, $7, $8, $9, $10::jsonb, NULL, NULL)
+        RETURNING id
+    ), ev AS (
+        INSERT INTO workflow_events (workflow_id, event_key, kind, status, data)
+        SELECT id, 'created', 'created', $5, $11::jsonb FROM wf
+    )
+    INSERT INTO outbox (workflow_id, subject, msg_id, headers, payload, held)
+    SELECT id, $12, $13, $14::jsonb, $15, $16 FROM wf
+    RETURNING id
+"""
+"""`_CREATE` without an idempotency key, for asyncpg (prepared once per connection)."""
 
 _RELEASE_KEY = text(
     "UPDATE workflows SET idempotency_key = NULL WHERE caller = :caller AND tool = :tool "
@@ -190,6 +208,31 @@ _REOPEN = text(
 _DROP_HELD = text("DELETE FROM outbox WHERE workflow_id = :id AND held")
 """A held command whose workflow ended before it was approved (denied, cancelled, timed out): never sent."""
 
+# The fold's fast path, in one statement (one round trip, one commit): the event is recorded and the state
+# written only if the workflow is still at the version its state was read at (the row locked meanwhile) and the
+# event's key is new; otherwise nothing is written and the fold takes the locked path (`_transition_in`).
+_FOLD_AT_VERSION = """
+    WITH cur AS (
+        SELECT id FROM workflows WHERE id = $1 AND version = $2 FOR UPDATE
+    ), ev AS (
+        INSERT INTO workflow_events (workflow_id, event_key, kind, status, data, note, at)
+        SELECT id, $3::text, $4::text, $5::text, $6::jsonb, $7::text, $8::timestamptz FROM cur
+        ON CONFLICT (workflow_id, event_key) DO NOTHING
+        RETURNING workflow_id
+    ), up AS (
+        UPDATE workflows w SET status = $5::text, attempt = $9, last_seq = $10, progress = $11, progress_total = $12,
+            progress_message = $13, result = $14::jsonb, error = $15::jsonb, version = $16,
+            questions = $17::jsonb, answers = $18::jsonb, content = $19::jsonb, updated_at = now()
+        FROM ev WHERE w.id = ev.workflow_id
+        RETURNING w.id
+    )
+    SELECT pg_notify($20, $21) FROM up
+"""
+_STATE_OF = (
+    "SELECT tool, status, attempt, last_seq, progress, progress_total, progress_message, result, error, version, "
+    "questions, answers, content FROM workflows WHERE id = $1"
+)
+
 CHANGES_CHANNEL = "mcpgw_changes"
 NOTIFY_LIMIT = 7_500  # PostgreSQL's payload limit is 8000 bytes
 
@@ -213,6 +256,20 @@ _COLUMNS = (
     "status, attempt, last_seq, progress, progress_total, progress_message, result, error, version, questions, "
     "answers, content"
 )
+
+
+POOL_TIMEOUT = 10.0
+"""Seconds to wait for a connection of asyncpg's pool (then a StoreError, as for SQLAlchemy's)."""
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+async def _set_codecs(conn: asyncpg.Connection) -> None:
+    """JSON and JSONB as Python values, as SQLAlchemy's JSONB type gives them."""
+    for name in ("json", "jsonb"):
+        await conn.set_type_codec(name, encoder=_dumps, decoder=json.loads, schema="pg_catalog")
 
 
 def asyncpg_url(url: str) -> str:
@@ -287,7 +344,13 @@ class PostgresStore:
         self._pool_size = pool_size
         self._max_overflow = max_overflow
         self._engine: AsyncEngine | None = None
+        self._pool: asyncpg.Pool | None = None
+        """asyncpg's own pool, for the hot path's statements (prepared once per connection); SQLAlchemy's
+        engine serves the rest."""
         self._supervisor: Supervisor | None = None
+        self._on_change: Callable[[bytes], None] | None = None
+        """This process's subscriber: told of each change it commits at once (PostgreSQL's notification of it,
+        which every process gets, comes later; waiters drop the second)."""
 
     async def __aenter__(self) -> PostgresStore:
         self._engine = create_async_engine(
@@ -301,6 +364,12 @@ class PostgresStore:
         try:
             async with self._autocommit() as conn:
                 await conn.execute(text("SELECT 1 FROM workflows LIMIT 0"))
+            self._pool = await asyncpg.create_pool(
+                self._url.replace("postgresql+asyncpg://", "postgresql://", 1),
+                min_size=1,
+                max_size=self._pool_size,
+                init=_set_codecs,
+            )
         except BaseException:
             await self._engine.dispose()
             raise
@@ -310,6 +379,9 @@ class PostgresStore:
         if self._supervisor is not None:
             await self._supervisor.stop("store.listen")
             self._supervisor = None
+        if self._pool is not None:
+            await self._pool.close()
+            self._pool = None
         if self._engine is not None:
             await self._engine.dispose()
             self._engine = None
@@ -325,6 +397,17 @@ class PostgresStore:
         try:
             async with self.engine.connect() as conn:
                 yield await conn.execution_options(isolation_level="AUTOCOMMIT")
+        except _FAILURES as exc:
+            raise store_failure(exc) from exc
+
+    @asynccontextmanager
+    async def _raw(self) -> AsyncGenerator[PoolConnectionProxy]:
+        """A connection of asyncpg's pool, in autocommit (each statement its own transaction)."""
+        if self._pool is None:
+            raise StoreError("the store is not open (use it inside 'async with')")
+        try:
+            async with self._pool.acquire(timeout=POOL_TIMEOUT) as conn:
+                yield conn
         except _FAILURES as exc:
             raise store_failure(exc) from exc
 
@@ -349,6 +432,7 @@ class PostgresStore:
 
         supervisor.start("store.listen", listen)
         self._supervisor = supervisor
+        self._on_change = callback
         await ready.wait()
 
     async def _listen(self, callback: Callable[[bytes], None], ready: asyncio.Event) -> None:
@@ -377,8 +461,26 @@ class PostgresStore:
 
     async def create(self, workflow: NewWorkflow, command: OutboxMessage) -> int | ExistingWorkflow:
         if workflow.idempotency_key is None:  # the common case: one statement, one round trip
-            async with self._autocommit() as conn:
-                outbox_id = (await conn.execute(_CREATE, self._create_values(workflow, command))).scalar_one()
+            async with self._raw() as conn:
+                outbox_id = await conn.fetchval(
+                    _CREATE_RAW,
+                    workflow.id,
+                    workflow.tool,
+                    workflow.tool_version,
+                    workflow.arguments,
+                    workflow.status.value,
+                    workflow.caller,
+                    workflow.request_id,
+                    workflow.trace_id,
+                    workflow.deadline,
+                    [workflow.approval] if workflow.approval else [],
+                    {"tool": workflow.tool, "version": workflow.tool_version},
+                    command.subject,
+                    command.msg_id,
+                    command.headers,
+                    command.payload,
+                    workflow.approval is not None,
+                )
             return int(outbox_id)
         key = {"caller": workflow.caller, "tool": workflow.tool, "key": workflow.idempotency_key}
         async with self._transaction() as conn:
@@ -478,9 +580,69 @@ class PostgresStore:
     async def _transition(
         self, workflow_id: str, key: str, kind: str, data: dict[str, Any], at: datetime, decide: Decide
     ) -> Applied | None:
-        """Lock the workflow, let `decide` fold the happening into its state, record it once, save and announce."""
+        """Let `decide` fold the happening into the workflow's state, record it once, save and announce: in one
+        statement when the state read stays current (`_FOLD_AT_VERSION`), else under the row lock."""
+        fast = await self._transition_at_version(workflow_id, key, kind, data, at, decide)
+        if fast is not None:
+            return fast
+        announced: list[bytes] = []
         async with self._transaction() as conn:
-            return await self._transition_in(conn, workflow_id, key, kind, data, at, decide)
+            applied = await self._transition_in(conn, workflow_id, key, kind, data, at, decide, announced)
+        self._tell(announced)
+        return applied
+
+    async def _transition_at_version(
+        self, workflow_id: str, key: str, kind: str, data: dict[str, Any], at: datetime, decide: Decide
+    ) -> Applied | None:
+        """The common case in two round trips and one commit: read the state, decide, write if unchanged since.
+        None when it does not apply (an unknown workflow, no change, a held command released or dropped, a
+        duplicate, another change in between): the locked path decides then."""
+        async with self._raw() as conn:
+            m = await conn.fetchrow(_STATE_OF, workflow_id)
+            if m is None:
+                return None
+            before = _state(m)
+            decision = decide(m["tool"], before)
+            if decision.defer:
+                return Applied(workflow_id, m["tool"], decision, duplicate=False)
+            new = decision.state
+            if not decision.changed or held_command(before.status, new.status) is not None:
+                return None
+            change = Change(workflow_id, new, decision.log).encode(NOTIFY_LIMIT).decode()
+            written = await conn.fetch(
+                _FOLD_AT_VERSION,
+                workflow_id,
+                before.version,
+                key,
+                kind,
+                new.status.value,
+                data,
+                decision.note,
+                at,
+                new.attempt,
+                new.last_seq,
+                new.progress,
+                new.total,
+                new.message,
+                new.result,
+                new.error,
+                new.version,
+                new.questions,
+                new.answers,
+                new.content,
+                CHANGES_CHANNEL,
+                change,
+            )
+        if not written:
+            return None
+        self._tell([change.encode()])
+        return Applied(workflow_id, m["tool"], decision, duplicate=False)
+
+    def _tell(self, changes: list[bytes]) -> None:
+        """This process's subscriber hears of changes it just committed, without waiting for PostgreSQL."""
+        if self._on_change is not None:
+            for change in changes:
+                self._on_change(change)
 
     async def _transition_in(
         self,
@@ -491,6 +653,7 @@ class PostgresStore:
         data: dict[str, Any],
         at: datetime,
         decide: Decide,
+        announced: list[bytes] | None = None,
     ) -> Applied | None:
         m = (await conn.execute(_LOCK, {"id": workflow_id})).mappings().first()
         if m is None:
@@ -514,6 +677,9 @@ class PostgresStore:
         if recorded.first() is None:
             return Applied(workflow_id, m["tool"], decision, duplicate=True)
         if decision.changed:
+            change = Change(workflow_id, new, decision.log).encode(NOTIFY_LIMIT).decode()
+            if announced is not None:
+                announced.append(change.encode())
             await conn.execute(
                 _UPDATE,
                 {
@@ -531,7 +697,7 @@ class PostgresStore:
                     "answers": new.answers,
                     "content": new.content,
                     "channel": CHANGES_CHANNEL,
-                    "change": Change(workflow_id, new, decision.log).encode(NOTIFY_LIMIT).decode(),
+                    "change": change,
                 },
             )
         released: list[OutboxMessage] = []
@@ -555,9 +721,10 @@ class PostgresStore:
 
         key = f"retried.{reopening.attempt}"
         data = {"by": reopening.by, "attempt": reopening.attempt, "arguments_changed": reopening.arguments_changed}
+        announced: list[bytes] = []
         async with self._transaction() as conn:
             applied = await self._transition_in(
-                conn, reopening.workflow_id, key, "retried", data, datetime.now(UTC), guarded
+                conn, reopening.workflow_id, key, "retried", data, datetime.now(UTC), guarded, announced
             )
             if applied is None or not applied.fold.changed or applied.duplicate:
                 return (applied, None) if applied is not None else None
@@ -576,7 +743,8 @@ class PostgresStore:
                     },
                 )
             ).scalar_one()
-            return applied, int(outbox_id)
+        self._tell(announced)
+        return applied, int(outbox_id)
 
     async def get(self, workflow_id: str) -> WorkflowRecord | None:
         async with self._autocommit() as conn:
