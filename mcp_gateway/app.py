@@ -19,6 +19,7 @@ from mcp.server import Server
 from mcp_gateway_worker import redact_url
 from mcp_gateway_worker.contract import Subjects
 
+from mcp_gateway import __version__
 from mcp_gateway.auth import GatewayTokenVerifier, JwtVerifier, Principals, StaticTokens
 from mcp_gateway.bus import NatsBus
 from mcp_gateway.core.access import ADMIN, Viewer
@@ -36,6 +37,7 @@ from mcp_gateway.core.supervisor import Supervisor
 from mcp_gateway.core.workflows import Workflows
 from mcp_gateway.embedded import EmbeddedNats, EmbeddedPostgres, running_nats_url, running_postgres_url
 from mcp_gateway.errors import GatewayError
+from mcp_gateway.observability.metrics import GatewayMetrics
 from mcp_gateway.registry import Registry, load_registry
 from mcp_gateway.server import ResourceFeed, build_server, check_content, principal_from
 from mcp_gateway.settings import Settings
@@ -95,15 +97,18 @@ class Gateway:
         waiters: Waiters,
         dispatcher: Dispatcher,
         supervisor: Supervisor,
+        metrics: GatewayMetrics | None = None,
     ) -> None:
         self.settings = settings
         self.supervisor = supervisor
+        self.metrics = metrics or GatewayMetrics(store=store, bus=bus, supervisor=supervisor, version=__version__)
+        """This gateway's Prometheus metrics (a registry of its own), served at /metrics; the core's telemetry."""
         self.urls = urls
         self.store = store
         self.bus = bus
         self.waiters = waiters
         self.dispatcher = dispatcher
-        self.workflows = Workflows(store, bus, waiters, dispatcher)
+        self.workflows = Workflows(store, bus, waiters, dispatcher, self.metrics)
         self.feed = ResourceFeed(waiters, supervisor)
         self.reloader = RegistryReloader(
             settings.tools_folder(), registry, self.feed.lists_changed, supervisor, interval=settings.reload_interval
@@ -121,6 +126,7 @@ class Gateway:
             max_payload=lambda: bus.max_payload,
         )
         self.service.idempotency_window = settings.idempotency_window
+        self.service.telemetry = self.metrics
         if (key := settings.secret_key_bytes()) is not None:
             self.service.secret_key = key
         else:
@@ -129,7 +135,7 @@ class Gateway:
                 note="set secret_key (the same in every gateway process) so that idempotent retries reaching another "
                 "process compare x-sensitive arguments too",
             )
-        self.call_limits = CallLimits(settings.max_in_flight_per_caller, settings.max_in_flight)
+        self.call_limits = CallLimits(settings.max_in_flight_per_caller, settings.max_in_flight, telemetry=self.metrics)
         self.token_store = PostgresTokenStore(store.engine)
         self.tokens = StaticTokens(self.token_store)
         self.verifier = GatewayTokenVerifier(self.tokens, JwtVerifier(settings.jwt) if settings.jwt else None)
@@ -155,7 +161,7 @@ class Gateway:
         )
 
     def scopes_supported(self) -> list[str]:
-        """Every scope the config names (tools, prompts, resources), and the admin scope: for RFC 9728 metadata."""
+        """Every scope the config names (tools, prompts, resources), the admin and metrics scopes: for RFC 9728."""
         r = self.registry
         named = [
             *(t.config.scopes for t in r.values()),
@@ -163,7 +169,8 @@ class Gateway:
             *(x.config.scopes for x in r.resources.values()),
             *(x.config.scopes for x in r.templates),
         ]
-        return sorted({s for scopes in named for s in scopes} | {self.settings.admin_scope})
+        own = {self.settings.admin_scope, self.settings.metrics_scope}
+        return sorted({s for scopes in named for s in scopes} | own)
 
     async def admin_retry(
         self, workflow_id: str, arguments: dict[str, Any] | None, by: Viewer = ADMIN
@@ -185,9 +192,10 @@ class Gateway:
         return names
 
     async def ready(self) -> dict[str, Any]:
-        """Each dependency, the database's migration level, and each background loop (by name, with its last
-        error when it keeps failing): every value "ok" means ready. A database migrated past this gateway's
-        newest migration is ready (an older gateway during a rolling upgrade); one behind it is not."""
+        """Each dependency, the database's migration level, the fold's backlog in JetStream, and each background
+        loop (by name, with its last error when it keeps failing): every value "ok" means ready. A database
+        migrated past this gateway's newest migration is ready (an older gateway during a rolling upgrade); one
+        behind it is not."""
         checks: dict[str, Any] = {}
         try:
             async with asyncio.timeout(2):
@@ -203,11 +211,24 @@ class Gateway:
         except Exception as exc:
             checks["postgres"] = f"failed: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
         checks["nats"] = "ok" if self.bus.connected else "disconnected"
+        if self.bus.connected:
+            checks["events_backlog"] = await self._event_backlog()
         health = self.supervisor.health()
         failing = set(self.supervisor.failing())
         for name, h in sorted(health.items()):
             checks[f"loop:{name}"] = f"failing: {h.last_error}" if name in failing else "ok"
         return checks
+
+    async def _event_backlog(self) -> str:
+        """Whether the fold keeps up: the events JetStream holds for it, against `ready_max_event_backlog`."""
+        limit = self.settings.ready_max_event_backlog
+        try:
+            consumer = await self.bus.events_consumer(max_wait=2.0)
+        except GatewayError as exc:
+            return f"unknown: {exc}"
+        if consumer.pending > limit:
+            return f"lagging: {consumer.pending} events wait for the fold (more than ready_max_event_backlog {limit})"
+        return "ok"
 
 
 @asynccontextmanager
@@ -233,14 +254,24 @@ async def open_gateway(settings: Settings, registry: Registry | None = None) -> 
         )
         waiters = Waiters()
         await store.subscribe_changes(waiters.on_message, supervisor)
+        metrics = GatewayMetrics(store=store, bus=bus, supervisor=supervisor, version=__version__)
         dispatcher = await stack.enter_async_context(
-            Dispatcher(store, bus, supervisor, relay_after=settings.outbox_relay_after)
+            Dispatcher(store, bus, supervisor, relay_after=settings.outbox_relay_after, telemetry=metrics)
         )
-        gateway = Gateway(settings, registry, urls, store, bus, waiters, dispatcher, supervisor)
-        office = DeadLetterOffice(store, bus)
+        gateway = Gateway(settings, registry, urls, store, bus, waiters, dispatcher, supervisor, metrics)
+        office = DeadLetterOffice(store, bus, metrics)
         await bus.on_max_deliveries(office.exhausted)
         await stack.enter_async_context(
-            EventFolder(store, bus, lambda: gateway.registry, supervisor, subjects, office, check_content=check_content)
+            EventFolder(
+                store,
+                bus,
+                lambda: gateway.registry,
+                supervisor,
+                subjects,
+                office,
+                check_content=check_content,
+                telemetry=metrics,
+            )
         )
         await stack.enter_async_context(DeadlineKeeper(gateway.workflows, supervisor))
         await stack.enter_async_context(gateway.feed)

@@ -17,14 +17,23 @@ from typing import Any, cast
 
 import structlog
 import uvicorn
-from mcp_gateway_worker import CredentialsRefused, PermissionDenied, load_worker, redact_url, run_workers
-from mcp_gateway_worker._cli import WorkerLoadError, add_credential_arguments, credentials_from
+from mcp_gateway_worker import (
+    CredentialsRefused,
+    MetricsPortUnavailable,
+    MetricsUnavailable,
+    PermissionDenied,
+    load_worker,
+    redact_url,
+    run_workers,
+)
+from mcp_gateway_worker._cli import WorkerLoadError, add_credential_arguments, add_metrics_arguments, credentials_from
 
 from mcp_gateway import __version__, bus_users, oncall
 from mcp_gateway.core.ports import WorkflowFilter
 from mcp_gateway.core.states import Status
 from mcp_gateway.errors import ConfigError, ConfigProblem, GatewayError
 from mcp_gateway.logs import configure_logging
+from mcp_gateway.observability import configure_tracing
 from mcp_gateway.oncall import parse_since
 from mcp_gateway.registry import load_registry
 from mcp_gateway.settings import Settings, load_settings
@@ -68,6 +77,7 @@ def _parser() -> argparse.ArgumentParser:
     worker.add_argument("targets", nargs="*", metavar="MODULE:ATTR", help="Worker objects to run")
     worker.add_argument("--nats-url", help="NATS to connect to (default: settings, else the embedded one)")
     add_credential_arguments(worker)  # --creds, --user, --password (default: the embedded NATS's gateway user)
+    add_metrics_arguments(worker)  # --metrics-port, --metrics-host (127.0.0.1)
 
     wf = sub.add_parser("workflows", help="inspect workflows")
     wf_sub = wf.add_subparsers(dest="action", required=True, metavar="ACTION")
@@ -176,10 +186,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             case "serve":
                 settings = settings.model_copy(update={"tools_dir": settings.tools_folder(examples=args.with_examples)})
                 registry = load_registry(settings.tools_folder())
+                configure_tracing("mcp-gateway", enabled=settings.tracing)
                 return _run(_serve(settings, registry, args.transport, args.with_examples))
             case "migrate":
                 return _run(_migrate(settings))
             case "worker":
+                configure_tracing("mcp-gateway-worker", enabled=settings.tracing)
                 return _run(_workers(settings, args))
             case "bus-user":
                 return bus_users.run(settings, args)
@@ -304,6 +316,9 @@ async def _serve(settings: Settings, registry: Any, transport: str, examples: bo
             auth_failures=AuthFailureThrottle(
                 settings.auth_failure_limit, settings.auth_failure_window, settings.auth_failure_cooloff
             ),
+            metrics=gateway.metrics.exposition,
+            metrics_scope=settings.metrics_scope,
+            telemetry=gateway.metrics,
         )
         config = uvicorn_config(
             app,
@@ -386,9 +401,19 @@ async def _workers(settings: Settings, args: argparse.Namespace) -> int:
         workers = [w.with_prefix(settings.subject_prefix) for w in workers]
     url = _nats_url(settings, credentials=access.user is None and access.creds is None)
     try:
-        await run_workers(workers, url, user=access.user, password=access.password, creds=access.creds)
+        await run_workers(
+            workers,
+            url,
+            user=access.user,
+            password=access.password,
+            creds=access.creds,
+            metrics_port=args.metrics_port,
+            metrics_host=args.metrics_host,
+        )
     except (PermissionDenied, CredentialsRefused) as exc:
         return _fail(str(exc), 1)
+    except (MetricsUnavailable, MetricsPortUnavailable) as exc:
+        return _fail(str(exc))
     return 0
 
 
@@ -567,10 +592,18 @@ async def _workflows(settings: Settings, args: argparse.Namespace) -> int:
 
 
 async def _stats(settings: Settings, args: argparse.Namespace) -> int:
+    from mcp_gateway_worker.contract import Subjects
+
+    from mcp_gateway.bus import ConsumerState, events_consumer_at
     from mcp_gateway.store import PostgresStore
 
+    backlog: ConsumerState | str
+    try:
+        backlog = await events_consumer_at(_nats_url(settings), Subjects(settings.subject_prefix))
+    except GatewayError as exc:
+        backlog = str(exc)
     async with PostgresStore(_database_url(settings)) as store:
-        return await oncall.show_stats(store, since=args.since, as_json=args.json, out=sys.stdout)
+        return await oncall.show_stats(store, since=args.since, as_json=args.json, out=sys.stdout, backlog=backlog)
 
 
 def _positive(value: str) -> int:

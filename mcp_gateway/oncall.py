@@ -1,5 +1,5 @@
 """What the CLI shows an on-call person: workflows listed by filter, one workflow's history (followed live), and
-the counts by status and tool with the outbox's lag. Plain text on a terminal, JSON with `--json`."""
+the counts by status and tool with the outbox's and the fold's lag. Plain text on a terminal, JSON with `--json`."""
 
 from __future__ import annotations
 
@@ -7,9 +7,11 @@ import argparse
 import asyncio
 import json
 import re
+from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
 from typing import Any, TextIO
 
+from mcp_gateway.bus import ConsumerState
 from mcp_gateway.core.changes import Waiters
 from mcp_gateway.core.ports import EventRecord, WorkflowFilter, WorkflowRecord
 from mcp_gateway.core.states import TERMINAL, Status
@@ -113,12 +115,14 @@ async def follow_workflow(store: PostgresStore, workflow_id: str, *, as_json: bo
         await store.subscribe_changes(waiters.on_message, supervisor)
         with waiters.watch(workflow_id) as watch:
             after = 0
+            ended = False
             while True:
+                current = await store.get(workflow_id)  # before the events: the history then holds its ending
+                ended = current is None or current.status in TERMINAL
                 for event in await store.events(workflow_id, after):
                     after = event.id
                     print(json.dumps(_event_view(event)) if as_json else _event_line(event), file=out, flush=True)
-                current = await store.get(workflow_id)
-                if current is None or current.status in TERMINAL:
+                if ended:
                     break
                 try:  # a change wakes us at once; the timeout covers a missed notification (a reconnect)
                     async with asyncio.timeout(2):
@@ -130,8 +134,16 @@ async def follow_workflow(store: PostgresStore, workflow_id: str, *, as_json: bo
     return 0
 
 
-async def show_stats(store: PostgresStore, *, since: datetime | None, as_json: bool, out: TextIO) -> int:
-    """Workflows by status and by tool (created since `since`, else all), the outbox's depth and age, dead letters."""
+async def show_stats(
+    store: PostgresStore,
+    *,
+    since: datetime | None,
+    as_json: bool,
+    out: TextIO,
+    backlog: ConsumerState | str | None = None,
+) -> int:
+    """Workflows by status and by tool (created since `since`, else all), the outbox's depth and age, dead letters,
+    and the fold's backlog in JetStream (`backlog`: what JetStream said, or why it could not say)."""
     counts = await store.counts(since=since)
     by_status = {s.value: n for s, n in sorted(counts.by_status().items(), key=lambda kv: list(Status).index(kv[0]))}
     tools: dict[str, dict[str, int]] = {}
@@ -143,6 +155,7 @@ async def show_stats(store: PostgresStore, *, since: datetime | None, as_json: b
         "by_tool": tools,
         "outbox": {"depth": counts.outbox, "oldest_seconds": counts.outbox_oldest_seconds},
         "dead_letters": counts.dead_letters,
+        "events": asdict(backlog) if isinstance(backlog, ConsumerState) else {"unknown": backlog},
     }
     if as_json:
         print(json.dumps(view, indent=2), file=out)
@@ -159,4 +172,12 @@ async def show_stats(store: PostgresStore, *, since: datetime | None, as_json: b
     age = counts.outbox_oldest_seconds
     print(f"outbox: {counts.outbox} waiting" + (f", oldest {age:.1f} s" if age is not None else ""), file=out)
     print(f"dead letters: {counts.dead_letters}", file=out)
+    if isinstance(backlog, ConsumerState):
+        print(
+            f"events for the fold: {backlog.pending} waiting, {backlog.ack_pending} being folded, "
+            f"{backlog.redelivered} redelivered",
+            file=out,
+        )
+    elif backlog is not None:
+        print(f"events for the fold: unknown ({backlog})", file=out)
     return 0

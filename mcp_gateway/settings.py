@@ -53,6 +53,11 @@ class Settings(BaseSettings):
     tools_dir: Path | None = Field(
         default=None, description="folder of tool YAML files; none: ./config/tools, else the examples' (with them)"
     )
+    ready_max_event_backlog: int = Field(
+        default=10_000,
+        ge=1,
+        description="worker events waiting in JetStream for the fold above which /readyz says the gateway lags",
+    )
     reload_interval: float = Field(
         default=2.0, ge=0, description="seconds between checks of tools_dir for changes (0: only at SIGHUP)"
     )
@@ -62,6 +67,11 @@ class Settings(BaseSettings):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["json", "console", "auto"] = "auto"
     """auto: a console renderer when stderr is a terminal, JSON lines otherwise."""
+    tracing: bool = Field(
+        default=False,
+        description="OpenTelemetry traces (the otel extra), exported as OTEL_* says (default otlp); they are on "
+        "without it too when OTEL_TRACES_EXPORTER names an exporter",
+    )
     migrate_on_start: bool = True
     outbox_relay_after: float = Field(default=5.0, gt=0, description="seconds before the relay re-publishes")
     duplicate_window: float = Field(default=3_600.0, gt=0, description="JetStream de-duplication window, seconds")
@@ -88,6 +98,11 @@ class Settings(BaseSettings):
     )
     admin_scope: str = Field(
         default="mcpgw:admin", min_length=1, description="the scope that makes a token's holder an admin"
+    )
+    metrics_scope: str = Field(
+        default="mcpgw:metrics",
+        min_length=1,
+        description="the scope that lets a token read GET /metrics and nothing else (for Prometheus; admins may too)",
     )
     public_url: str | None = Field(
         default=None,

@@ -197,6 +197,9 @@ async def http_server(gateway: Gateway, *, auth: Literal["required", "optional"]
         event_store=PostgresEventStore(gateway.store.engine),
         retry=gateway.admin_retry,
         dead_letters=gateway.store.dead_letters,
+        metrics=gateway.metrics.exposition,
+        metrics_scope=gateway.settings.metrics_scope,
+        telemetry=gateway.metrics,
     )
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, lifespan="on"))
     task = asyncio.create_task(server.serve(sockets=[sock]))

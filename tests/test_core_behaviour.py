@@ -119,6 +119,7 @@ async def test_a_call_runs_folds_its_progress_in_order_and_completes(core: Core)
 
 
 async def _kinds_once_marked(core: Core, workflow_id: str) -> list[str]:
+    kinds: list[str] = []
     for _ in range(100):
         kinds = [e.kind for e in await core.store.events(workflow_id)]
         if "dispatched" in kinds:

@@ -40,6 +40,7 @@ def imports(folder: Path) -> dict[str, set[str]]:
                 "nats",
                 "mcp",
                 "starlette",
+                "prometheus_client",  # the core tells its Telemetry port; mcp_gateway.observability counts
             ),
         ),
         ("worker/mcp_gateway_worker", ("mcp_gateway.", "mcp.", "sqlalchemy", "asyncpg", "starlette", "uvicorn")),

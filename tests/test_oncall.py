@@ -12,9 +12,11 @@ import sys
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from mcp_gateway_worker.contract import Subjects
 
 from mcp_gateway import oncall
 from mcp_gateway.app import Gateway
+from mcp_gateway.bus import events_consumer_at
 from mcp_gateway.core.service import Caller
 from mcp_gateway.core.states import Status
 from mcp_gateway.store import WorkflowFilter
@@ -84,13 +86,18 @@ async def test_follow_prints_the_history_then_each_event_until_the_end(gateway: 
     assert await oncall.follow_workflow(gateway.store, "no-such-workflow", as_json=True, out=missing) == 1
 
 
-async def test_stats_count_by_status_and_tool(gateway: Gateway) -> None:
+async def test_stats_count_by_status_and_tool(gateway: Gateway, env: Env) -> None:
     await gateway.service.call("steps", {"count": 1}, caller=Caller(subject="alice"))
     await gateway.service.call("steps", {"count": 1}, caller=Caller(subject="alice"))
     await gateway.service.call("explode", {}, caller=Caller(subject="bob"))
+    async with asyncio.timeout(10):  # the dispatcher marks what it published in batches, a moment later
+        while (await gateway.store.counts()).outbox:  # noqa: ASYNC110
+            await asyncio.sleep(0.02)
     out = io.StringIO()
-    assert await oncall.show_stats(gateway.store, since=None, as_json=True, out=out) == 0
+    backlog = await events_consumer_at(env.nats_url, Subjects(env.prefix))
+    assert await oncall.show_stats(gateway.store, since=None, as_json=True, out=out, backlog=backlog) == 0
     stats = json.loads(out.getvalue())
+    assert stats["events"] == {"pending": 0, "ack_pending": 0, "redelivered": 0, "waiting": stats["events"]["waiting"]}
     assert stats["by_status"] == {"completed": 2, "failed": 1}
     assert stats["by_tool"] == {"explode": {"failed": 1}, "steps": {"completed": 2}}
     assert stats["outbox"]["depth"] == 0 and stats["dead_letters"] == 0
@@ -98,8 +105,9 @@ async def test_stats_count_by_status_and_tool(gateway: Gateway) -> None:
     await oncall.show_stats(gateway.store, since=datetime.now(UTC) + timedelta(hours=1), as_json=True, out=later)
     assert json.loads(later.getvalue())["by_status"] == {}
     table = io.StringIO()
-    await oncall.show_stats(gateway.store, since=None, as_json=False, out=table)
+    await oncall.show_stats(gateway.store, since=None, as_json=False, out=table, backlog="NATS away")
     lines = table.getvalue().splitlines()
+    assert lines[-1] == "events for the fold: unknown (NATS away)"
     assert lines[1].split() == ["tool", "completed", "failed", "total"]
     assert lines[2].split() == ["explode", "0", "1", "1"] and lines[4].split() == ["all", "2", "1", "3"]
 

@@ -82,3 +82,20 @@ async def test_readiness_names_a_database_behind_this_gateways_migrations(gatewa
     async with gateway.store.engine.begin() as conn:  # a newer gateway migrated it: still ready (rolling upgrade)
         await conn.execute(text("UPDATE alembic_version SET version_num = '9999'"))
     assert (await gateway.ready())["migrations"] == "ok"
+
+
+async def test_readiness_says_when_the_fold_lags_behind_its_events(
+    gateway: Gateway, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mcp_gateway.bus import ConsumerState
+
+    assert (await gateway.ready())["events_backlog"] == "ok"
+
+    async def lagging(max_wait: float = 2.0) -> ConsumerState:
+        return ConsumerState(pending=20_000, ack_pending=0, redelivered=0, waiting=0)
+
+    monkeypatch.setattr(gateway.bus, "events_consumer", lagging)
+    expected = "lagging: 20000 events wait for the fold (more than ready_max_event_backlog 10000)"
+    assert (await gateway.ready())["events_backlog"] == expected
+    monkeypatch.setattr(gateway, "settings", gateway.settings.model_copy(update={"ready_max_event_backlog": 50_000}))
+    assert (await gateway.ready())["events_backlog"] == "ok"

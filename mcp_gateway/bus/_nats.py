@@ -28,7 +28,7 @@ from nats.js.errors import APIError
 from mcp_gateway.core.ports import OutboxMessage
 from mcp_gateway.errors import BusError
 
-__all__ = ["NatsBus", "NatsDelivery"]
+__all__ = ["ConsumerState", "NatsBus", "NatsDelivery", "events_consumer_at"]
 
 log = structlog.get_logger(__name__)
 
@@ -46,6 +46,40 @@ answers go, `<prefix>.ctl.input.<tool subject>.<workflow id>`."""
 
 
 @dataclass(frozen=True, slots=True)
+class ConsumerState:
+    """What JetStream says of the gateway's events consumer (the fold's durable pull consumer)."""
+
+    pending: int
+    """Events in the stream not yet delivered to any gateway process."""
+    ack_pending: int
+    """Delivered and not yet acknowledged (being folded, or held by a process that died)."""
+    redelivered: int
+    """Delivered more than once and not yet acknowledged."""
+    waiting: int
+    """Pull requests waiting for events (gateway processes idle in a fetch)."""
+
+
+async def events_consumer_at(url: str, subjects: Subjects, max_wait: float = 2.0) -> ConsumerState:
+    """What JetStream at `url` says of the gateway's events consumer, without a gateway (the CLI's `stats`)."""
+    try:
+        nc = await nats.connect(url, connect_timeout=max_wait, max_reconnect_attempts=0, allow_reconnect=False)
+    except Exception as exc:  # nats-py raises its own errors, OSError and TimeoutError here
+        raise BusError(f"connecting to NATS at {redact_url(url)} failed: {exc or type(exc).__name__}") from exc
+    try:
+        info = await nc.jetstream().consumer_info(subjects.event_stream, FOLD_CONSUMER, timeout=max_wait)
+    except (APIError, NatsTimeoutError, TimeoutError, NatsError) as exc:
+        raise BusError(f"asking JetStream about consumer {FOLD_CONSUMER} failed: {exc or type(exc).__name__}") from exc
+    finally:
+        await nc.close()
+    return ConsumerState(
+        pending=info.num_pending or 0,
+        ack_pending=info.num_ack_pending or 0,
+        redelivered=info.num_redelivered or 0,
+        waiting=info.num_waiting or 0,
+    )
+
+
+@dataclass(frozen=True, slots=True)
 class NatsDelivery:
     """One event message from JetStream, with the ways to settle it (the core's `Delivery`)."""
 
@@ -54,6 +88,8 @@ class NatsDelivery:
     attempts: int
     msg: Msg
     subject: str = ""
+    published_at: datetime | None = None
+    """When JetStream stored the message (its metadata's timestamp): the start of the fold lag."""
 
     async def ack(self) -> None:
         await self.msg.ack()
@@ -218,7 +254,26 @@ class NatsBus:
             return []
         except (ConnectionClosedError, APIError, OutboundBufferLimitError) as exc:
             raise BusError(f"fetching events failed: {exc or type(exc).__name__}") from exc
-        return [NatsDelivery(m.data, dict(m.headers or {}), m.metadata.num_delivered, m, m.subject) for m in msgs]
+        return [
+            NatsDelivery(m.data, dict(m.headers or {}), m.metadata.num_delivered, m, m.subject, m.metadata.timestamp)
+            for m in msgs
+        ]
+
+    async def events_consumer(self, max_wait: float = 2.0) -> ConsumerState:
+        """What JetStream says of the gateway's events consumer now (for metrics); BusError when it cannot say."""
+        try:
+            info = await self._jetstream().consumer_info(self._subjects.event_stream, FOLD_CONSUMER, timeout=max_wait)
+        except (APIError, NatsTimeoutError, TimeoutError, ConnectionClosedError, NatsError) as exc:
+            raise BusError(
+                f"asking JetStream about consumer {FOLD_CONSUMER} of {self._subjects.event_stream} failed: "
+                f"{exc or type(exc).__name__}"
+            ) from exc
+        return ConsumerState(
+            pending=info.num_pending or 0,
+            ack_pending=info.num_ack_pending or 0,
+            redelivered=info.num_redelivered or 0,
+            waiting=info.num_waiting or 0,
+        )
 
     async def publish_cancel(
         self, workflow_id: str, reason: Literal["cancelled", "timed_out"], attempt: int | None = None

@@ -13,6 +13,7 @@ import structlog
 
 from mcp_gateway.core.ports import Bus, DeadLetter, WorkflowStore
 from mcp_gateway.core.states import Status
+from mcp_gateway.core.telemetry import NO_TELEMETRY, Telemetry, dead_letter_kind
 from mcp_gateway.errors import BusError, StoreError
 
 __all__ = ["DeadLetterOffice"]
@@ -21,9 +22,10 @@ log = structlog.get_logger(__name__)
 
 
 class DeadLetterOffice:
-    def __init__(self, store: WorkflowStore, bus: Bus) -> None:
+    def __init__(self, store: WorkflowStore, bus: Bus, telemetry: Telemetry = NO_TELEMETRY) -> None:
         self._store = store
         self._bus = bus
+        self._telemetry = telemetry
 
     async def given_up(self, workflow_id: str, tool: str, attempt: int, error: dict[str, Any] | None) -> None:
         """Keep and announce a workflow that has just ended `dead_lettered`."""
@@ -56,6 +58,7 @@ class DeadLetterOffice:
         except BusError as exc:
             log.warning("dead_letter.not_announced", workflow_id=workflow_id, error=str(exc))
         log.error("workflow.dead_lettered", workflow_id=workflow_id, tool=tool, reason=reason, dead_letter=letter_id)
+        self._telemetry.dead_lettered("command", dead_letter_kind("command", reason))
 
     async def exhausted(self, workflow_id: str, deliveries: int, consumer: str) -> None:
         """JetStream stopped redelivering the workflow's command: end it dead-lettered (unless it ended)."""
@@ -65,5 +68,6 @@ class DeadLetterOffice:
         )
         applied = await self._store.end(workflow_id, Status.DEAD_LETTERED, "max_deliveries", message, by="jetstream")
         if applied is not None and applied.fold.changed and not applied.duplicate:
+            self._telemetry.workflow_ended(applied.tool, Status.DEAD_LETTERED.value)
             state = applied.fold.state
             await self.given_up(workflow_id, applied.tool, state.attempt, state.error)

@@ -9,12 +9,16 @@ de-duplication (`Nats-Msg-Id`) makes a second publish of the same command harmle
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from types import TracebackType
 
 import structlog
+from mcp_gateway_worker.contract import Headers
 
 from mcp_gateway.core.ports import Bus, OutboxMessage, WorkflowStore
 from mcp_gateway.core.supervisor import Supervisor
+from mcp_gateway.core.telemetry import NO_TELEMETRY, Telemetry
+from mcp_gateway.core.tracing import tracer
 from mcp_gateway.errors import BusError, StoreError
 
 __all__ = ["Dispatcher"]
@@ -35,8 +39,10 @@ class Dispatcher:
         relay_after: float = 5.0,
         relay_interval: float = 1.0,
         batch: int = 256,
+        telemetry: Telemetry = NO_TELEMETRY,
     ) -> None:
         self._store = store
+        self._telemetry = telemetry
         self._bus = bus
         self._relay_after = relay_after
         self._relay_interval = relay_interval
@@ -57,12 +63,33 @@ class Dispatcher:
         await self._flush_marks()
 
     async def send(self, message: OutboxMessage) -> bool:
-        """Publish one committed command; False when it stays in the outbox for the relay."""
+        """Publish one committed command; False when it stays in the outbox for the relay.
+
+        Traced, the publish is a span (`gateway.publish`, kind producer) continuing the context the message
+        carries (the call's: also when the relay sends it later), and the command goes out carrying the publish
+        span's context instead, so that the worker's span is its child. The outbox keeps the call's."""
+        if not tracer().enabled:
+            return await self._send(message)
+        attributes = {
+            "messaging.system": "nats",
+            "messaging.destination.name": message.subject,
+            "mcp_gateway.workflow_id": message.workflow_id,
+        }
+        parent = message.headers.get(Headers.TRACEPARENT)
+        with tracer().span("gateway.publish", parent=parent, kind="producer", attributes=attributes):
+            traceparent = tracer().traceparent()
+            if traceparent is not None:
+                message = dataclasses.replace(message, headers={**message.headers, Headers.TRACEPARENT: traceparent})
+            return await self._send(message)
+
+    async def _send(self, message: OutboxMessage) -> bool:
         try:
             await self._bus.publish_command(message)
         except BusError as exc:
             log.warning("dispatch.deferred", workflow_id=message.workflow_id, error=str(exc))
+            self._telemetry.command_deferred()
             return False
+        self._telemetry.command_published()
         if message.id is not None:
             try:
                 self._published.put_nowait(message.id)
@@ -106,6 +133,7 @@ class Dispatcher:
                 log.exception("dispatch.relay_entry_failed", workflow_id=message.workflow_id, error=repr(exc))
         if leftovers:
             log.info("dispatch.relayed", found=len(leftovers), published=sent)
+            self._telemetry.commands_relayed(sent)
         return sent
 
     async def _relay_loop(self) -> None:

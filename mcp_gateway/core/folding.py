@@ -23,12 +23,14 @@ from collections.abc import Awaitable, Callable, Sequence
 from types import TracebackType
 
 import structlog
-from mcp_gateway_worker.contract import ContractError, Event, Headers, InputAnswer, Subjects, decode_event
+from mcp_gateway_worker.contract import ContractError, Event, EventKind, Headers, InputAnswer, Subjects, decode_event
 
 from mcp_gateway.core.dead_letters import DeadLetterOffice
-from mcp_gateway.core.ports import HEAD_BYTES, Bus, DeadLetter, Delivery, WorkflowStore
-from mcp_gateway.core.states import ContentCheck, Fold, Status, WorkflowState, fold
+from mcp_gateway.core.ports import HEAD_BYTES, Applied, Bus, DeadLetter, Delivery, WorkflowStore
+from mcp_gateway.core.states import TERMINAL, ContentCheck, Fold, Status, WorkflowState, fold
 from mcp_gateway.core.supervisor import Supervisor
+from mcp_gateway.core.telemetry import NO_TELEMETRY, Telemetry, dead_letter_kind, fold_lag
+from mcp_gateway.core.tracing import trace_id_of, traceparent_in, tracer
 from mcp_gateway.errors import BusError, StoreError, StoreRejected
 from mcp_gateway.registry import Registry
 
@@ -93,8 +95,10 @@ class EventFolder:
         grace: float = 5.0,
         gap_wait: float = 20.0,
         check_content: ContentCheck | None = None,
+        telemetry: Telemetry = NO_TELEMETRY,
     ) -> None:
         self._store = store
+        self._telemetry = telemetry
         self._bus = bus
         self._registry = registry
         self._supervisor = supervisor
@@ -205,6 +209,39 @@ class EventFolder:
         return min(self._retry_delay * 2 ** max(delivery.attempts - 1, 0), MAX_RETRY_DELAY)
 
     async def _fold_one(self, event: Event, delivery: Delivery) -> None:
+        """Fold one event in its trace: traced, a span (`gateway.fold`, kind consumer) that continues the event's
+        `traceparent` (the worker's handler span), else the workflow's stored trace; the trace id on its logs."""
+        parent = delivery.headers.get(Headers.TRACEPARENT)
+        if not tracer().enabled:
+            trace_id = trace_id_of(parent)
+            if trace_id is None:
+                return await self._fold(event, delivery)
+            with structlog.contextvars.bound_contextvars(trace_id=trace_id):
+                return await self._fold(event, delivery)
+        if parent is None:  # a worker that does not carry it: the trace the workflow's row names
+            parent = await self._stored_trace(event.workflow_id)
+        attributes = {
+            "messaging.system": "nats",
+            "messaging.destination.name": delivery.subject,
+            "mcp_gateway.workflow_id": event.workflow_id,
+            "mcp_gateway.event": event.key,
+            "mcp_gateway.event_kind": event.kind.value,
+        }
+        with (
+            tracer().span("gateway.fold", parent=parent, kind="consumer", attributes=attributes),
+            structlog.contextvars.bound_contextvars(trace_id=trace_id_of(tracer().traceparent() or parent)),
+        ):
+            await self._fold(event, delivery)
+
+    async def _stored_trace(self, workflow_id: str) -> str | None:
+        """A traceparent in the trace the workflow's row names (None when it names none, or cannot be read)."""
+        try:
+            record = await self._store.get(workflow_id)
+        except StoreError:
+            return None
+        return traceparent_in(record.trace_id) if record is not None else None
+
+    async def _fold(self, event: Event, delivery: Delivery) -> None:
         bound = log.bind(workflow_id=event.workflow_id, event=event.key, kind=event.kind.value)
         refused: list[str] = []
         try:
@@ -237,6 +274,7 @@ class EventFolder:
             await self._settle(delivery.nak(DEFER_DELAY))
             return
         self._gaps.pop(event.key, None)
+        self._observe(event, delivery, applied)
         state = applied.fold.state
         if self._office and applied.fold.changed and not applied.duplicate and state.status is Status.DEAD_LETTERED:
             await self._office.given_up(event.workflow_id, applied.tool, state.attempt, state.error)
@@ -248,6 +286,16 @@ class EventFolder:
         if applied.fold.note:
             bound.info("fold.noted", note=applied.fold.note, duplicate=applied.duplicate)
         await self._settle(delivery.ack())
+
+    def _observe(self, event: Event, delivery: Delivery, applied: Applied) -> None:
+        """Tell the telemetry of a fold committed: its lag, and the workflow's end or retry it brought."""
+        self._telemetry.event_folded(event.kind.value, fold_lag(delivery))
+        if not applied.fold.changed or applied.duplicate:
+            return
+        if applied.fold.state.status in TERMINAL:
+            self._telemetry.workflow_ended(applied.tool, applied.fold.state.status.value)
+        elif event.kind is EventKind.RETRYING:
+            self._telemetry.retried(applied.tool, "policy")
 
     async def _dead_letter(self, delivery: Delivery, reason: str, workflow_id: str | None = None) -> None:
         """Keep the message where an admin sees it, then terminate it (never delivered again). If it cannot be
@@ -269,6 +317,7 @@ class EventFolder:
             await self._settle(delivery.nak(self._backoff(delivery)))
             return
         self.dead_lettered += 1
+        self._telemetry.dead_lettered("event", dead_letter_kind("event", reason))
         log.error(
             "fold.dead_lettered",
             dead_letter=letter_id,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from types import TracebackType
 
+from mcp_gateway.core.telemetry import NO_TELEMETRY, Telemetry
 from mcp_gateway.errors import GatewayError
 
 __all__ = ["CallLimits", "LimitExceeded"]
@@ -51,9 +52,12 @@ class _Slot:
 
 
 class CallLimits:
-    """At most `max_in_flight_per_caller` calls in flight per caller and `max_in_flight_total` in all."""
+    """At most `max_in_flight_per_caller` calls in flight per caller and `max_in_flight_total` in all. Each
+    refusal is told to `telemetry` by the limit's setting (`max_in_flight_per_caller`, `max_in_flight`)."""
 
-    def __init__(self, max_in_flight_per_caller: int, max_in_flight_total: int) -> None:
+    def __init__(
+        self, max_in_flight_per_caller: int, max_in_flight_total: int, *, telemetry: Telemetry = NO_TELEMETRY
+    ) -> None:
         if max_in_flight_per_caller < 1 or max_in_flight_total < 1:
             raise ValueError(
                 "in-flight limits are at least 1, got "
@@ -63,6 +67,7 @@ class CallLimits:
         self.max_in_flight_total = max_in_flight_total
         self._by_caller: dict[str, int] = {}
         self._total = 0
+        self._telemetry = telemetry
 
     def slot(self, caller: str) -> _Slot:
         """`async with limits.slot(caller):` around a call; raises `LimitExceeded` on entry when it is refused."""
@@ -76,6 +81,7 @@ class CallLimits:
         """Take a slot now (raises `LimitExceeded`); pair it with `release`. `slot()` does both for you."""
         mine = self._by_caller.get(caller, 0)
         if mine >= self.max_in_flight_per_caller:
+            self._telemetry.limit_refused("max_in_flight_per_caller")
             raise LimitExceeded(
                 f"caller {caller!r} already has {mine} tool calls in flight, the most allowed per caller "
                 f"(max_in_flight_per_caller={self.max_in_flight_per_caller}); retry when one of them has ended",
@@ -84,6 +90,7 @@ class CallLimits:
                 maximum=self.max_in_flight_per_caller,
             )
         if self._total >= self.max_in_flight_total:
+            self._telemetry.limit_refused("max_in_flight")
             raise LimitExceeded(
                 f"the gateway already has {self._total} tool calls in flight, the most it takes "
                 f"(max_in_flight={self.max_in_flight_total}); caller {caller!r}: retry in a moment",

@@ -12,11 +12,13 @@ import hashlib
 import hmac
 import json
 import secrets
+import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
+from types import TracebackType
 from typing import Any, cast
 
 import structlog
@@ -43,8 +45,10 @@ from mcp_gateway.core.ports import (
 )
 from mcp_gateway.core.presence import WorkerPresence
 from mcp_gateway.core.states import APPROVAL, TERMINAL, Status, WorkflowState, reopen
+from mcp_gateway.core.telemetry import NO_TELEMETRY, UNKNOWN_TOOL_LABEL, Telemetry
+from mcp_gateway.core.tracing import new_traceparent, trace_id_of, traceparent_in, tracer
 from mcp_gateway.core.workflows import Action, AnswerRefused, Viewer, WorkflowNotFound, Workflows
-from mcp_gateway.errors import GatewayError, StoreError
+from mcp_gateway.errors import BusError, GatewayError, StoreError
 from mcp_gateway.registry import Registry, SchemaViolation, Tool, holds_marker
 
 __all__ = [
@@ -135,11 +139,6 @@ ASK_ATTEMPTS = 3
 """How often a question is put to the user when the answers break its schema."""
 
 
-def new_traceparent() -> str:
-    """A fresh W3C traceparent (version 00, sampled)."""
-    return f"00-{secrets.token_hex(16)}-{secrets.token_hex(8)}-01"
-
-
 class RetryRefused(GatewayError):
     """A workflow cannot be run again: it has not ended, it completed, its tool is gone, or the arguments are bad."""
 
@@ -198,11 +197,6 @@ def same_arguments(stored: str | None, ours: str | None) -> bool:
     return len(theirs) == len(mine) == 4 and theirs[1] != mine[1] and theirs[2] == mine[2]
 
 
-def trace_id_of(traceparent: str | None) -> str | None:
-    parts = (traceparent or "").split("-")
-    return parts[1] if len(parts) == 4 and len(parts[1]) == 32 else None
-
-
 class ToolCallService:
     def __init__(
         self,
@@ -232,6 +226,8 @@ class ToolCallService:
         self._workflows = workflows
         self.stopping = False
         """Set when the gateway shuts down: calls cut short then are not cancellations; their work goes on."""
+        self.telemetry: Telemetry = NO_TELEMETRY
+        """Told of each call (outcome, latencies, in flight) and each admin retry; the composition root sets it."""
 
     @property
     def registry(self) -> Registry:
@@ -296,7 +292,9 @@ class ToolCallService:
         attempt = reopened.state.attempt
         deadline = datetime.now(UTC) + timedelta(seconds=tool.deadline_seconds)
         caller = Caller(subject=record.caller, request_id=record.request_id)
-        message = self._command(tool, workflow_id, args, caller, new_traceparent(), deadline, attempt)
+        # Traced, the new attempt joins the workflow's trace (its publish and the worker's spans); else a fresh one.
+        traceparent = (tracer().enabled and traceparent_in(record.trace_id)) or new_traceparent()
+        message = self._command(tool, workflow_id, args, caller, traceparent, deadline, attempt)
         kept = tool.redact(args)  # the command carries them whole; the row keeps them redacted
         result = await self._store.reopen(
             Reopening(
@@ -317,6 +315,7 @@ class ToolCallService:
         if outbox_id is None:
             raise RetryRefused(f"workflow {workflow_id}: {applied.fold.note or 'not reopened'}")
         log.info("workflow.retried", workflow_id=workflow_id, attempt=attempt, by=viewer.subject)
+        self.telemetry.retried(record.tool, "admin")
         await self._dispatcher.send(_with_id(message, outbox_id))
         return await self._workflows.get(workflow_id, viewer)
 
@@ -339,12 +338,51 @@ class ToolCallService:
 
         With an `idempotency_key`, a call by the same caller to the same tool with the same key (within the
         idempotency window) is the same workflow: it joins it (its result if it ended, else it waits as a call
-        would), and the same key with other arguments is refused (IDEMPOTENCY_CONFLICT)."""
+        would), and the same key with other arguments is refused (IDEMPOTENCY_CONFLICT).
+
+        `traceparent` (the client's) is continued. With tracing on, the call is a span (`gateway.call`) and its
+        context is what the command carries and the workflow's trace id; off, the client's or a new one."""
+        with (
+            tracer().span("gateway.call", parent=traceparent, attributes={"gen_ai.tool.name": name}) as span,
+            _CallTimer(self, name) as timed,
+        ):
+            outcome = await self._call(
+                name,
+                arguments,
+                caller=caller,
+                traceparent=tracer().traceparent() or traceparent,
+                on_progress=timed.progress(on_progress),
+                on_input=on_input,
+                on_log=on_log,
+                wait=wait,
+                idempotency_key=idempotency_key,
+            )
+            timed.ended(outcome)
+            span.set_attribute("mcp_gateway.outcome", outcome.kind.value)
+            if outcome.workflow_id is not None:
+                span.set_attribute("mcp_gateway.workflow_id", outcome.workflow_id)
+            return outcome
+
+    async def _call(
+        self,
+        name: str,
+        arguments: dict[str, Any] | None,
+        *,
+        caller: Caller,
+        traceparent: str | None,
+        on_progress: ProgressCallback | None,
+        on_input: InputCallback | None,
+        on_log: LogCallback | None,
+        wait: bool,
+        idempotency_key: str | None,
+    ) -> Outcome:
+        started = time.monotonic()
         tool = self.registry.get(name)
         if tool is None:
             return Outcome(OutcomeKind.UNKNOWN_TOOL, name)
         args = arguments or {}
-        violations = unstorable(args) or tool.input.violations(args)
+        with tracer().span("gateway.validate"):
+            violations = unstorable(args) or tool.input.violations(args)
         if violations:
             return Outcome(OutcomeKind.INVALID_ARGUMENTS, name, violations=violations)
 
@@ -357,7 +395,9 @@ class ToolCallService:
             limit = self._max_payload()
             log.info("call.too_large", tool=name, size=size, limit=limit)
             return Outcome(OutcomeKind.TOO_LARGE, name, error={"size": size, "limit": limit})
-        structlog.contextvars.bind_contextvars(workflow_id=workflow_id, tool=name, trace_id=trace_id_of(traceparent))
+        bound = structlog.contextvars.bind_contextvars(
+            workflow_id=workflow_id, tool=name, trace_id=trace_id_of(traceparent)
+        )
         budget = tool.config.timeout if wait and tool.config.mode not in ("async", "task") else 0.0
         kept = tool.redact(args)  # what the row, its views and the approval question show; the command has `args`
         approval = _approval_question(tool, kept)
@@ -367,7 +407,7 @@ class ToolCallService:
         try:
             with self._waiters.watch(workflow_id) as watch:
                 try:
-                    created = await self._store.create(
+                    created = await self._record(
                         NewWorkflow(
                             workflow_id,
                             name,
@@ -393,6 +433,7 @@ class ToolCallService:
                 outbox_id = created
                 recorded = True
                 log.info("call.accepted", mode=tool.config.mode, approval=tool.config.approval)
+                self.telemetry.call_accepted(name, time.monotonic() - started)
                 sent = False if initial else await self._dispatcher.send(_with_id(message, outbox_id))
                 if not initial and self._presence is not None and not await self._presence.served(tool):
                     log.warning("call.no_worker", subject=message.subject)
@@ -408,8 +449,13 @@ class ToolCallService:
                 await asyncio.shield(self._cancel_quietly(workflow_id, caller))
             raise
         finally:
-            structlog.contextvars.unbind_contextvars("workflow_id", "tool", "trace_id")
+            structlog.contextvars.reset_contextvars(**bound)  # what the request had bound (its trace id) stays
         return outcome_from_state(name, workflow_id, state, tool.config.mode)
+
+    async def _record(self, workflow: NewWorkflow, message: OutboxMessage) -> int | ExistingWorkflow:
+        """The store write of a call (the workflow and its command, one transaction), as a span."""
+        with tracer().span("gateway.store.create", attributes={"mcp_gateway.workflow_id": workflow.id}):
+            return await self._store.create(workflow, message)
 
     async def _join(
         self,
@@ -596,3 +642,62 @@ def outcome_from_state(tool: str, workflow_id: str, state: WorkflowState | None,
         )
     error = state.error or {"code": state.status.value, "message": f"the workflow ended {state.status.value}"}
     return Outcome(OutcomeKind.FAILED, tool, workflow_id, error=error, status=state.status)
+
+
+def outcome_label(outcome: Outcome) -> str:
+    """What a call is counted as: its outcome's kind, except that a call whose workflow ended without a result
+    names how it ended (`failed`, `cancelled`, `timed_out`, `dead_lettered`)."""
+    if outcome.kind is OutcomeKind.FAILED and outcome.status is not None:
+        return outcome.status.value
+    return outcome.kind.value
+
+
+class _CallTimer:
+    """One call's telemetry: in flight from entry to exit, its first progress, how it ended and when. A call cut
+    short is counted `cancelled` (the client gave up), `interrupted` (the gateway is stopping: the work goes on),
+    `unavailable` (PostgreSQL or NATS away) or `error`."""
+
+    __slots__ = ("_ended", "_label", "_service", "_started")
+
+    def __init__(self, service: ToolCallService, name: str) -> None:
+        self._service = service
+        self._label = name if service.registry.get(name) is not None else UNKNOWN_TOOL_LABEL
+        self._started = time.monotonic()
+        self._ended = False
+
+    def __enter__(self) -> _CallTimer:
+        self._service.telemetry.call_started(self._label)
+        return self
+
+    def progress(self, on_progress: ProgressCallback | None) -> ProgressCallback | None:
+        """`on_progress`, telling the telemetry when the first progress goes out."""
+        if on_progress is None:
+            return None
+        forward = on_progress
+        first = True
+
+        async def progressed(progress: Progress) -> None:
+            nonlocal first
+            if first:
+                first = False
+                self._service.telemetry.call_progressed(self._label, time.monotonic() - self._started)
+            await forward(progress)
+
+        return progressed
+
+    def ended(self, outcome: Outcome) -> None:
+        self._ended = True
+        result = outcome.kind in (OutcomeKind.COMPLETED, OutcomeKind.FAILED)
+        elapsed = time.monotonic() - self._started
+        self._service.telemetry.call_ended(self._label, outcome_label(outcome), elapsed, result=result)
+
+    def __exit__(self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None) -> None:
+        if self._ended:
+            return
+        if self._service.stopping:
+            kind = "interrupted"
+        elif isinstance(e, asyncio.CancelledError):
+            kind = "cancelled"
+        else:
+            kind = "unavailable" if isinstance(e, StoreError | BusError) else "error"
+        self._service.telemetry.call_ended(self._label, kind, time.monotonic() - self._started, result=False)

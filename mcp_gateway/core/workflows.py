@@ -20,6 +20,7 @@ from mcp_gateway.core.changes import Waiters
 from mcp_gateway.core.dispatch import Dispatcher
 from mcp_gateway.core.ports import Bus, EventRecord, WorkflowFilter, WorkflowRecord, WorkflowStore
 from mcp_gateway.core.states import APPROVAL, TERMINAL, Status
+from mcp_gateway.core.telemetry import NO_TELEMETRY, Telemetry
 from mcp_gateway.errors import BusError, GatewayError, StoreError
 from mcp_gateway.registry import CompiledSchema
 
@@ -46,8 +47,16 @@ class AnswerRefused(GatewayError):
 
 
 class Workflows:
-    def __init__(self, store: WorkflowStore, bus: Bus, waiters: Waiters, dispatcher: Dispatcher) -> None:
+    def __init__(
+        self,
+        store: WorkflowStore,
+        bus: Bus,
+        waiters: Waiters,
+        dispatcher: Dispatcher,
+        telemetry: Telemetry = NO_TELEMETRY,
+    ) -> None:
         self._store = store
+        self._telemetry = telemetry
         self._bus = bus
         self._waiters = waiters
         self._dispatcher = dispatcher
@@ -102,6 +111,8 @@ class Workflows:
             log.info(
                 "workflow.answered", workflow_id=workflow_id, request_id=request_id, action=action, by=viewer.subject
             )
+            if applied.fold.state.status in TERMINAL:  # an approval denied
+                self._telemetry.workflow_ended(applied.tool, applied.fold.state.status.value)
             for message in applied.released:  # an approval let the held command go
                 await self._dispatcher.send(message)
             if request_id != APPROVAL:
@@ -139,6 +150,7 @@ class Workflows:
         applied = await self._store.end(workflow_id, Status.CANCELLED, "cancelled", reason, by=viewer.subject)
         if applied is not None and applied.fold.changed and not applied.duplicate:
             log.info("workflow.cancelled", workflow_id=workflow_id, by=viewer.subject)
+            self._telemetry.workflow_ended(applied.tool, Status.CANCELLED.value)
             await self._tell_workers(workflow_id, "cancelled")
         return await self.get(workflow_id, viewer)
 
@@ -152,6 +164,7 @@ class Workflows:
             if applied is not None and applied.fold.changed and not applied.duplicate:
                 ended += 1
                 log.info("workflow.timed_out", workflow_id=workflow_id)
+                self._telemetry.workflow_ended(applied.tool, Status.TIMED_OUT.value)
                 await self._tell_workers(workflow_id, "timed_out")
         return ended
 

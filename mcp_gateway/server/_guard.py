@@ -39,6 +39,7 @@ from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mcp_gateway.core.limits import CallLimits, LimitExceeded
+from mcp_gateway.core.telemetry import NO_TELEMETRY, Telemetry
 
 __all__ = [
     "AuthFailureThrottle",
@@ -110,6 +111,14 @@ def _header(scope: Scope, name: bytes) -> str | None:
     return None
 
 
+def _auth_failure(scope: Scope, status: int) -> str:
+    """Why a request failed authentication, for metrics: `missing_token` or `invalid_token` (401),
+    `insufficient_scope` (403)."""
+    if status == 403:
+        return "insufficient_scope"
+    return "invalid_token" if _header(scope, b"authorization") is not None else "missing_token"
+
+
 def _shown(value: str) -> str:
     return value if len(value) <= _SHOWN else value[:_SHOWN] + "..."
 
@@ -171,15 +180,17 @@ class CallerRateLimit:
     """ASGI middleware: the rate limit per caller (`caller_key`). Place it right after (inside)
     `AuthenticationMiddleware`, so that `scope["user"]` is set; anywhere, it limits by client address."""
 
-    def __init__(self, app: ASGIApp, limit: RateLimit) -> None:
+    def __init__(self, app: ASGIApp, limit: RateLimit, telemetry: Telemetry = NO_TELEMETRY) -> None:
         self.app = app
         self.limit = limit
+        self.telemetry = telemetry
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
             key = caller_key(scope)
             wait = self.limit.hit(key)
             if wait is not None:
+                self.telemetry.limit_refused(self.limit.setting)
                 await self.limit.refusal(key, wait)(scope, receive, send)
                 return
         await self.app(scope, receive, send)
@@ -190,10 +201,13 @@ class RequestsInFlight:
     (`caller_key`), and `limits.max_in_flight_total` in all; past that, 429 with `Retry-After` at once, before the
     SDK parses the request, so a flood from one caller costs others little. Place it after authentication."""
 
-    def __init__(self, app: ASGIApp, limits: CallLimits, *, path: str = "/mcp") -> None:
+    def __init__(
+        self, app: ASGIApp, limits: CallLimits, *, path: str = "/mcp", telemetry: Telemetry = NO_TELEMETRY
+    ) -> None:
         self.app = app
         self.limits = limits
         self.path = path
+        self.telemetry = telemetry
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] != "POST" or scope["path"] != self.path:
@@ -204,6 +218,7 @@ class RequestsInFlight:
             self.limits.acquire(key)
         except LimitExceeded as exc:
             setting = "max_requests_in_flight_per_caller" if exc.limit == "max_in_flight_per_caller" else exc.limit
+            self.telemetry.limit_refused(setting if setting != "max_in_flight" else "limit_concurrency")
             message = f"{exc.maximum} MCP requests of {_shown(key)} are in flight, the most allowed ({setting})"
             refusal = _refusal(429, "too_many_in_flight", message, retry_after=1.0, limit=setting, caller=_shown(key))
             await refusal(scope, receive, send)
@@ -323,7 +338,8 @@ class Guard:
     gets). `body_timeout`: seconds to receive the whole body; `body_gap_timeout`: seconds between two of its
     chunks (None: only the whole). `max_body_bytes`: larger bodies get 413 (None: no limit here).
     `ip_rate_limit`: an optional rate per client address over every request. `auth_failures`: the failed-auth
-    throttle (None: off). Lifespan and other scopes pass through untouched."""
+    throttle (None: off). `telemetry`: told of each refusal by a limit (by its setting) and of each 401 or 403 the
+    app answers (`auth_failed`). Lifespan and other scopes pass through untouched."""
 
     def __init__(
         self,
@@ -335,8 +351,10 @@ class Guard:
         max_body_bytes: int | None = 4 * 1024 * 1024,
         ip_rate_limit: RateLimit | None = None,
         auth_failures: AuthFailureThrottle | None = None,
+        telemetry: Telemetry = NO_TELEMETRY,
     ) -> None:
         self.app = app
+        self.telemetry = telemetry
         self.security = security
         self.body_timeout = body_timeout
         self.body_gap_timeout = body_gap_timeout
@@ -362,13 +380,17 @@ class Guard:
             return replay.popleft() if replay else await receive()
 
         throttle = self.auth_failures
-        if throttle is None:
+        if throttle is None and self.telemetry is NO_TELEMETRY:
             await self.app(scope, replayed, send)
             return
 
         async def watched(message: Message) -> None:
-            if message["type"] == "http.response.start" and message["status"] in throttle.statuses:
-                throttle.failed(ip, scope.get("path", ""), message["status"])
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                if throttle is not None and status in throttle.statuses:
+                    throttle.failed(ip, scope.get("path", ""), status)
+                if status in (401, 403):
+                    self.telemetry.auth_failed(_auth_failure(scope, status))
             await send(message)
 
         await self.app(scope, replayed, watched)
@@ -376,6 +398,7 @@ class Guard:
     def _check(self, scope: Scope) -> tuple[JSONResponse | None, str]:
         ip = client_ip(scope)
         if self.auth_failures is not None and (wait := self.auth_failures.retry_after(ip)) is not None:
+            self.telemetry.limit_refused("auth_failure_limit")
             return self.auth_failures.refusal(ip, wait), ip
         host, origin = _header(scope, b"host"), _header(scope, b"origin")
         if not host_allowed(host, self.security):
@@ -399,6 +422,7 @@ class Guard:
                 allowed=self.security.allowed_origins,
             ), ip
         if self.ip_rate_limit is not None and (wait := self.ip_rate_limit.hit("ip:" + ip)) is not None:
+            self.telemetry.limit_refused(self.ip_rate_limit.setting)
             return self.ip_rate_limit.refusal("ip:" + ip, wait), ip
         return None, ip
 
@@ -421,6 +445,7 @@ class Guard:
                 async with asyncio.timeout(max(wait, 0.0)):
                     message = await receive()
             except TimeoutError:
+                self.telemetry.limit_refused("body_timeout")
                 return _refusal(
                     408,
                     "body_timeout",
@@ -436,8 +461,8 @@ class Guard:
             if not message.get("more_body", False):
                 return deque([{"type": "http.request", "body": bytes(body), "more_body": False}])
 
-    @staticmethod
-    def _too_large(limit: int) -> JSONResponse:
+    def _too_large(self, limit: int) -> JSONResponse:
+        self.telemetry.limit_refused("max_request_body")
         return _refusal(
             413,
             "body_too_large",

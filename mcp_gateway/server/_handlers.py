@@ -22,6 +22,8 @@ from mcp_gateway.core.limits import CallLimits, LimitExceeded
 from mcp_gateway.core.resources import ResourceNotFound, ResourceReader, ResourceUnavailable
 from mcp_gateway.core.service import Outcome, OutcomeKind, Progress, ToolCallService
 from mcp_gateway.core.states import Status
+from mcp_gateway.core.telemetry import UNKNOWN_TOOL_LABEL
+from mcp_gateway.core.tracing import trace_id_of, tracer
 from mcp_gateway.core.workflows import AnswerRefused, Viewer, WorkflowNotFound, Workflows
 from mcp_gateway.errors import BusError, StoreError
 from mcp_gateway.server._input import (
@@ -174,6 +176,25 @@ def build_server(
         return types.ListToolsResult(tools=[*mine, *(t.listing for t in BUILTIN_TOOLS.values())])
 
     async def call_tool(ctx: ServerRequestContext[Any], params: types.CallToolRequestParams) -> types.CallToolResult:
+        """One tools/call, in the client's trace (its traceparent: `_meta`, else the HTTP header): traced, the
+        request is a span (`gateway.request`, kind server), a child of it, else of a new trace."""
+        client_trace = _traceparent(ctx)
+        if not tracer().enabled:
+            trace_id = trace_id_of(client_trace)
+            if trace_id is None:
+                return await handle_call(ctx, params)
+            with structlog.contextvars.bound_contextvars(trace_id=trace_id):
+                return await handle_call(ctx, params)
+        attributes = {"mcp.method.name": "tools/call", "gen_ai.tool.name": params.name}
+        with (
+            tracer().span("gateway.request", parent=client_trace, kind="server", attributes=attributes) as span,
+            structlog.contextvars.bound_contextvars(trace_id=trace_id_of(tracer().traceparent())),
+        ):
+            result = await handle_call(ctx, params)
+            span.set_attribute("mcp_gateway.is_error", bool(result.is_error))
+            return result
+
+    async def handle_call(ctx: ServerRequestContext[Any], params: types.CallToolRequestParams) -> types.CallToolResult:
         viewer = principal(ctx)
         builtin = BUILTIN_TOOLS.get(params.name)
         if builtin is not None:
@@ -181,6 +202,7 @@ def build_server(
         tool = service.registry.get(params.name)
         if tool is not None and not viewer.may(tool.config.scopes):  # the same answer as a tool that is not there
             log.info("call.forbidden", tool=params.name, subject=viewer.subject, needs=tool.config.scopes)
+            service.telemetry.call_refused(tool.name, "forbidden")
             return outcome_to_result(Outcome(OutcomeKind.UNKNOWN_TOOL, params.name))
 
         async def progress(p: Progress) -> None:
@@ -242,6 +264,7 @@ def build_server(
                 outcome = await invoke()
         except LimitExceeded as exc:
             log.warning("call.limited", tool=params.name, subject=viewer.subject, limit=exc.limit)
+            service.telemetry.call_refused(tool.name if tool is not None else UNKNOWN_TOOL_LABEL, "limited")
             detail = {"error": "limit_exceeded", "message": str(exc), "limit": exc.limit, "maximum": exc.maximum}
             return error_result(f"{exc}. Try again when a call of yours has ended.", detail)
         except AnswerRefused as exc:  # a retried call whose answer breaks the question: ask again, saying why
@@ -259,15 +282,16 @@ def build_server(
             if poll is not None:
                 poll.cancel()
         log.info("call.finished", tool=params.name, outcome=outcome.kind.value, workflow_id=outcome.workflow_id)
-        handed_back = outcome.kind in (OutcomeKind.HANDED_BACK, OutcomeKind.NO_WORKER)
-        if as_task and handed_back and outcome.workflow_id is not None:
-            # The task is the workflow, already recorded: at once for async and task tools, past the wait
-            # budget for auto ones (whose questions before that were input-required rounds).
-            return cast(types.CallToolResult, task_handle(await workflows.get(outcome.workflow_id, viewer)))
-        modern = ctx.protocol_version in MODERN_PROTOCOL_VERSIONS
-        if modern and outcome.kind is OutcomeKind.INPUT_REQUIRED and outcome.questions and outcome.workflow_id:
-            return cast(types.CallToolResult, input_required(outcome.workflow_id, outcome.questions))
-        return outcome_to_result(outcome)
+        with tracer().span("gateway.reply", attributes={"mcp_gateway.outcome": outcome.kind.value}):
+            handed_back = outcome.kind in (OutcomeKind.HANDED_BACK, OutcomeKind.NO_WORKER)
+            if as_task and handed_back and outcome.workflow_id is not None:
+                # The task is the workflow, already recorded: at once for async and task tools, past the wait
+                # budget for auto ones (whose questions before that were input-required rounds).
+                return cast(types.CallToolResult, task_handle(await workflows.get(outcome.workflow_id, viewer)))
+            modern = ctx.protocol_version in MODERN_PROTOCOL_VERSIONS
+            if modern and outcome.kind is OutcomeKind.INPUT_REQUIRED and outcome.questions and outcome.workflow_id:
+                return cast(types.CallToolResult, input_required(outcome.workflow_id, outcome.questions))
+            return outcome_to_result(outcome)
 
     async def list_resources(
         ctx: ServerRequestContext[Any], params: types.PaginatedRequestParams | None

@@ -33,10 +33,12 @@ from mcp_gateway.auth import Principals
 from mcp_gateway.core.access import Viewer
 from mcp_gateway.core.limits import CallLimits
 from mcp_gateway.core.service import RetryRefused
+from mcp_gateway.core.telemetry import NO_TELEMETRY, Telemetry
 from mcp_gateway.core.workflows import AnswerRefused, WorkflowNotFound, Workflows
 from mcp_gateway.server._access_log import AccessLog, NoteCaller
 from mcp_gateway.server._guard import AuthFailureThrottle, CallerRateLimit, Guard, RateLimit, RequestsInFlight
 from mcp_gateway.server._workflow_tools import summary
+from mcp_gateway.server.admin import AdminPages, AdminSession, SessionCookie
 from mcp_gateway.store import DeadLetter, WorkflowRecord
 
 __all__ = ["build_http_app"]
@@ -61,6 +63,9 @@ class _TrimHeaders:
 Retry = Callable[[str, dict[str, Any] | None, Viewer], Awaitable[WorkflowRecord]]
 """Run a workflow again as an admin (with new arguments, or None for the old ones)."""
 DeadLetters = Callable[[int], Awaitable[list[DeadLetter]]]
+Metrics = Callable[[], Awaitable[bytes]]
+"""The Prometheus text exposition of the gateway's metrics (`GatewayMetrics.exposition`)."""
+METRICS_MEDIA_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
 def dead_letter_view(letter: DeadLetter) -> dict[str, Any]:
@@ -160,9 +165,14 @@ def build_http_app(
     requests_in_flight: CallLimits | None = None,
     body_timeout: float = 30.0,
     auth_failures: AuthFailureThrottle | None = None,
+    metrics: Metrics | None = None,
+    metrics_scope: str = "mcpgw:metrics",
+    telemetry: Telemetry | None = None,
 ) -> Starlette:
     """`/mcp` (streamable HTTP, both protocol revisions), `/healthz` (alive), `/readyz` (NATS and PostgreSQL),
-    `/workflows/{id}/events` (SSE), `/admin/...` (admins), and the RFC 9728 protected resource metadata.
+    `/workflows/{id}/events` (SSE), `/admin/...` (admins), `/metrics` (Prometheus's text format, from `metrics`:
+    a token with `metrics_scope` or an admin's), and the RFC 9728 protected resource metadata. `telemetry` is told
+    of refusals by a limit and failed authentications.
 
     Every route but the health checks and the metadata is behind `_Authenticated`: with `auth="required"` a
     request needs a valid bearer token; with "optional" a request without one is `principals.local`, and a
@@ -260,6 +270,27 @@ def build_http_app(
             return _problem(409, "refused", str(exc))
         return JSONResponse({"workflow": summary(record)})
 
+    async def metrics_endpoint(request: Request) -> Response:
+        """GET /metrics: for a token with the metrics scope (Prometheus's least privilege) or an admin's; 401
+        without a token, 403 with one that has neither scope."""
+        if not isinstance(request.scope.get("user"), AuthenticatedUser):
+            response = _problem(401, "invalid_token", "a bearer token is required (Authorization: Bearer ...)")
+            response.headers["WWW-Authenticate"] = (
+                f'Bearer error="invalid_token", error_description="Authentication required", '
+                f'resource_metadata="{metadata_url}"'
+            )
+            return response
+        viewer = who(request)
+        if not (viewer.admin or metrics_scope in viewer.scopes):
+            needs = f"scope {metrics_scope!r} (or {principals.admin_scope!r})"
+            response = _problem(403, "insufficient_scope", f"{viewer.subject!r} may not read metrics: needs {needs}")
+            response.headers["WWW-Authenticate"] = (
+                f'Bearer error="insufficient_scope", scope="{metrics_scope}", resource_metadata="{metadata_url}"'
+            )
+            return response
+        assert metrics is not None  # the route is there only with it
+        return Response(await metrics(), media_type=METRICS_MEDIA_TYPE)
+
     async def readyz(request: Request) -> JSONResponse:
         checks = await ready()
         ok = all(v == "ok" for v in checks.values())
@@ -272,9 +303,10 @@ def build_http_app(
         security_settings=None,  # the Guard checks Host and Origin on every route, /mcp included, once
         max_request_body_size=max_request_body_size,
     )
+    mcp_endpoint: ASGIApp = StreamableHTTPASGIApp(manager)
     issuers = authorization_servers or [str(resource).removesuffix("/mcp")]
     routes: list[BaseRoute] = [
-        Route("/mcp", endpoint=guarded(StreamableHTTPASGIApp(manager))),
+        Route("/mcp", endpoint=guarded(mcp_endpoint)),
         *create_protected_resource_routes(
             resource_url=resource,
             authorization_servers=[AnyHttpUrl(u) for u in issuers],
@@ -283,10 +315,26 @@ def build_http_app(
         ),
         Route("/healthz", healthz),
         Route("/readyz", readyz),
+        *([Route("/metrics", endpoint=guarded(_endpoint(metrics_endpoint)), methods=["GET"])] if metrics else []),
         Route("/workflows/{workflow_id}/events", endpoint=guarded(_endpoint(workflow_events))),
         Route("/admin/workflows/{workflow_id}/{action}", endpoint=guarded(_endpoint(admin_action)), methods=["POST"]),
-        Route("/admin/dead-letters", endpoint=guarded(_endpoint(admin_dead_letters)), methods=["GET"]),
     ]
+    # The admin page (server/admin) under /admin, for browsers; /admin/dead-letters still answers the JSON API's
+    # clients as before. Its session cookie counts there and on the SSE feed only (AdminSession, below).
+    cookie = SessionCookie(secure=resource.scheme == "https")
+    dead_letters_api = guarded(_endpoint(admin_dead_letters))
+    if verifier is None:
+        routes.append(Route("/admin/dead-letters", endpoint=dead_letters_api, methods=["GET"]))
+    else:
+        pages = AdminPages(
+            workflows=workflows,
+            principals=principals,
+            verifier=verifier,
+            cookie=cookie,
+            retry=retry,
+            dead_letters=dead_letters,
+        )
+        routes += pages.routes(dead_letters_api=dead_letters_api)
     metadata = next(r for r in routes if isinstance(r, Route) and r.path == metadata_url.path)
     if metadata.path != "/.well-known/oauth-protected-resource":  # also at the bare well-known path
         routes.append(Route("/.well-known/oauth-protected-resource", metadata.endpoint, methods=["GET", "OPTIONS"]))
@@ -301,19 +349,21 @@ def build_http_app(
             body_timeout=body_timeout,
             max_body_bytes=max_request_body_size,
             auth_failures=auth_failures,
+            telemetry=telemetry or NO_TELEMETRY,
         ),
         Middleware(_TrimHeaders),
     ]
     if verifier is not None:
         middleware += [
+            Middleware(AdminSession, cookie=cookie, public_origin=str(resource).removesuffix("/mcp")),
             Middleware(AuthenticationMiddleware, backend=BearerAuthBackend(verifier)),
             Middleware(AuthContextMiddleware),
         ]
     middleware.append(Middleware(NoteCaller, who=principals.of_scope))
     if rate_limit is not None:
-        middleware.append(Middleware(CallerRateLimit, limit=RateLimit(rate_limit)))
+        middleware.append(Middleware(CallerRateLimit, limit=RateLimit(rate_limit), telemetry=telemetry or NO_TELEMETRY))
     if requests_in_flight is not None:
-        middleware.append(Middleware(RequestsInFlight, limits=requests_in_flight))
+        middleware.append(Middleware(RequestsInFlight, limits=requests_in_flight, telemetry=telemetry or NO_TELEMETRY))
     app = Starlette(routes=routes, middleware=middleware, lifespan=lambda app: manager.run())
     return app
 

@@ -15,9 +15,19 @@ from typing import Any
 
 from mcp_gateway_worker._credentials import BusCredentials, CredentialsRefused, PermissionDenied
 from mcp_gateway_worker._logs import configure_logging
+from mcp_gateway_worker._metrics import MetricsPortUnavailable, MetricsUnavailable, WorkerMetrics, serve_metrics
+from mcp_gateway_worker._tracing import configure_tracing
 from mcp_gateway_worker._worker import Worker
 
-__all__ = ["WorkerLoadError", "add_credential_arguments", "credentials_from", "load_worker", "main", "run_workers"]
+__all__ = [
+    "WorkerLoadError",
+    "add_credential_arguments",
+    "add_metrics_arguments",
+    "credentials_from",
+    "load_worker",
+    "main",
+    "run_workers",
+]
 
 USER_ENV, PASSWORD_ENV, CREDS_ENV = "MCPGW_NATS_USER", "MCPGW_NATS_PASSWORD", "MCPGW_NATS_CREDS"
 
@@ -51,13 +61,37 @@ async def run_workers(
     user: str | None = None,
     password: str | None = None,
     creds: str | Path | None = None,
+    metrics_port: int | None = None,
+    metrics_host: str = "127.0.0.1",
 ) -> None:
     """Connect every worker and handle commands until cancelled; then drain each (in-flight work finishes or is
-    handed back for redelivery). Credentials as for `Worker.connect` (or in the URL)."""
+    handed back for redelivery). Credentials as for `Worker.connect` (or in the URL). With `metrics_port`, the
+    workers' metrics, counted together, are served on `metrics_host:metrics_port` (the extra `metrics`)."""
+    metrics = WorkerMetrics() if metrics_port is not None else None  # MetricsUnavailable before connecting
     async with AsyncExitStack() as stack:
+        if metrics is not None and metrics_port is not None:
+            await stack.enter_async_context(serve_metrics(metrics, metrics_host, metrics_port))
         for worker in workers:
-            await stack.enter_async_context(worker.connect(url, user=user, password=password, creds=creds))
+            await stack.enter_async_context(
+                worker.connect(url, user=user, password=password, creds=creds, metrics=metrics)
+            )
         await asyncio.Event().wait()
+
+
+def add_metrics_arguments(parser: argparse.ArgumentParser) -> None:
+    """`--metrics-port PORT` and `--metrics-host HOST`: for `mcp-gateway-worker` and `mcp-gateway worker` alike."""
+    parser.add_argument(
+        "--metrics-port",
+        type=int,
+        metavar="PORT",
+        help="serve the workers' Prometheus metrics on this port (needs the extra mcp-gateway-worker[metrics])",
+    )
+    parser.add_argument(
+        "--metrics-host",
+        default="127.0.0.1",
+        metavar="HOST",
+        help="the address the metrics port binds (default 127.0.0.1)",
+    )
 
 
 def add_credential_arguments(parser: argparse.ArgumentParser) -> None:
@@ -90,6 +124,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--log-level", default=os.environ.get("MCPGW_LOG_LEVEL", "info"), choices=["debug", "info", "warning", "error"]
     )
     add_credential_arguments(p)
+    add_metrics_arguments(p)
     args = p.parse_args(argv)
     configure_logging(args.log_level)
     if not args.nats_url:
@@ -103,16 +138,30 @@ def main(argv: Sequence[str] | None = None) -> int:
         access = credentials_from(args)
         access.connect_options(args.nats_url)  # a .creds file that cannot be used is said now
         workers = [load_worker(t) for t in args.targets]
+        configure_tracing("mcp-gateway-worker")  # OTEL_TRACES_EXPORTER etc. (TracingError is a ValueError)
     except (WorkerLoadError, ValueError) as exc:
         print(f"mcp-gateway-worker: {exc}", file=sys.stderr)
         return 2
     if args.prefix:
         workers = [w.with_prefix(args.prefix) for w in workers]
     try:
-        return _run(run_workers(workers, args.nats_url, user=access.user, password=access.password, creds=access.creds))
+        return _run(
+            run_workers(
+                workers,
+                args.nats_url,
+                user=access.user,
+                password=access.password,
+                creds=access.creds,
+                metrics_port=args.metrics_port,
+                metrics_host=args.metrics_host,
+            )
+        )
     except (PermissionDenied, CredentialsRefused) as exc:
         print(f"mcp-gateway-worker: {exc}", file=sys.stderr)
         return 1
+    except (MetricsUnavailable, MetricsPortUnavailable) as exc:
+        print(f"mcp-gateway-worker: {exc}", file=sys.stderr)
+        return 2
 
 
 def _run(coro: Any) -> int:

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from mcp_gateway_worker._tracing import tracer
 from mcp_gateway_worker.contract import (
     SYSTEM_FAILURES,
     Caller,
@@ -98,8 +99,13 @@ class ToolContext:
         return known is None or ability in known
 
     async def _put(self, request: InputRequest) -> InputAnswer:
+        """Ask; traced, a span (`worker.question`) from the asking to the answer."""
         self.reported = True
-        return await self._ask(request)
+        attributes = {"mcp_gateway.question": request.id, "mcp_gateway.question_kind": request.kind}
+        with tracer().span("worker.question", attributes=attributes) as span:
+            answer = await self._ask(request)
+            span.set_attribute("mcp_gateway.answer", answer.action)
+            return answer
 
     def _key(self, key: str | None) -> str:
         self._questions += 1

@@ -20,7 +20,7 @@ import asyncio
 import contextlib
 from collections import OrderedDict
 from collections.abc import AsyncGenerator, Awaitable, Callable, Coroutine
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -45,7 +45,9 @@ from mcp_gateway_worker._credentials import (
     Violations,
     redact_url,
 )
+from mcp_gateway_worker._metrics import NO_METRICS, Observer, WorkerMetrics, serve_metrics
 from mcp_gateway_worker._questions import Questions
+from mcp_gateway_worker._tracing import Span, trace_id_of, tracer
 from mcp_gateway_worker.contract import (
     CONTRACT_VERSION,
     Command,
@@ -110,6 +112,20 @@ class _Route:
     handler: Handler
 
 
+def _event_attributes(event: Event) -> dict[str, str | int | float | bool]:
+    """What a span event says of a worker event: its key, and its numbers (never a message or a value)."""
+    found: dict[str, str | int | float | bool] = {"mcp_gateway.event": event.key}
+    if event.progress is not None:
+        found["mcp_gateway.progress"] = event.progress
+    if event.total is not None:
+        found["mcp_gateway.total"] = event.total
+    if event.requests:
+        found["mcp_gateway.questions"] = ",".join(r.id for r in event.requests)
+    if event.error is not None:
+        found["error.type"] = event.error.code
+    return found
+
+
 def _delivered(msg: Msg) -> int:
     """How often JetStream has delivered this message (1 the first time)."""
     try:
@@ -158,6 +174,10 @@ class Worker:
         self._last_error: str | None = None
         self._violations = Violations(None)
         self._refusal: str | None = None
+        self._metrics: Observer = NO_METRICS
+        self._metrics_served: AsyncExitStack | None = None
+        self.metrics_url: str | None = None
+        """Where this worker serves its metrics while connected (`connect(metrics_port=...)`), else None."""
 
     def tool(self, name: str, *, subject: str) -> Callable[[Handler], Handler]:
         """Register the handler of tool `name`, whose commands arrive on `subject` (as in the tool's config)."""
@@ -221,19 +241,30 @@ class Worker:
         password: str | None = None,
         creds: str | Path | None = None,
         inbox_prefix: str | None = None,
+        metrics_port: int | None = None,
+        metrics_host: str = "127.0.0.1",
+        metrics: WorkerMetrics | None = None,
     ) -> AsyncGenerator[Worker]:
         """Connect, ensure streams and consumers, handle commands until the block ends; then drain.
 
         As NATS user `user` with `password`, or with a `.creds` file (`creds`), or with the credentials in the URL
         (`nats://user:password@host:4222`). Replies come to `inbox_prefix`, by default `_INBOX_<user>` when the
         user is known (a worker user may read its own replies only). Raises `PermissionDenied` when NATS refuses
-        the user what a worker needs (naming the subject)."""
+        the user what a worker needs (naming the subject).
+
+        With `metrics_port` (0: a free one), it serves its Prometheus metrics on `metrics_host` while connected,
+        at `metrics_url` (the extra `metrics`: `MetricsUnavailable`, naming it, when it is not installed).
+        `metrics`: a `WorkerMetrics` to count into instead (several workers of one process share one)."""
+        counted = metrics if metrics is not None else WorkerMetrics() if metrics_port is not None else None
+        self._metrics = counted if counted is not None else NO_METRICS
         access = BusCredentials(user, password, Path(creds) if creds is not None else None)
         self._violations = Violations(access.name(url))
         self._nc = await self._connect(url, access, inbox_prefix)
         self._js = self._nc.jetstream()
         self._stopping.clear()
         try:
+            if counted is not None and metrics_port is not None:
+                await self._serve_metrics(counted, metrics_host, metrics_port)
             subjects = sorted({r.subject for r in self._routes.values()})
             mark = Violations.mark()
             try:
@@ -278,7 +309,18 @@ class Worker:
                 await self._nc.flush(timeout=2)
             with contextlib.suppress(Exception):  # with NATS gone, nats-py's close can fail on a dead transport
                 await self._nc.close()
+            await self._stop_metrics()
             log.info("worker.stopped", worker=self.name)
+
+    async def _serve_metrics(self, metrics: WorkerMetrics, host: str, port: int) -> None:
+        served = AsyncExitStack()
+        self.metrics_url = await served.enter_async_context(serve_metrics(metrics, host, port))
+        self._metrics_served = served
+
+    async def _stop_metrics(self) -> None:
+        served, self._metrics_served, self.metrics_url = self._metrics_served, None, None
+        if served is not None:
+            await served.aclose()
 
     async def _connect(self, url: str, access: BusCredentials, inbox_prefix: str | None) -> NatsClient:
         """nats-py's connect, which waits for a server that is not there yet (NATS starting), but not for one that
@@ -353,10 +395,19 @@ class Worker:
         log.info("worker.reconnected", worker=self.name)
 
     async def run(
-        self, url: str, *, user: str | None = None, password: str | None = None, creds: str | Path | None = None
+        self,
+        url: str,
+        *,
+        user: str | None = None,
+        password: str | None = None,
+        creds: str | Path | None = None,
+        metrics_port: int | None = None,
+        metrics_host: str = "127.0.0.1",
     ) -> None:
-        """Handle commands until cancelled (credentials as for `connect`)."""
-        async with self.connect(url, user=user, password=password, creds=creds):
+        """Handle commands until cancelled (credentials and metrics as for `connect`)."""
+        async with self.connect(
+            url, user=user, password=password, creds=creds, metrics_port=metrics_port, metrics_host=metrics_host
+        ):
             await asyncio.Event().wait()
 
     async def _subscribe(self, subject: str) -> JetStreamContext.PullSubscription:
@@ -451,6 +502,29 @@ class Worker:
             command = command.model_copy(
                 update={"subject": subject, "reply_subject": self.subjects.event(subject, command.workflow_id)}
             )
+        # Traced, the command is a span continuing the command's traceparent, and its events carry the span's.
+        active = tracer()
+        trace = (msg.headers or {}).get(Headers.TRACEPARENT)
+        attributes = (
+            {
+                "messaging.system": "nats",
+                "messaging.destination.name": msg.subject,
+                "gen_ai.tool.name": command.tool,
+                "mcp_gateway.workflow_id": command.workflow_id,
+                "mcp_gateway.attempt": command.attempt,
+            }
+            if active.enabled
+            else None
+        )
+        with active.span("worker.handle", parent=trace, kind="consumer", attributes=attributes) as span:
+            ours = active.traceparent()
+            headers = {**(msg.headers or {}), Headers.TRACEPARENT: ours} if ours else msg.headers
+            trace_id = trace_id_of(ours or trace)
+            with structlog.contextvars.bound_contextvars(**({"trace_id": trace_id} if trace_id else {})):
+                await self._handle_command(msg, command, headers, span)
+
+    async def _handle_command(self, msg: Msg, command: Command, headers: dict[str, str] | None, span: Span) -> None:
+        """A decoded command; `headers` go on its events (the command's, with the handler span's traceparent)."""
         key = f"{command.workflow_id}.{command.attempt}"
         bound = log.bind(
             workflow_id=command.workflow_id,
@@ -462,7 +536,7 @@ class Worker:
             bound.info("worker.redelivered_done")
             final, final_key = self._done[key]
             try:
-                await self._publish_raw(command.reply_subject, final, msg.headers, final_key, fresh=False)
+                await self._publish_raw(command.reply_subject, final, headers, final_key, fresh=False)
             except BusUnavailable as exc:
                 bound.warning("worker.bus_unavailable", error=str(exc))
                 await _settle(msg.nak(delay=1.0))
@@ -480,12 +554,23 @@ class Worker:
             return
         deliveries = self._inflight[key] = [msg]
         try:
-            await self._execute(msg, command, key, deliveries, bound)
+            with self._metrics.running(command.tool):
+                await self._execute(msg, command, key, deliveries, bound, headers, span)
         finally:
             self._inflight.pop(key, None)
 
-    async def _execute(self, msg: Msg, command: Command, key: str, deliveries: list[Msg], bound: Any) -> None:
-        """Run one command; settle every delivery of it (`deliveries`: this one, and any that came meanwhile)."""
+    async def _execute(
+        self,
+        msg: Msg,
+        command: Command,
+        key: str,
+        deliveries: list[Msg],
+        bound: Any,
+        headers: dict[str, str] | None,
+        span: Span,
+    ) -> None:
+        """Run one command; settle every delivery of it (`deliveries`: this one, and any that came meanwhile).
+        Its events go out with `headers`; each is an event on `span` (progress, questions, the result)."""
 
         async def settle(action: Callable[[Msg], Awaitable[object]]) -> None:
             for delivery in list(deliveries):
@@ -509,8 +594,12 @@ class Worker:
             )
             seq += 1
             data = encode(event)
-            await self._publish_raw(command.reply_subject, data, msg.headers, event.key)
+            await self._publish_raw(command.reply_subject, data, headers, event.key)
             last_key = event.key
+            self._metrics.emitted(command.tool, kind, event.error)
+            span.add_event(kind.value, _event_attributes(event))
+            if kind in (EventKind.COMPLETED, EventKind.FAILED):
+                span.set_attribute("mcp_gateway.outcome", kind.value)
             return data
 
         heartbeat = asyncio.create_task(self._heartbeat(deliveries))
