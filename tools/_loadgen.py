@@ -15,9 +15,12 @@ Two wires, the requests byte for byte what the SDK's own client sends (captured 
   the session is deleted when the connection closes. No GET stream is opened: nothing here needs one.
 
 Parsing is minimal but complete for what these servers send: status line, headers, a Content-Length or a
-chunked body, JSON or SSE (`data:` lines). A call counts as successful only if the HTTP status is 200 and
-the body holds the JSON-RPC response with our id, without `error`, with `isError` not true, and with the
-echoed text in `structuredContent`.
+chunked body, JSON or SSE (`data:` lines; empty ones skipped). A call counts as successful only if the HTTP
+status is 200 and the body holds the JSON-RPC response with our id, without `error`, with `isError` not true,
+and with the echoed text in `structuredContent`.
+
+The scale run's client (tools/_bench_stream.py) uses the same connection for calls of any tool, reading the
+answer as it arrives (`McpConnection.stream_call`: an SSE stream of progress notifications, then the reply).
 """
 
 from __future__ import annotations
@@ -27,11 +30,22 @@ import contextlib
 import json
 import sys
 import time
+from collections.abc import AsyncIterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, cast
 
-__all__ = ["GRACE_SECONDS", "WIRES", "CallError", "LoadResult", "LoadSpec", "call_once", "http_status", "run_load"]
+__all__ = [
+    "GRACE_SECONDS",
+    "WIRES",
+    "CallError",
+    "LoadResult",
+    "LoadSpec",
+    "McpConnection",
+    "call_once",
+    "http_status",
+    "run_load",
+]
 
 WIRES = {"2026": "2026-07-28", "2025": "2025-11-25"}
 """`--wire` choices and the protocol revision each one speaks."""
@@ -62,8 +76,8 @@ class Response:
     body: bytes
 
 
-async def read_response(reader: asyncio.StreamReader) -> Response:
-    """One HTTP/1.1 response: status line, headers, then a Content-Length or chunked body."""
+async def read_head(reader: asyncio.StreamReader) -> tuple[int, dict[str, str]]:
+    """A response's status and headers (names in lower case), up to the blank line."""
     head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1")
     status_line, *header_lines = head.split("\r\n")
     status = int(status_line.split(" ", 2)[1])
@@ -72,6 +86,12 @@ async def read_response(reader: asyncio.StreamReader) -> Response:
         if line:
             name, _, value = line.partition(":")
             headers[name.strip().lower()] = value.strip()
+    return status, headers
+
+
+async def read_response(reader: asyncio.StreamReader) -> Response:
+    """One HTTP/1.1 response: status line, headers, then a Content-Length or chunked body."""
+    status, headers = await read_head(reader)
     if headers.get("transfer-encoding", "").lower() == "chunked":
         body = await _read_chunked(reader)
     else:
@@ -86,6 +106,17 @@ async def _read_chunked(reader: asyncio.StreamReader) -> bytes:
     while await reader.readuntil(b"\r\n") != b"\r\n":  # trailers, if any, up to the empty line
         pass
     return b"".join(parts)
+
+
+async def body_chunks(reader: asyncio.StreamReader, headers: dict[str, str]) -> AsyncIterator[bytes]:
+    """A response body as it arrives (a chunk at a time when chunked): for a stream read while it is written."""
+    if headers.get("transfer-encoding", "").lower() != "chunked":
+        yield await reader.readexactly(int(headers.get("content-length", "0")))
+        return
+    while size := int((await reader.readuntil(b"\r\n")).split(b";", 1)[0], 16):
+        yield (await reader.readexactly(size + 2))[:-2]
+    while await reader.readuntil(b"\r\n") != b"\r\n":
+        pass
 
 
 def request_head(method: str, authority: str, path: str, headers: dict[str, str]) -> bytes:
@@ -125,9 +156,12 @@ def _json_bytes(value: Any) -> bytes:
 
 
 def find_reply(response: Response, request_id: int) -> dict[str, Any]:
-    """The JSON-RPC message answering `request_id`, from a JSON body or from an SSE stream's `data:` lines."""
+    """The JSON-RPC message answering `request_id`, from a JSON body or from an SSE stream's `data:` lines (an
+    empty one is skipped: a resumable stream, the gateway's on 2025-11-25, opens with a priming event, an id and no
+    data)."""
     if response.headers.get("content-type", "").startswith("text/event-stream"):
-        candidates = [line[5:] for line in response.body.split(b"\n") if line.startswith(b"data:")]
+        lines = response.body.split(b"\n")
+        candidates = [line[5:] for line in lines if line.startswith(b"data:") and line[5:].strip()]
     else:
         candidates = [response.body]
     for raw in candidates:
@@ -207,25 +241,46 @@ class McpConnection:
         if response.status != 202:
             raise CallError(f"notifications/initialized: HTTP {response.status}", reset=True)
 
-    def _prepare_call(self) -> None:
-        """Pre-encode everything of a call but its id (and so its Content-Length)."""
-        params: dict[str, Any] = {"name": TOOL, "arguments": {"text": self.text}}
+    def _encode_call(
+        self, tool: str, arguments: dict[str, Any], meta: dict[str, Any] | None
+    ) -> tuple[bytes, tuple[bytes, bytes]]:
+        """A `tools/call`'s request head (without Content-Length) and its body around the id. `meta` goes into
+        `params._meta` (after the 2026-07-28 envelope): a `progressToken`, say."""
+        params: dict[str, Any] = {"name": tool, "arguments": arguments}
         headers = self._base_headers()
+        envelope: dict[str, Any] = {}
         if self.wire == WIRES["2026"]:
-            headers |= {"Mcp-Method": "tools/call", "Mcp-Name": TOOL}
-            params["_meta"] = {
+            headers |= {"Mcp-Method": "tools/call", "Mcp-Name": tool}
+            envelope = {
                 "io.modelcontextprotocol/protocolVersion": self.wire,
                 "io.modelcontextprotocol/clientInfo": CLIENT_INFO,
                 "io.modelcontextprotocol/clientCapabilities": {},
             }
-        self._head = request_head("POST", self._authority, "/mcp", headers)
+        if envelope or meta:
+            params["_meta"] = envelope | (meta or {})
         tail = _json_bytes({"method": "tools/call", "params": params})
-        self._body_parts = (b'{"jsonrpc":"2.0","id":', b"," + tail[1:])
+        return request_head("POST", self._authority, "/mcp", headers), (b'{"jsonrpc":"2.0","id":', b"," + tail[1:])
+
+    def _prepare_call(self) -> None:
+        """Pre-encode everything of an echo call but its id (and so its Content-Length)."""
+        self._head, self._body_parts = self._encode_call(TOOL, {"text": self.text}, None)
 
     async def call(self, request_id: int) -> dict[str, Any]:
         body = self._body_parts[0] + str(request_id).encode() + self._body_parts[1]
         response = await self._exchange(self._head + b"Content-Length: %d\r\n\r\n" % len(body) + body)
         return check_echo(response, request_id, self.text)
+
+    async def stream_call(
+        self, request_id: int, tool: str, arguments: dict[str, Any], meta: dict[str, Any] | None = None
+    ) -> tuple[int, dict[str, str], AsyncIterator[bytes]]:
+        """Send a `tools/call` of any tool; its status, headers and body as it arrives (read it to the end before
+        the next request on this connection)."""
+        assert self._reader is not None and self._writer is not None
+        head, (before, after) = self._encode_call(tool, arguments, meta)
+        body = before + str(request_id).encode() + after
+        self._writer.write(head + b"Content-Length: %d\r\n\r\n" % len(body) + body)
+        status, headers = await read_head(self._reader)
+        return status, headers, body_chunks(self._reader, headers)
 
     async def close(self) -> None:
         """Delete the session (2025 wire), then close the connection."""
