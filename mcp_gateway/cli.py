@@ -319,6 +319,7 @@ async def _serve(settings: Settings, registry: Any, transport: str, examples: bo
             metrics=gateway.metrics.exposition,
             metrics_scope=settings.metrics_scope,
             telemetry=gateway.metrics,
+            lean=settings.lean_http,
         )
         config = uvicorn_config(
             app,

@@ -150,6 +150,11 @@ class Settings(BaseSettings):
         default_factory=list[str],
         description="proxies trusted to name the client in X-Forwarded-For; none: the peer address is the client",
     )
+    lean_http: bool = Field(
+        default=True,
+        description="answer 2026-07-28 tools/call and tools/list as JSON without the SDK's per-request SSE "
+        "machinery (mcp_gateway/server/_lean.py); false: every request through the SDK's transport",
+    )
 
     @field_validator("rate_limit")
     @classmethod

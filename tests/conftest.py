@@ -179,7 +179,10 @@ async def admin_token(gateway: Gateway, subject: str = "test-admin") -> str:
 
 
 @asynccontextmanager
-async def http_server(gateway: Gateway, *, auth: Literal["required", "optional"] = "optional") -> AsyncGenerator[str]:
+async def http_server(
+    gateway: Gateway, *, auth: Literal["required", "optional"] = "optional", lean: bool | None = None
+) -> AsyncGenerator[str]:
+    """The gateway's HTTP app on a free port (its URL); `lean`: the lean route on or off (default: the setting)."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)  # bound first, so the app knows its own URL
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
@@ -200,6 +203,7 @@ async def http_server(gateway: Gateway, *, auth: Literal["required", "optional"]
         metrics=gateway.metrics.exposition,
         metrics_scope=gateway.settings.metrics_scope,
         telemetry=gateway.metrics,
+        lean=gateway.settings.lean_http if lean is None else lean,
     )
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, lifespan="on"))
     task = asyncio.create_task(server.serve(sockets=[sock]))

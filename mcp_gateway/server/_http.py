@@ -37,6 +37,7 @@ from mcp_gateway.core.telemetry import NO_TELEMETRY, Telemetry
 from mcp_gateway.core.workflows import AnswerRefused, WorkflowNotFound, Workflows
 from mcp_gateway.server._access_log import AccessLog, NoteCaller
 from mcp_gateway.server._guard import AuthFailureThrottle, CallerRateLimit, Guard, RateLimit, RequestsInFlight
+from mcp_gateway.server._lean import LeanRoute
 from mcp_gateway.server._workflow_tools import summary
 from mcp_gateway.server.admin import AdminPages, AdminSession, SessionCookie
 from mcp_gateway.store import DeadLetter, WorkflowRecord
@@ -129,6 +130,11 @@ class _SessionManager(StreamableHTTPSessionManager):
             transport._event_store = for_session(transport.mcp_session_id)  # pyright: ignore[reportPrivateUsage]
         return transport
 
+    @property
+    def lifespan_state(self) -> Any:
+        """The server's lifespan state while `run()` is entered, else None (for the lean route)."""
+        return self._lifespan_state
+
 
 def _security(host: str, port: int, allowed_hosts: list[str], allowed_origins: list[str]) -> TransportSecuritySettings:
     hosts = list(allowed_hosts)
@@ -168,11 +174,13 @@ def build_http_app(
     metrics: Metrics | None = None,
     metrics_scope: str = "mcpgw:metrics",
     telemetry: Telemetry | None = None,
+    lean: bool = True,
 ) -> Starlette:
     """`/mcp` (streamable HTTP, both protocol revisions), `/healthz` (alive), `/readyz` (NATS and PostgreSQL),
     `/workflows/{id}/events` (SSE), `/admin/...` (admins), `/metrics` (Prometheus's text format, from `metrics`:
     a token with `metrics_scope` or an admin's), and the RFC 9728 protected resource metadata. `telemetry` is told
-    of refusals by a limit and failed authentications.
+    of refusals by a limit and failed authentications. `lean`: 2026-07-28 `tools/call` and `tools/list` are
+    answered by the lean route (`_lean.py`) in front of the SDK's transport, which answers everything else.
 
     Every route but the health checks and the metadata is behind `_Authenticated`: with `auth="required"` a
     request needs a valid bearer token; with "optional" a request without one is `principals.local`, and a
@@ -304,6 +312,8 @@ def build_http_app(
         max_request_body_size=max_request_body_size,
     )
     mcp_endpoint: ASGIApp = StreamableHTTPASGIApp(manager)
+    if lean:
+        mcp_endpoint = LeanRoute(mcp_endpoint, server, lifespan_state=lambda: manager.lifespan_state)
     issuers = authorization_servers or [str(resource).removesuffix("/mcp")]
     routes: list[BaseRoute] = [
         Route("/mcp", endpoint=guarded(mcp_endpoint)),

@@ -1,0 +1,360 @@
+"""The lean path of `POST /mcp`: a 2026-07-28 `tools/call` or `tools/list` answered without the SDK's per-request
+SSE machinery; every other request goes to the SDK's transport unchanged.
+
+In SSE mode (the gateway's) the SDK's single-exchange entry (`handle_modern_request`) pays, for every request,
+for an anyio task group, a memory stream, a disconnect watcher and a 15 s deferral window before it picks JSON or
+SSE. A request that cannot emit a notification (no `progressToken`, no log-level opt-in: nothing else a handler
+sends reaches a 2026-07-28 response stream) always ends as the JSON the SDK would have written, unless it runs
+silent past the window. `LeanRoute` answers exactly those requests itself:
+
+- taken: POST, `MCP-Protocol-Version` a 2026 revision, `Content-Type: application/json`, an `Accept` the SDK takes,
+  a body that is one JSON-RPC request (`"jsonrpc": "2.0"`, an int or string id) of `tools/call` or `tools/list`
+  with `params._meta` free of `progressToken` and `io.modelcontextprotocol/logLevel`, whose routing headers,
+  envelope and `Mcp-Param-*` headers pass the SDK's own checks (`find_duplicated_routing_header`,
+  `classify_inbound_request`, `validate_mcp_param_headers` against the schema the SDK would look up);
+- handed over: everything else, with the body already read replayed into the SDK's `receive`, so the SDK answers
+  it (its errors, its 202 for notifications, the 2025-11-25 sessions) exactly as without this route.
+
+A taken request is dispatched through the SDK's kernel (`serve_one`), so handlers, `_meta` handling, params
+validation and the SDK's OpenTelemetry middleware run as they do behind the SDK's entry; the reply is serialised
+as the SDK's (`model_dump(mode="json", by_alias=True, exclude_none=True)`, compact JSON, the status from
+`ERROR_CODE_HTTP_STATUS`). The handler runs in its own task, raced against one waiter on `receive()`: a client
+that disconnects cancels the call, as the SDK's `watch_disconnect` does. A handler still silent after the SDK's
+deferral window commits `text/event-stream` and pings every window, as the SDK does, so a proxy idle timeout does
+not cut a long wait.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Final, cast
+
+import anyio
+import structlog
+from mcp.server import Server
+from mcp.server.connection import Connection
+from mcp.server.runner import modern_error_data, serve_one
+from mcp.server.streamable_http import check_accept_headers
+from mcp.shared.dispatcher import CallOptions
+from mcp.shared.exceptions import NoBackChannelError
+from mcp.shared.inbound import (
+    ERROR_CODE_HTTP_STATUS,
+    MCP_PARAM_HEADER_PREFIX,
+    InboundLadderRejection,
+    InboundModernRoute,
+    classify_inbound_request,
+    find_duplicated_routing_header,
+    find_invalid_x_mcp_header,
+    validate_mcp_param_headers,
+    x_mcp_header_map,
+)
+from mcp.shared.message import MessageMetadata, ServerMessageMetadata
+from mcp.shared.transport_context import TransportContext
+from mcp_types import LOG_LEVEL_META_KEY, ErrorData, JSONRPCError, JSONRPCResponse, RequestId
+from mcp_types.version import MODERN_PROTOCOL_VERSIONS
+from starlette.requests import Request
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+__all__ = ["LEAN_METHODS", "SSE_DEFERRAL", "LeanRoute"]
+
+log = structlog.get_logger(__name__)
+
+LEAN_METHODS: Final = frozenset({"tools/call", "tools/list"})
+"""The methods the lean path answers; others go to the SDK."""
+SSE_DEFERRAL: Final = 15.0
+"""The SDK's `_SSE_PING_INTERVAL`: how long a silent handler is waited for before SSE commits, and then the
+seconds between keepalive pings."""
+_SSE_HEADERS: Final = [
+    (b"content-type", b"text/event-stream"),
+    (b"cache-control", b"no-cache, no-transform"),
+    (b"connection", b"keep-alive"),
+    (b"x-accel-buffering", b"no"),
+]
+"""The SDK's `_SSE_HEADERS`, byte for byte."""
+_PING: Final = b": ping\r\n\r\n"
+_VERSION_HEADER: Final = b"mcp-protocol-version"
+_PARAM_PREFIX: Final = MCP_PARAM_HEADER_PREFIX.lower()
+_JSON_TYPE: Final = b"application/json"
+_REMEMBERED: Final = 4096
+
+
+class _Handover(Exception):
+    """Not the hot case: the SDK answers (`reason` says why, for the debug log)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass(slots=True)
+class _LeanDispatchContext:
+    """The SDK's single-exchange `DispatchContext` without a sink: no back channel (a 2026-07-28 server sends no
+    requests), no progress token (such requests go to the SDK), and nothing a handler could notify reaches the
+    wire, as on the SDK's JSON path (the requests that could emit are handed over)."""
+
+    transport: TransportContext
+    request_id: RequestId
+    message_metadata: MessageMetadata
+    _cancel_requested: anyio.Event | None = None
+
+    @property
+    def can_send_request(self) -> bool:
+        return False
+
+    @property
+    def cancel_requested(self) -> anyio.Event:
+        if self._cancel_requested is None:  # made on demand: nothing on this path reads it
+            self._cancel_requested = anyio.Event()
+        return self._cancel_requested
+
+    async def send_raw_request(
+        self, method: str, params: Mapping[str, Any] | None, opts: CallOptions | None = None
+    ) -> dict[str, Any]:
+        raise NoBackChannelError(method)
+
+    async def notify(self, method: str, params: Mapping[str, Any] | None, opts: CallOptions | None = None) -> None:
+        log.debug("mcp.lean.notification_dropped", method=method)
+
+    async def progress(self, progress: float, total: float | None = None, message: str | None = None) -> None:
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class _Hot:
+    """A request the lean path answers: its id, method, params and envelope."""
+
+    request_id: RequestId
+    method: str
+    params: dict[str, Any]
+    route: InboundModernRoute
+
+
+class LeanRoute:
+    """ASGI app for `/mcp`, in front of `sdk`: the SDK's `StreamableHTTPASGIApp` of a session manager in SSE mode
+    (`json_response=False`, the SDK's default and the gateway's) serving `server`. `lifespan_state` answers the
+    manager's lifespan state while it runs (None: not running, so the SDK answers). `served` and `handed_over`
+    count requests."""
+
+    def __init__(
+        self,
+        sdk: ASGIApp,
+        server: Server[Any],
+        *,
+        lifespan_state: Callable[[], Any],
+    ) -> None:
+        self.sdk = sdk
+        self.server = server
+        self.lifespan_state = lifespan_state
+        self.served = 0
+        self.handed_over = 0
+        self._unannotated: dict[str, Any] = {}
+        """Tool name -> its input schema, when that declares no (valid) `x-mcp-header`: nothing to check."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] != "POST" or not _modern(scope):
+            self.handed_over += 1
+            await self.sdk(scope, receive, send)
+            return
+        request = Request(scope, receive)
+        read: list[Message] = []
+        try:
+            state = self.lifespan_state()
+            if state is None:
+                raise _Handover("not running")
+            pairs = [(name.decode("latin-1"), value.decode("latin-1")) for name, value in scope["headers"]]
+            first: dict[str, str] = {}
+            for name, value in pairs:  # `dict(request.headers)`: the first value of each name
+                first.setdefault(name, value)
+            _check_head(request, first)
+            body = await _read_body(receive, read)
+            hot = self._admit(request, pairs, first, body)
+        except _Handover as exc:
+            self.handed_over += 1
+            log.debug("mcp.lean.handed_over", reason=exc.reason)
+            await self.sdk(scope, _replay(read, receive), send)
+            return
+        self.served += 1
+        await self._serve(hot, request, state, receive, send)
+
+    def _admit(self, request: Request, pairs: list[tuple[str, str]], first: dict[str, str], body: bytes) -> _Hot:
+        """The request as the lean path serves it, or `_Handover` when any check of the SDK would not plainly
+        pass (the SDK then answers, with its own error). `pairs`: the headers as sent; `first`: by name."""
+        try:
+            decoded: Any = json.loads(body)
+        except (ValueError, RecursionError):
+            raise _Handover("body is not JSON") from None
+        if not isinstance(decoded, dict):
+            raise _Handover("body is not one JSON-RPC request")
+        message = cast(dict[str, Any], decoded)
+        request_id, method, params = message.get("id"), message.get("method"), message.get("params")
+        if message.get("jsonrpc") != "2.0" or not (type(request_id) is int or type(request_id) is str):
+            raise _Handover("not a JSON-RPC request (a notification, a bad id or version)")
+        if not isinstance(method, str) or method not in LEAN_METHODS or not isinstance(params, dict):
+            raise _Handover(f"method {str(method)[:40]!r} (lean: {', '.join(sorted(LEAN_METHODS))})")
+        params = cast(dict[str, Any], params)
+        meta = params.get("_meta")
+        if isinstance(meta, dict) and ("progressToken" in meta or LOG_LEVEL_META_KEY in meta):
+            raise _Handover("progress or log notifications asked for: SSE")
+        if find_duplicated_routing_header(pairs) is not None:
+            raise _Handover("duplicated routing header")
+        route = classify_inbound_request(message, headers=first)
+        if isinstance(route, InboundLadderRejection):
+            raise _Handover(f"envelope refused ({route.code})")
+        if method == "tools/call" and not self._param_headers_agree(params, pairs, request):
+            raise _Handover("Mcp-Param headers refused or not checked")
+        return _Hot(request_id, method, params, route)
+
+    def _param_headers_agree(self, params: Mapping[str, Any], pairs: list[tuple[str, str]], request: Request) -> bool:
+        """The SDK's `_mcp_param_rejection` for a `tools/call`, with the same schema lookup
+        (`get_tool_input_schema`): True when it would pass. Where the SDK would list tools to find the schema, or
+        its lookup raises, False (the SDK decides). A schema without `x-mcp-header` checks nothing: remembered
+        (by identity: a reloaded tool's schema is a new object) so it is not walked on every call."""
+        name = params.get("name")
+        if not isinstance(name, str):
+            return True
+        raw_arguments = params.get("arguments")
+        if raw_arguments is not None and not isinstance(raw_arguments, Mapping):
+            return True
+        arguments = cast(Mapping[str, Any], raw_arguments) if raw_arguments is not None else {}
+        if not arguments and not any(header.startswith(_PARAM_PREFIX) for header, _ in pairs):
+            return True
+        lookup = self.server.get_tool_input_schema
+        if lookup is None:
+            return self.server.get_request_handler("tools/list") is None
+        try:
+            schema = lookup(name)
+        except Exception:  # the SDK logs it and skips the check: let it
+            return False
+        if schema is None or self._unannotated.get(name) is schema:
+            return True
+        if find_invalid_x_mcp_header(schema) is not None or not x_mcp_header_map(schema):
+            if len(self._unannotated) >= _REMEMBERED:
+                self._unannotated.clear()
+            self._unannotated[name] = schema
+            return True
+        return validate_mcp_param_headers(schema, arguments, request.headers) is None
+
+    async def _serve(self, hot: _Hot, request: Request, state: Any, receive: Receive, send: Send) -> None:
+        """Dispatch through the SDK's kernel; answer JSON, or SSE after a silent window; a disconnect cancels the
+        handler and answers nothing."""
+        connection = Connection.from_envelope(
+            hot.route.protocol_version, hot.route.client_info, hot.route.client_capabilities
+        )
+        dctx = _LeanDispatchContext(
+            transport=TransportContext(kind="streamable-http", can_send_request=False, headers=request.headers),
+            request_id=hot.request_id,
+            message_metadata=ServerMessageMetadata(request_context=request),
+        )
+        call = asyncio.create_task(
+            _reply(
+                hot.request_id,
+                serve_one(self.server, dctx, hot.method, hot.params, connection=connection, lifespan_state=state),
+            )
+        )
+        gone = asyncio.create_task(_disconnected(receive))
+        try:
+            await asyncio.wait((call, gone), timeout=SSE_DEFERRAL, return_when=asyncio.FIRST_COMPLETED)
+            if call.done():
+                await _write_json(call.result(), send)
+                return
+            if gone.done():
+                return
+            await send({"type": "http.response.start", "status": 200, "headers": _SSE_HEADERS})
+            while True:
+                await send({"type": "http.response.body", "body": _PING, "more_body": True})
+                await asyncio.wait((call, gone), timeout=SSE_DEFERRAL, return_when=asyncio.FIRST_COMPLETED)
+                if call.done():
+                    await send({"type": "http.response.body", "body": _sse_event(call.result()), "more_body": False})
+                    return
+                if gone.done():
+                    return
+        finally:
+            gone.cancel()
+            if not call.done():
+                call.cancel()
+                await asyncio.wait((call,))
+
+
+def _modern(scope: Scope) -> bool:
+    """Whether the session manager would route the request to its 2026 entry and that entry would serve the
+    version: the first `MCP-Protocol-Version` header (the manager reads the first) names a 2026 revision."""
+    for name, value in scope["headers"]:
+        if name == _VERSION_HEADER:
+            return value.decode("latin-1") in MODERN_PROTOCOL_VERSIONS
+    return False
+
+
+def _check_head(request: Request, first: dict[str, str]) -> None:
+    """The SDK's checks of the request head before it reads the body: `Content-Type` (its transport security
+    check, on even with DNS-rebinding protection off: the Guard does Host and Origin), and `Accept` (SSE mode
+    needs JSON and SSE both; a JSON-only `Accept` gets the SDK's 406)."""
+    content_type = first.get("content-type")
+    if content_type is None or not content_type.lower().startswith("application/json"):
+        raise _Handover("content-type")
+    has_json, has_sse = check_accept_headers(request)
+    if not (has_json and has_sse):
+        raise _Handover("accept")
+
+
+async def _read_body(receive: Receive, read: list[Message]) -> bytes:
+    """The whole body (the Guard has bounded its size and time); every message read is kept in `read` for a
+    hand-over."""
+    chunks: list[bytes] = []
+    while True:
+        message = await receive()
+        read.append(message)
+        if message["type"] != "http.request":
+            raise _Handover("the client left")
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+def _replay(read: list[Message], receive: Receive) -> Receive:
+    """`receive`, giving back first what was already read."""
+    if not read:
+        return receive
+    pending = list(read)
+
+    async def replayed() -> Message:
+        return pending.pop(0) if pending else await receive()
+
+    return replayed
+
+
+async def _disconnected(receive: Receive) -> None:
+    """Returns when the client has gone (the SDK's `watch_disconnect`)."""
+    while (await receive()).get("type") != "http.disconnect":
+        pass
+
+
+async def _reply(request_id: RequestId, result: Awaitable[dict[str, Any]]) -> JSONRPCResponse | JSONRPCError:
+    """The SDK's `_to_jsonrpc_response`: the handler's outcome as the JSON-RPC reply, any exception mapped by
+    `modern_error_data`."""
+    try:
+        return JSONRPCResponse(jsonrpc="2.0", id=request_id, result=await result)
+    except Exception as exc:
+        return JSONRPCError(jsonrpc="2.0", id=request_id, error=modern_error_data(exc))
+
+
+def _dumped(message: JSONRPCResponse | JSONRPCError) -> bytes:
+    body = message.model_dump(mode="json", by_alias=True, exclude_none=True)
+    return json.dumps(body, separators=(",", ":")).encode()
+
+
+async def _write_json(message: JSONRPCResponse | JSONRPCError, send: Send) -> None:
+    """The SDK's `_write` (a Starlette `Response`): the status from `ERROR_CODE_HTTP_STATUS`, the same headers."""
+    error: ErrorData | None = message.error if isinstance(message, JSONRPCError) else None
+    status = ERROR_CODE_HTTP_STATUS.get(error.code, 200) if error is not None else 200
+    body = _dumped(message)
+    headers = [(b"content-length", str(len(body)).encode()), (b"content-type", _JSON_TYPE)]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+def _sse_event(message: JSONRPCResponse | JSONRPCError) -> bytes:
+    """The SDK's `_sse_event`: one `event: message` frame."""
+    return b"event: message\r\ndata: " + _dumped(message) + b"\r\n\r\n"
