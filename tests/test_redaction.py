@@ -371,7 +371,7 @@ async def test_the_cli_shows_the_workflow_redacted(
     found = _secrets()
     outcome = await vault.service.call("vault_login", _arguments(found), caller=CALLER)
     assert outcome.kind is OutcomeKind.COMPLETED and outcome.workflow_id is not None
-    args = argparse.Namespace(action="show", workflow_id=outcome.workflow_id, json=True)
+    args = argparse.Namespace(action="show", workflow_id=outcome.workflow_id, json=True, follow=False)
     capsys.readouterr()
     with capture_logs():  # the log lines would go to the same stdout here
         shown = await cli._workflows(env.settings(tools_dir=_tools_dir(tmp_path)), args)  # pyright: ignore[reportPrivateUsage]

@@ -243,6 +243,17 @@ _DEAD_LETTER = text(
 _DEAD_LETTERS = text(
     "SELECT * FROM dead_letters WHERE CAST(:letter AS bigint) IS NULL OR id = :letter ORDER BY id DESC LIMIT :limit"
 )
+_COUNTS = text(
+    f"""
+    SELECT tool, status, count(*) AS n FROM workflows
+    WHERE (NOT :open_only OR status NOT IN ({", ".join(repr(s.value) for s in sorted(TERMINAL))}))
+      AND (CAST(:since AS timestamptz) IS NULL OR created_at >= :since)
+    GROUP BY tool, status
+    """
+)
+_OUTBOX_DEPTH = text(
+    "SELECT count(*) AS n, extract(epoch FROM now() - min(created_at)) AS oldest FROM outbox WHERE NOT held"
+)
 _OVERDUE = text(
     """
     SELECT id FROM workflows
@@ -799,19 +810,6 @@ class PostgresStore:
             letters = int((await conn.execute(text("SELECT count(*) FROM dead_letters"))).scalar_one())
         oldest = float(outbox.oldest) if outbox.oldest is not None else None
         return Counts(by, int(outbox.n), oldest, letters)
-
-
-_COUNTS = text(
-    f"""
-    SELECT tool, status, count(*) AS n FROM workflows
-    WHERE (NOT :open_only OR status NOT IN ({", ".join(repr(s.value) for s in sorted(TERMINAL))}))
-      AND (CAST(:since AS timestamptz) IS NULL OR created_at >= :since)
-    GROUP BY tool, status
-    """
-)
-_OUTBOX_DEPTH = text(
-    "SELECT count(*) AS n, extract(epoch FROM now() - min(created_at)) AS oldest FROM outbox WHERE NOT held"
-)
 
 
 def _alembic_config(url: str) -> Any:
