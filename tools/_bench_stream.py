@@ -25,7 +25,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, cast
 
-from _loadgen import CallError, McpConnection
+from _loadgen import CallError, McpConnection, successful_result
 
 __all__ = ["TOOL", "SseDecoder", "StreamResult", "StreamSpec", "run_streams"]
 
@@ -106,14 +106,7 @@ class SseDecoder:
 
 def _steps(reply: dict[str, Any]) -> int:
     """The steps of a successful `slow_progress` reply, or CallError."""
-    if "error" in reply:
-        raise CallError(f"JSON-RPC error: {json.dumps(reply['error'])[:160]}")
-    result = reply.get("result")
-    if not isinstance(result, dict):
-        raise CallError(f"no result object: {json.dumps(reply)[:160]}")
-    result = cast(dict[str, Any], result)
-    if result.get("isError") is True:
-        raise CallError(f"isError: {json.dumps(result.get('content'))[:160]}")
+    result = successful_result(reply)
     structured = result.get("structuredContent")
     steps = cast(dict[str, Any], structured).get("steps") if isinstance(structured, dict) else None
     if not isinstance(steps, int):

@@ -45,6 +45,7 @@ __all__ = [
     "call_once",
     "http_status",
     "run_load",
+    "successful_result",
 ]
 
 WIRES = {"2026": "2026-07-28", "2025": "2025-11-25"}
@@ -171,11 +172,8 @@ def find_reply(response: Response, request_id: int) -> dict[str, Any]:
     raise CallError(f"no reply with id {request_id} in the body: {response.body[:160]!r}")
 
 
-def check_echo(response: Response, request_id: int, text: str) -> dict[str, Any]:
-    """The reply to an echo call, or CallError unless it is a successful echo of `text`."""
-    if response.status != 200:
-        raise CallError(f"HTTP {response.status}: {response.body[:160]!r}", reset=True)
-    reply = find_reply(response, request_id)
+def successful_result(reply: dict[str, Any]) -> dict[str, Any]:
+    """The `result` of a JSON-RPC reply to a tool call, or CallError unless the call succeeded."""
     if "error" in reply:
         raise CallError(f"JSON-RPC error: {json.dumps(reply['error'])[:160]}")
     result = reply.get("result")
@@ -184,6 +182,15 @@ def check_echo(response: Response, request_id: int, text: str) -> dict[str, Any]
     result = cast(dict[str, Any], result)
     if result.get("isError") is True:
         raise CallError(f"isError: {json.dumps(result.get('content'))[:160]}")
+    return result
+
+
+def check_echo(response: Response, request_id: int, text: str) -> dict[str, Any]:
+    """The reply to an echo call, or CallError unless it is a successful echo of `text`."""
+    if response.status != 200:
+        raise CallError(f"HTTP {response.status}: {response.body[:160]!r}", reset=True)
+    reply = find_reply(response, request_id)
+    result = successful_result(reply)
     structured = result.get("structuredContent")
     if not isinstance(structured, dict) or cast(dict[str, Any], structured).get("text") != text:
         raise CallError(f"unexpected result: {json.dumps(result)[:160]}")
