@@ -254,7 +254,12 @@ async def test_what_nats_refuses_a_worker_is_an_error_naming_the_subject_and_the
                 deaf, data = command(subjects.event("tools.a", "y"), subject="tools.b")
                 sub = await js.pull_subscribe(subjects.event("tools.a", "y"), stream=subjects.event_stream)
                 await js.publish(subjects.command("tools.a"), data, headers={"Nats-Msg-Id": deaf})
-                failed = next(json.loads(m.data) for m in await sub.fetch(1, timeout=20))
+                # Its end: `failed` (an `input_required` may come first when NATS's refusal of the answers'
+                # subscription reached the worker only after it asked: the ask then fails as it arrives).
+                seen: list[dict[str, Any]] = []
+                while not seen or seen[-1]["kind"] == "input_required":
+                    seen += [json.loads(m.data) for m in await sub.fetch(1, timeout=20)]
+                failed = seen[-1]
     finally:
         await admin.close()
     refusal = next(e for e in logs if e["event"] == "worker.events_refused")
@@ -577,3 +582,19 @@ def _files_holding(folder: Path, needle: bytes) -> list[Path]:
 
 async def _never(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]:
     raise AssertionError("the intruder never gets a command")
+
+
+def test_a_refusal_reported_late_reaches_the_watcher_of_its_subject() -> None:
+    """A slow connection may report a refused subscription after the flush that was to catch it: the watcher of that
+    subject (the asks waiting for answers on it) hears it then, naming the user and the subject."""
+    from mcp_gateway_worker._credentials import Violations
+
+    violations = Violations("alpha")
+    heard: list[PermissionDenied] = []
+    stop = violations.watch("deny.ctl.input.tools.b.y", heard.append)
+    assert violations.note('nats: permissions violation for subscription to "deny.ctl.input.tools.b.y"')
+    assert violations.note('nats: permissions violation for publish to "deny.evt.tools.b.x"')  # not watched
+    assert [(d.user, d.operation, d.subject) for d in heard] == [("alpha", "subscribe to", "deny.ctl.input.tools.b.y")]
+    stop()
+    violations.note('nats: permissions violation for subscription to "deny.ctl.input.tools.b.y"')
+    assert len(heard) == 1

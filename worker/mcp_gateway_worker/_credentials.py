@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 import time
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -135,15 +135,32 @@ class Violations:
     def __init__(self, user: str | None, keep: int = 64) -> None:
         self.user = user
         self._seen: deque[tuple[float, str, str]] = deque(maxlen=keep)
+        self._watchers: dict[str, Callable[[PermissionDenied], None]] = {}
 
     def note(self, error: BaseException | str) -> bool:
-        """Record an error the callback got; True when it was a permissions violation."""
+        """Record an error the callback got; True when it was a permissions violation. A watcher of its subject
+        (`watch`) is told at once."""
         found = _VIOLATION.search(str(error))
         if found is None:
             return False
         operation = "publish to" if found.group(1).lower() == "publish" else "subscribe to"
         self._seen.append((time.monotonic(), operation, found.group(2)))
+        watcher = self._watchers.get(found.group(2).lower())
+        if watcher is not None:
+            watcher(PermissionDenied(self.user, operation, found.group(2)))
         return True
+
+    def watch(self, subject: str, refused: Callable[[PermissionDenied], None]) -> Callable[[], None]:
+        """Call `refused` when NATS reports a violation on `subject` from now on (a refusal that comes after the
+        check that was to catch it, on a slow connection); returns the function that stops watching."""
+        key = subject.lower()
+        self._watchers[key] = refused
+
+        def stop() -> None:
+            if self._watchers.get(key) is refused:
+                del self._watchers[key]
+
+        return stop
 
     @staticmethod
     def mark() -> float:

@@ -19,7 +19,7 @@ from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
-from mcp_gateway_worker._credentials import Violations
+from mcp_gateway_worker._credentials import PermissionDenied, Violations
 from mcp_gateway_worker.contract import Command, ContractError, EventKind, InputAnswer, InputRequest, decode_answer
 
 __all__ = ["Questions"]
@@ -44,6 +44,7 @@ class Questions:
         self._sent: set[asyncio.Task[None]] = set()
         self._subscription: Subscription | None = None
         self._closed = False
+        self._unwatch: Callable[[], None] | None = None
 
     async def ask(self, request: InputRequest) -> InputAnswer:
         """Ask (together with any question asked at the same moment) and wait for this one's answer; at the
@@ -74,6 +75,8 @@ class Questions:
         try:
             if self._subscription is None:  # listen before asking, so no answer is missed
                 mark = Violations.mark()
+                if self._violations is not None:  # a refusal reported after the check below fails the asks too
+                    self._unwatch = self._violations.watch(self._subject, self._refused)
                 self._subscription = await self._nc.subscribe(self._subject, cb=self._on_answer)
                 if self._violations is not None:
                     # A refused subscription is reported before the flush is answered (NATS away: go on unknowing).
@@ -82,12 +85,21 @@ class Questions:
                     refused = self._violations.since(mark, [self._subject], "hear the answers", exact=True)
                     if refused is not None:
                         raise refused
-            await self._emit(EventKind.INPUT_REQUIRED, requests=batch)
+            batch = [r for r in batch if not self._waiting[r.id].done()]  # refused meanwhile: not asked
+            if batch:
+                await self._emit(EventKind.INPUT_REQUIRED, requests=batch)
         except Exception as exc:  # the bus failed: each waiting ask raises it
             for request in batch:
                 future = self._waiting.get(request.id)
                 if future is not None and not future.done():
                     future.set_exception(exc)
+
+    def _refused(self, denied: PermissionDenied) -> None:
+        """NATS refused the answers' subscription: every waiting ask fails with it (none could be answered)."""
+        error = PermissionDenied(denied.user, denied.operation, denied.subject, "hear the answers")
+        for future in self._waiting.values():
+            if not future.done():
+                future.set_exception(error)
 
     async def _on_answer(self, msg: Msg) -> None:
         try:
@@ -102,6 +114,8 @@ class Questions:
     async def close(self) -> None:
         """The command is settled: stop listening, and send nothing more."""
         self._closed = True
+        if self._unwatch is not None:
+            self._unwatch()
         for sending in list(self._sent):
             sending.cancel()
         if self._sent:
