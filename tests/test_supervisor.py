@@ -99,3 +99,22 @@ async def test_readiness_says_when_the_fold_lags_behind_its_events(
     assert (await gateway.ready())["events_backlog"] == expected
     monkeypatch.setattr(gateway, "settings", gateway.settings.model_copy(update={"ready_max_event_backlog": 50_000}))
     assert (await gateway.ready())["events_backlog"] == "ok"
+
+
+async def test_a_failing_local_subscriber_never_fails_a_committed_change(
+    gateway: Gateway, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The store tells this process's waiters of its own commits at once; if that raises, the change stands and the
+    call still hears of it (by PostgreSQL's notification)."""
+    from structlog.testing import capture_logs
+
+    from mcp_gateway.core.service import Caller, OutcomeKind
+
+    def broken(change: bytes) -> None:
+        raise RuntimeError("a listener bug")
+
+    monkeypatch.setattr(gateway.store, "_on_change", broken)
+    with capture_logs() as logs:
+        outcome = await gateway.service.call("steps", {"count": 2}, caller=Caller(subject="tester"))
+    assert outcome.kind is OutcomeKind.COMPLETED and outcome.result == {"count": 2}
+    assert any(e["event"] == "store.local_change_failed" for e in logs)

@@ -650,10 +650,15 @@ class PostgresStore:
         return Applied(workflow_id, m["tool"], decision, duplicate=False)
 
     def _tell(self, changes: list[bytes]) -> None:
-        """This process's subscriber hears of changes it just committed, without waiting for PostgreSQL."""
+        """This process's subscriber hears of changes it just committed, without waiting for PostgreSQL. The change
+        is committed whatever the subscriber does: a subscriber that fails is logged, never the writer's failure
+        (PostgreSQL's notification of the change still reaches it)."""
         if self._on_change is not None:
             for change in changes:
-                self._on_change(change)
+                try:
+                    self._on_change(change)
+                except Exception:
+                    log.exception("store.local_change_failed")
 
     async def _transition_in(
         self,
