@@ -157,6 +157,7 @@ class Gateway:
             self.feed,
             self.resources,
             principal=principal_from(self.principals),
+            current=self.principals.current,
             limits=self.call_limits,
         )
 

@@ -4,6 +4,7 @@ filtered lists, per-caller isolation of workflows everywhere one can be reached,
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import subprocess
@@ -226,6 +227,40 @@ async def test_a_caller_cannot_reach_another_callers_workflow(gateway: Gateway, 
     assert record.caller == "alice" and record.status.value == "cancelled"
     events = await gateway.workflows.events(workflow_id, ADMIN)
     assert any(e.kind == "cancelled" and "ops-oncall" in json.dumps(e.data) for e in events), events
+
+
+async def test_a_listen_stream_honors_only_the_callers_own_workflows(gateway: Gateway, env: Env) -> None:
+    """2026-07-28 `subscriptions/listen` naming another caller's workflow: the URI is left out of the ack, as a
+    URI naming nothing is, and no update of it reaches that stream; the owner's stream hears it."""
+    from mcp.shared.subscriptions import ResourceUpdated
+
+    from tests.test_long_running import gate_for
+
+    alice, mallory = await token_for(gateway, "alice"), await token_for(gateway, "mallory")
+    gate_name, gate = gate_for(env)
+    async with http_server(gateway, auth="required") as url, client(url, alice) as owner, client(url, mallory) as other:
+        started = await owner.call_tool("background", {"seconds": 0, "gate": gate_name})
+        uri = f"workflow://{(started.meta or {})['io.mcp-gateway/workflowId']}"
+        nothing = "workflow://wf_00000000000000000000000000"
+        async with other.listen(resource_subscriptions=[uri, nothing], tools_list_changed=True) as theirs:
+            assert theirs.honored is not None and not theirs.honored.resource_subscriptions
+            assert theirs.honored.tools_list_changed  # the rest of the filter stands
+            async with owner.listen(resource_subscriptions=[uri]) as mine:
+                assert mine.honored is not None and mine.honored.resource_subscriptions == [uri]
+                gate.set()
+                async with asyncio.timeout(10):
+                    async for event in mine:
+                        if isinstance(event, ResourceUpdated) and event.uri == uri:
+                            break
+            heard: list[object] = []
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(1):
+                    async for event in theirs:
+                        heard.append(event)
+            assert not [e for e in heard if isinstance(e, ResourceUpdated)], heard
+        with pytest.raises(MCPError, match="at most 256"):
+            async with other.listen(resource_subscriptions=[f"test://r/{i}" for i in range(257)]):
+                pass
 
 
 async def test_tasks_are_the_callers_own(gateway: Gateway, env: Env) -> None:

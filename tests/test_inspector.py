@@ -320,3 +320,45 @@ async def test_bearer_token(inspector_install: tuple[Path, Path], gateway: Gatew
         # The TS client read the 401's WWW-Authenticate (resource metadata) and would start OAuth: auth_required.
         refusal = bare.error_envelope()
         assert bare.returncode != 0 and refusal is not None and refusal.get("code") == "auth_required", bare.report()
+
+
+@pytest.mark.parametrize("era", ["legacy", "modern"])
+async def test_jwt_bearer_token(inspector_install: tuple[Path, Path], env: Env, tmp_path: Path, era: str) -> None:
+    """A TypeScript client with a JWT from a local identity provider's JWKS: served as the token's subject with
+    its scopes' tools; the same token made for another audience, or signed by a key the JWKS does not hold, is
+    refused as no token is."""
+    from mcp_gateway.app import open_gateway
+    from tests.conftest import running_workers
+    from tests.test_auth import identity_provider, jwt_settings
+
+    executable, node = inspector_install
+    home = tmp_path / "home"
+    home.mkdir()
+    async with identity_provider() as idp:
+        settings = env.settings().model_copy(update={"jwt": jwt_settings(idp)})
+        async with (
+            open_gateway(settings) as gateway,
+            running_workers(env),
+            http_server(gateway, auth="required") as url,
+        ):
+
+            def inspector(token: str) -> Inspector:
+                header = ("--header", f"Authorization: Bearer {token}")
+                return Inspector(executable, node.parent, (url, "--transport", "http", *header), era, home, {})
+
+            authed = inspector(idp.token(sub="jane", scope="billing"))
+            listed = await authed.run("--method", "tools/list")
+            assert listed.returncode == 0, listed.report()
+            names = {tool["name"] for tool in json.loads(listed.stdout)["result"]["tools"]}
+            assert "ledger" in names and "echo" in names, names
+            result = await authed.call_tool("echo", text="hi")
+            record = await gateway.workflows.get(result["_meta"][WORKFLOW_META], ADMIN)
+            assert record.caller == "jane"
+            idp.add_key("unpublished")
+            forged = idp.token("unpublished", sub="jane")
+            idp.keys.pop("unpublished")
+            for token in (idp.token(sub="jane", aud="another-service"), forged):
+                refused = await inspector(token).run("--method", "tools/list")
+                assert refused.returncode != 0, refused.report()
+                envelope = refused.error_envelope()
+                assert envelope is not None and envelope.get("code") == "auth_required", refused.report()

@@ -122,6 +122,12 @@ def _cases() -> list[tuple[str, list[str], bytes, bool]]:
         ("invalid arguments", *call("echo", {"text": 42}), True),
         ("an unknown tool", *call("no_such_tool", {}), True),
         ("a tool out of the caller's scopes", *call("ledger", {"note": "x"}), True),
+        (
+            "a tool out of the caller's scopes, its Mcp-Param header disagreeing",
+            [*call("ledger", {"note": "x"})[0], "Mcp-Param-Note: y"],
+            call("ledger", {"note": "x"})[1],
+            True,
+        ),
         ("a task-only tool without the tasks extension", *call("failing_job", {}), True),
         ("params without a name", routing("tools/call"), rpc("tools/call", {"arguments": {}}), True),
         (
@@ -229,6 +235,13 @@ async def test_the_lean_route_answers_as_the_sdk_does(gateway: Gateway, lean_rou
             assert (route.served - served, route.handed_over - handed) == ((1, 0) if hot else (0, 1)), name
             if hot:
                 assert lean.header("content-type") == "application/json", name
+        # A tool the caller may not use answers as an unknown one, even when an Mcp-Param header disagrees with
+        # its arguments (a 400 naming the header would tell that the tool exists), on both routes.
+        lines, body = call("ledger", {"note": "x"})
+        for url in (lean_url, sdk_url):
+            hidden = await exchange(url, [*lines, "Mcp-Param-Note: y", auth], body)
+            assert hidden.status == 200, hidden
+            assert json.loads(hidden.body)["result"]["_meta"]["io.mcp-gateway/error"]["error"] == "unknown_tool"
     statuses = {name: hot for name, _, _, hot in _cases()}
     assert sum(statuses.values()) >= 10 and len(statuses) - sum(statuses.values()) >= 15
 

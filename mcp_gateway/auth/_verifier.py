@@ -3,6 +3,7 @@ and the principal (`Viewer`) a request's token stands for."""
 
 from __future__ import annotations
 
+from mcp.server.auth.middleware.auth_context import auth_context_var
 from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
 from mcp.server.auth.provider import AccessToken
 from starlette.types import Scope
@@ -46,3 +47,9 @@ class Principals:
         if isinstance(user, AuthenticatedUser):
             return self.of_token(user.access_token)
         return self.local
+
+    def current(self) -> Viewer:
+        """The principal of the HTTP request being handled in this task (the SDK's auth context), else the local
+        one: for checks the SDK makes before a handler has a request context (the `Mcp-Param-*` schema lookup)."""
+        user = auth_context_var.get()
+        return self.of_token(user.access_token) if user is not None else self.local

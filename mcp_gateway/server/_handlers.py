@@ -148,6 +148,42 @@ class _GatewayServer(Server[Any]):
         )
 
 
+MAX_LISTENED_URIS = 256
+"""Resource URIs one `subscriptions/listen` may name (each is checked against the caller's rights)."""
+
+
+class _OwnSubscriptions:
+    """`subscriptions/listen` (2026-07-28) honoring only the resource URIs the caller may subscribe to: another
+    caller's workflow or a resource out of its scopes is left out of the acknowledged filter, exactly like a URI
+    that names nothing (so the ack does not tell which exist)."""
+
+    def __init__(
+        self,
+        inner: ListenHandler,
+        principal: Principal,
+        may_subscribe: Callable[[Viewer, str], Awaitable[bool]],
+    ) -> None:
+        self.inner = inner
+        self.principal = principal
+        self.may_subscribe = may_subscribe
+
+    async def __call__(
+        self, ctx: ServerRequestContext[Any], params: types.SubscriptionsListenRequestParams
+    ) -> types.SubscriptionsListenResult:
+        wanted = params.notifications.resource_subscriptions
+        if wanted:
+            if len(wanted) > MAX_LISTENED_URIS:
+                raise MCPError(
+                    types.INVALID_PARAMS,
+                    f"subscriptions/listen names {len(wanted)} resource URIs: at most {MAX_LISTENED_URIS} per stream",
+                )
+            viewer = self.principal(ctx)
+            kept = [uri for uri in dict.fromkeys(wanted) if await self.may_subscribe(viewer, uri)]
+            notifications = params.notifications.model_copy(update={"resource_subscriptions": kept})
+            params = params.model_copy(update={"notifications": notifications})
+        return await self.inner(ctx, params)
+
+
 def build_server(
     service: ToolCallService,
     workflows: Workflows,
@@ -155,13 +191,15 @@ def build_server(
     reader: ResourceReader,
     *,
     principal: Principal,
+    current: Callable[[], Viewer],
     limits: CallLimits | None = None,
 ) -> Server[Any]:
     """The low-level MCP server: tools from the registry plus the built-in workflow tools, calls through the
     service, workflow resources with update notifications on both protocol revisions.
 
     Each request acts as its `principal`: it sees only the tools, prompts and resources whose scopes it holds
-    (anything else answers as if it did not exist) and only its own workflows."""
+    (anything else answers as if it did not exist) and only its own workflows. `current` is the principal of the
+    request in hand where the SDK asks without a context (the `Mcp-Param-*` schema lookup)."""
 
     def track_lister(ctx: ServerRequestContext[Any]) -> None:
         if ctx.protocol_version not in MODERN_PROTOCOL_VERSIONS:  # 2026-07-28 clients listen instead
@@ -344,20 +382,21 @@ def build_server(
             raise MCPError(code, f"unknown resource {uri!r}", {"uri": uri})
         return types.ReadResourceResult.model_validate({"contents": contents})
 
-    async def subscribe(ctx: ServerRequestContext[Any], params: types.SubscribeRequestParams) -> types.EmptyResult:
-        uri = str(params.uri)
-        viewer = principal(ctx)
+    async def may_subscribe(viewer: Viewer, uri: str) -> bool:
+        """Only to one's own workflows, and to resources one may read."""
         parsed = parse_uri(uri)
-        if parsed is not None:  # only to one's own workflows
+        if parsed is not None:
             try:
                 await workflows.get(parsed[0], viewer)
-                allowed = True
             except WorkflowNotFound:
-                allowed = False
-        else:
-            needs = reader.scopes_of(uri)
-            allowed = needs is not None and viewer.may(needs)
-        if not allowed:
+                return False
+            return True
+        needs = reader.scopes_of(uri)
+        return needs is not None and viewer.may(needs)
+
+    async def subscribe(ctx: ServerRequestContext[Any], params: types.SubscribeRequestParams) -> types.EmptyResult:
+        uri = str(params.uri)
+        if not await may_subscribe(principal(ctx), uri):
             raise MCPError(types.INVALID_PARAMS, f"cannot subscribe to {uri!r}: no such resource", {"uri": uri})
         feed.subscribe(ctx.session, uri)
         return types.EmptyResult()
@@ -400,10 +439,12 @@ def build_server(
         return types.EmptyResult()
 
     def input_schema(name: str) -> dict[str, Any] | None:
-        # Lets the SDK check 2026-07-28 `Mcp-Param-*` headers without running tools/list on every call.
+        # Lets the SDK check 2026-07-28 `Mcp-Param-*` headers without running tools/list on every call. A tool
+        # the caller may not use has no schema to check against (no header mismatch tells that it exists): the
+        # call then answers as an unknown tool.
         tool = service.registry.get(name)
         if tool is not None:
-            return tool.listing.input_schema
+            return tool.listing.input_schema if current().may(tool.config.scopes) else None
         builtin = BUILTIN_TOOLS.get(name)
         return builtin.listing.input_schema if builtin is not None else None
 
@@ -420,7 +461,7 @@ def build_server(
         on_read_resource=read_resource,
         on_subscribe_resource=subscribe,
         on_unsubscribe_resource=unsubscribe,
-        on_subscriptions_listen=ListenHandler(feed.bus),
+        on_subscriptions_listen=_OwnSubscriptions(ListenHandler(feed.bus), principal, may_subscribe),
         on_list_prompts=list_prompts,
         on_get_prompt=get_prompt,
         on_completion=complete,
