@@ -317,6 +317,33 @@ async def test_a_caller_past_its_rate_gets_429_with_retry_after_others_keep_thei
         assert (status, body["caller"]) == (429, "ip:127.0.0.1")
 
 
+@pytest.mark.parametrize("spec", ["5/second", "5/second;100/minute"])
+def test_a_rate_counts_in_the_callers_thread_and_forgets_old_windows(spec: str) -> None:
+    """The rate is the `limits` library's moving window; its expiry pass runs at most once a second in the hit
+    that finds it due (no timer thread per hit), and drops the counts of windows that have gone."""
+    import threading
+
+    from limits.storage import MemoryStorage
+
+    rate = RateLimit(spec)
+    threads = threading.active_count()
+    assert [rate.hit("a") for _ in range(5)] == [None] * 5
+    wait = rate.hit("a")
+    assert wait is not None and 0 < wait <= 1
+    assert rate.hit("b") is None  # another key keeps its own
+    for _ in range(200):
+        rate.hit("c")
+    assert threading.active_count() <= threads  # no thread started per hit (the library's default starts one)
+    storage = rate._limiter.storage  # pyright: ignore[reportPrivateUsage]
+    assert isinstance(storage, MemoryStorage)
+    second = "LIMITER/a/5/1/second"
+    assert len(storage.events[second]) == 5
+    time.sleep(1.1)  # the second's window has gone: the next hit (the pass is due) drops its entries
+    assert rate.hit("d") is None
+    assert storage.events[second] == []
+    assert rate.hit("a") is None
+
+
 def test_a_rate_that_is_not_one_is_refused_at_load_with_its_key() -> None:
     with pytest.raises(ConfigError) as raised:
         load_settings(rate_limit="lots per second")

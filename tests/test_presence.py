@@ -50,6 +50,40 @@ def test_subject_matching(pattern: str, subject: str, matches: bool) -> None:
     assert subject_matches(pattern, subject) is matches
 
 
+async def test_callers_that_find_the_view_stale_together_ask_the_bus_once() -> None:
+    """Under load every call finds the view expired at the same moment: one JetStream question serves them all,
+    a failed one fails none of them (the tool is assumed served), and the next expiry asks again."""
+    from mcp_gateway_worker.contract import Subjects
+
+    from mcp_gateway.core.presence import WorkerPresence
+    from mcp_gateway.errors import BusError
+    from mcp_gateway.registry import load_registry
+    from tests.conftest import ROOT
+
+    class Bus:
+        reconnected_for = 3600.0
+        asked = 0
+        fail = False
+
+        async def listened_subjects(self) -> list[str]:
+            self.asked += 1
+            await asyncio.sleep(0.05)
+            if self.fail:
+                raise BusError("NATS is away")
+            return ["mcpgw.cmd.examples.>"]
+
+    bus = Bus()
+    presence = WorkerPresence(bus, Subjects("mcpgw"), ttl=0.2)  # pyright: ignore[reportArgumentType]
+    registry = load_registry(ROOT / "config" / "tools")
+    tool = next(iter(registry.tools.values()))
+    answers = await asyncio.gather(*(presence.served(tool) for _ in range(50)))
+    assert bus.asked == 1 and len(set(answers)) == 1
+    bus.fail = True
+    await asyncio.sleep(0.25)
+    assert await asyncio.gather(*(presence.served(tool) for _ in range(20))) == [True] * 20
+    assert bus.asked == 2
+
+
 async def test_a_call_to_a_tool_nobody_serves_says_so_at_once_and_runs_when_a_worker_comes(
     gateway: Gateway, env: Env
 ) -> None:

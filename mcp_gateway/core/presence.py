@@ -4,6 +4,7 @@ consumers (one JetStream request every `ttl` seconds at most, none on the hot pa
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Iterable
 
@@ -19,8 +20,15 @@ __all__ = ["WorkerPresence"]
 RECONNECT_GRACE = 5.0
 """Seconds after (re)connecting to NATS during which no tool is said to lack a worker (consumers look idle until
 their workers pull again)."""
+MAX_REMEMBERED = 4096
+"""Subjects whose answer is kept between refreshes (one per tool in practice)."""
 
 log = structlog.get_logger(__name__)
+
+
+def _retrieved(future: asyncio.Future[None]) -> None:
+    if not future.cancelled():
+        future.exception()
 
 
 class WorkerPresence:
@@ -30,13 +38,32 @@ class WorkerPresence:
         self._ttl = ttl
         self._patterns: list[str] = []
         self._at = float("-inf")
+        self._answers: dict[str, bool] = {}
+        """Subject -> whether a pattern of `_patterns` matches it (the same patterns until the next refresh)."""
+        self._asking: asyncio.Future[None] | None = None
+        """The bus question in flight, shared by the callers waiting for it."""
 
     async def _refresh(self) -> None:
-        self._patterns = await self._bus.listened_subjects()
+        """Ask the bus once for every caller that finds the view stale at the same moment (under load, every
+        concurrent call would ask JetStream for the whole consumer list at each expiry)."""
+        if self._asking is None or self._asking.done():
+            self._asking = asyncio.ensure_future(self._ask())
+            self._asking.add_done_callback(_retrieved)  # all its callers may have been cancelled meanwhile
+        await asyncio.shield(self._asking)
+
+    async def _ask(self) -> None:
+        patterns = await self._bus.listened_subjects()
+        if patterns != self._patterns:
+            self._patterns, self._answers = patterns, {}
         self._at = time.monotonic()
 
     def _matches(self, subject: str) -> bool:
-        return any(subject_matches(pattern, subject) for pattern in self._patterns)
+        answer = self._answers.get(subject)
+        if answer is None:
+            if len(self._answers) >= MAX_REMEMBERED:
+                self._answers.clear()
+            answer = self._answers[subject] = any(subject_matches(p, subject) for p in self._patterns)
+        return answer
 
     async def served(self, tool: Tool) -> bool:
         """Whether some worker reads the tool's commands now: a positive answer is kept `ttl` seconds, a negative

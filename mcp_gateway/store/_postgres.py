@@ -21,10 +21,10 @@ import structlog
 from asyncpg.pool import PoolConnectionProxy
 from mcp_gateway_worker.contract import Event
 from sqlalchemy import RowMapping, bindparam, text
-from sqlalchemy.dialects.postgresql import ARRAY, JSONB
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
-from sqlalchemy.types import BigInteger, LargeBinary
+from sqlalchemy.types import LargeBinary
 
 from mcp_gateway.core.changes import Change
 from mcp_gateway.core.ports import (
@@ -44,6 +44,7 @@ from mcp_gateway.core.ports import (
 from mcp_gateway.core.states import TERMINAL, Fold, Status, WorkflowState, answering, ending, held_command
 from mcp_gateway.core.supervisor import Supervisor
 from mcp_gateway.errors import StoreError, StoreRejected
+from mcp_gateway.store._known import KnownStates
 
 __all__ = ["PostgresStore", "asyncpg_url", "migration_level", "migrations_head", "run_migrations"]
 
@@ -121,10 +122,10 @@ _BY_KEY = text(
     "SELECT id, arguments_hash FROM workflows WHERE caller = :caller AND tool = :tool AND idempotency_key = :key"
 )
 
-_MARK_PUBLISHED = text(
-    """
+# asyncpg's own pool: one prepared statement for a batch of the relay's marks.
+_MARK_PUBLISHED = """
     WITH sent AS (
-        DELETE FROM outbox WHERE id = ANY(:ids) RETURNING workflow_id
+        DELETE FROM outbox WHERE id = ANY($1::bigint[]) RETURNING workflow_id
     ), moved AS (
         UPDATE workflows w SET status = 'dispatched', updated_at = now(), version = w.version + 1
         FROM sent WHERE w.id = sent.workflow_id AND w.status = 'pending'
@@ -134,8 +135,8 @@ _MARK_PUBLISHED = text(
     SELECT sent.workflow_id, 'dispatched', 'dispatched', CASE WHEN moved.id IS NULL THEN NULL ELSE 'dispatched' END
     FROM sent LEFT JOIN moved ON moved.id = sent.workflow_id
     ON CONFLICT (workflow_id, event_key) DO NOTHING
-    """
-).bindparams(bindparam("ids", type_=ARRAY(BigInteger)))
+    RETURNING workflow_id, status
+"""
 
 _UNPUBLISHED = text(
     """
@@ -277,6 +278,16 @@ def _dumps(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
 
 
+class _Connection(asyncpg.Connection):
+    """A pooled connection released without asyncpg's reset statement (`pg_advisory_unlock_all(); CLOSE ALL;
+    UNLISTEN *; RESET ALL`: a round trip after every use). The pool's statements set no session state, take no
+    advisory locks, open no cursors and listen to nothing (LISTEN has its own connection); an open transaction is
+    still rolled back on release."""
+
+    def get_reset_query(self) -> str:
+        return ""
+
+
 async def _set_codecs(conn: asyncpg.Connection) -> None:
     """JSON and JSONB as Python values, as SQLAlchemy's JSONB type gives them."""
     for name in ("json", "jsonb"):
@@ -358,6 +369,8 @@ class PostgresStore:
         self._pool: asyncpg.Pool | None = None
         """asyncpg's own pool, for the hot path's statements (prepared once per connection); SQLAlchemy's
         engine serves the rest."""
+        self._known = KnownStates()
+        """The states this process wrote last: the fold decides on them without reading the row first."""
         self._supervisor: Supervisor | None = None
         self._on_change: Callable[[bytes], None] | None = None
         """This process's subscriber: told of each change it commits at once (PostgreSQL's notification of it,
@@ -380,6 +393,7 @@ class PostgresStore:
                 min_size=1,
                 max_size=self._pool_size,
                 init=_set_codecs,
+                connection_class=_Connection,
             )
         except BaseException:
             await self._engine.dispose()
@@ -492,6 +506,8 @@ class PostgresStore:
                     command.payload,
                     workflow.approval is not None,
                 )
+            if workflow.approval is None:  # the row as the statement wrote it (the columns' defaults)
+                self._known.wrote(workflow.id, workflow.tool, WorkflowState(status=workflow.status))
             return int(outbox_id)
         key = {"caller": workflow.caller, "tool": workflow.tool, "key": workflow.idempotency_key}
         async with self._transaction() as conn:
@@ -527,8 +543,9 @@ class PostgresStore:
 
     async def mark_published(self, outbox_ids: Sequence[int]) -> None:
         if outbox_ids:
-            async with self._autocommit() as conn:
-                await conn.execute(_MARK_PUBLISHED, {"ids": list(outbox_ids)})
+            async with self._raw() as conn:
+                marked = await conn.fetch(_MARK_PUBLISHED, list(outbox_ids))
+            self._known.dispatched([r["workflow_id"] for r in marked if r["status"] == Status.DISPATCHED.value])
 
     async def unpublished(self, older_than_seconds: float, limit: int) -> list[OutboxMessage]:
         async with self._autocommit() as conn:
@@ -605,49 +622,64 @@ class PostgresStore:
     async def _transition_at_version(
         self, workflow_id: str, key: str, kind: str, data: dict[str, Any], at: datetime, decide: Decide
     ) -> Applied | None:
-        """The common case in two round trips and one commit: read the state, decide, write if unchanged since.
-        None when it does not apply (an unknown workflow, no change, a held command released or dropped, a
-        duplicate, another change in between): the locked path decides then."""
+        """The common case in one round trip and one commit: decide on the state this process wrote last (else
+        read it first), write if the row is still at that version. A state known here that turns out stale is
+        read and decided once more; one that would hold the event back is checked against the row first. None
+        when it does not apply (an unknown workflow, no change, a held command released or dropped, a duplicate,
+        another change in between): the locked path decides then."""
         async with self._raw() as conn:
-            m = await conn.fetchrow(_STATE_OF, workflow_id)
-            if m is None:
-                return None
-            before = _state(m)
-            decision = decide(m["tool"], before)
-            if decision.defer:
-                return Applied(workflow_id, m["tool"], decision, duplicate=False)
-            new = decision.state
-            if not decision.changed or held_command(before.status, new.status) is not None:
-                return None
-            change = Change(workflow_id, new, decision.log).encode(NOTIFY_LIMIT).decode()
-            written = await conn.fetch(
-                _FOLD_AT_VERSION,
-                workflow_id,
-                before.version,
-                key,
-                kind,
-                new.status.value,
-                data,
-                decision.note,
-                at,
-                new.attempt,
-                new.last_seq,
-                new.progress,
-                new.total,
-                new.message,
-                new.result,
-                new.error,
-                new.version,
-                new.questions,
-                new.answers,
-                new.content,
-                CHANGES_CHANNEL,
-                change,
-            )
-        if not written:
-            return None
+            known = self._known.get(workflow_id)
+            while True:
+                if known is not None:
+                    tool, before = known
+                else:
+                    m = await conn.fetchrow(_STATE_OF, workflow_id)
+                    if m is None:
+                        return None
+                    tool, before = m["tool"], _state(m)
+                decision = decide(tool, before)
+                if decision.defer:
+                    if known is not None:  # a view that may be stale must not hold an event back
+                        known = None
+                        continue
+                    return Applied(workflow_id, tool, decision, duplicate=False)
+                new = decision.state
+                if not decision.changed or held_command(before.status, new.status) is not None:
+                    return None
+                change = Change(workflow_id, new, decision.log).encode(NOTIFY_LIMIT).decode()
+                written = await conn.fetch(
+                    _FOLD_AT_VERSION,
+                    workflow_id,
+                    before.version,
+                    key,
+                    kind,
+                    new.status.value,
+                    data,
+                    decision.note,
+                    at,
+                    new.attempt,
+                    new.last_seq,
+                    new.progress,
+                    new.total,
+                    new.message,
+                    new.result,
+                    new.error,
+                    new.version,
+                    new.questions,
+                    new.answers,
+                    new.content,
+                    CHANGES_CHANNEL,
+                    change,
+                )
+                if written:
+                    break
+                self._known.forget(workflow_id)
+                if known is None:
+                    return None
+                known = None  # stale: read the row and decide again
+        self._known.wrote(workflow_id, tool, new)
         self._tell([change.encode()])
-        return Applied(workflow_id, m["tool"], decision, duplicate=False)
+        return Applied(workflow_id, tool, decision, duplicate=False)
 
     def _tell(self, changes: list[bytes]) -> None:
         """This process's subscriber hears of changes it just committed, without waiting for PostgreSQL. The change
@@ -671,6 +703,7 @@ class PostgresStore:
         decide: Decide,
         announced: list[bytes] | None = None,
     ) -> Applied | None:
+        self._known.forget(workflow_id)  # the locked path writes a state the fast path's view would not know
         m = (await conn.execute(_LOCK, {"id": workflow_id})).mappings().first()
         if m is None:
             return None

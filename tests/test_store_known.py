@@ -1,0 +1,106 @@
+"""The fold's one round trip: the store decides on the state it wrote last, and a view made stale by another
+process (a second gateway) costs a read and a second decision, never a wrong state."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from mcp_gateway_worker.contract import Event, EventKind
+
+from mcp_gateway.app import open_gateway
+from mcp_gateway.core.ports import NewWorkflow, OutboxMessage
+from mcp_gateway.core.states import Fold, Status, WorkflowState, fold
+from mcp_gateway.store import PostgresStore
+from mcp_gateway.store import _postgres as postgres
+from mcp_gateway.store._known import KnownStates
+from tests.conftest import Env
+
+
+@pytest.fixture
+def reads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The workflow ids whose state the fast path read from its row (`_STATE_OF`), in order."""
+    seen: list[str] = []
+    fetchrow = postgres._Connection.fetchrow  # pyright: ignore[reportPrivateUsage]
+
+    async def counting(self: Any, query: str, *args: Any, **kw: Any) -> Any:
+        if query == postgres._STATE_OF:  # pyright: ignore[reportPrivateUsage]
+            seen.append(args[0])
+        return await fetchrow(self, query, *args, **kw)
+
+    monkeypatch.setattr(postgres._Connection, "fetchrow", counting)  # pyright: ignore[reportPrivateUsage]
+    return seen
+
+
+def progress(workflow_id: str, seq: int) -> Event:
+    return Event(workflow_id=workflow_id, seq=seq, kind=EventKind.PROGRESS, at=datetime.now(UTC), progress=seq + 1)
+
+
+def folding(event: Event, decided: list[WorkflowState]) -> Any:
+    def decide(tool: str, state: WorkflowState) -> Fold:
+        decided.append(state)
+        return fold(state, event)
+
+    return decide
+
+
+async def create(store: PostgresStore) -> str:
+    workflow_id = uuid.uuid4().hex
+    workflow = NewWorkflow(
+        id=workflow_id,
+        tool="echo",
+        tool_version="1",
+        arguments={},
+        caller="tester",
+        request_id=None,
+        trace_id=None,
+        deadline=datetime.now(UTC) + timedelta(minutes=5),
+    )
+    outbox_id = await store.create(workflow, OutboxMessage(workflow_id, "mcpgw.cmd.x", workflow_id, {}, b"{}"))
+    assert isinstance(outbox_id, int)
+    await store.mark_published([outbox_id])
+    return workflow_id
+
+
+async def test_the_fold_reads_no_row_it_wrote_and_a_stale_view_is_read_again(env: Env, reads: list[str]) -> None:
+    async with open_gateway(env.settings()) as gateway, PostgresStore(env.database_url) as other:
+        mine = gateway.store
+        assert isinstance(mine, PostgresStore)
+        workflow_id = await create(mine)  # created, then marked dispatched: both known here
+        decided: list[WorkflowState] = []
+        assert await mine.apply(progress(workflow_id, 0), folding(progress(workflow_id, 0), decided))
+        assert reads == [] and decided[-1].status is Status.DISPATCHED and decided[-1].version == 1
+        # Another process folds the next event: this one's view is stale now.
+        assert await other.apply(progress(workflow_id, 1), folding(progress(workflow_id, 1), []))
+        assert reads == [workflow_id]  # the other process had no view of it: it read the row
+        reads.clear()
+        decided.clear()
+        assert await mine.apply(progress(workflow_id, 2), folding(progress(workflow_id, 2), decided))
+        assert reads == [workflow_id]  # the conditional write failed: the row was read, and decided on again
+        assert [s.last_seq for s in decided] == [0, 1]
+        record = await mine.get(workflow_id)
+        assert record is not None and record.state.last_seq == 2 and record.state.progress == 3
+        assert record.state.version == 4  # created 0, dispatched 1, then one per event
+        history = [e.kind for e in await mine.events(workflow_id)]
+        assert history == ["created", "dispatched", "progress", "progress", "progress"]
+        # The same event again (a redelivery): recorded once, the state unchanged.
+        assert await mine.apply(progress(workflow_id, 2), folding(progress(workflow_id, 2), []))
+        assert len(await mine.events(workflow_id)) == 5
+        after = await mine.get(workflow_id)
+        assert after is not None and after.state == record.state
+
+
+def test_known_states_keep_open_workflows_only_and_the_newest() -> None:
+    known = KnownStates(size=2)
+    known.wrote("a", "echo", WorkflowState(status=Status.PENDING))
+    known.dispatched(["a", "unknown"])
+    assert known.get("a") == ("echo", WorkflowState(status=Status.DISPATCHED, version=1))
+    known.dispatched(["a"])  # not pending any more: unchanged
+    assert known.get("a") == ("echo", WorkflowState(status=Status.DISPATCHED, version=1))
+    known.wrote("b", "echo", WorkflowState(status=Status.RUNNING, version=3))
+    known.wrote("c", "echo", WorkflowState(status=Status.RUNNING, version=1))
+    assert known.get("a") is None and len(known) == 2  # the oldest went
+    known.wrote("b", "echo", WorkflowState(status=Status.COMPLETED, version=4))
+    assert known.get("b") is None  # ended: its events are late, read them from the row
