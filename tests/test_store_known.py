@@ -13,6 +13,7 @@ from mcp_gateway_worker.contract import Event, EventKind
 from mcp_gateway.app import open_gateway
 from mcp_gateway.core.ports import NewWorkflow, OutboxMessage
 from mcp_gateway.core.states import Fold, Status, WorkflowState, fold
+from mcp_gateway.errors import StoreRejected
 from mcp_gateway.store import PostgresStore
 from mcp_gateway.store import _postgres as postgres
 from mcp_gateway.store._known import KnownStates
@@ -104,3 +105,31 @@ def test_known_states_keep_open_workflows_only_and_the_newest() -> None:
     assert known.get("a") is None and len(known) == 2  # the oldest went
     known.wrote("b", "echo", WorkflowState(status=Status.COMPLETED, version=4))
     assert known.get("b") is None  # ended: its events are late, read them from the row
+
+
+async def test_a_batch_commits_the_plain_folds_together_and_leaves_the_rest_to_fold_alone(env: Env) -> None:
+    async with open_gateway(env.settings()) as gateway, PostgresStore(env.database_url) as other:
+        mine = gateway.store
+        assert isinstance(mine, PostgresStore)
+        known, stale, seen_twice = [await create(mine) for _ in range(3)]
+        unseen = await create(other)  # this process has no view of it: read in the batch's one query
+        assert await other.apply(progress(stale, 0), folding(progress(stale, 0), []))  # this view is stale now
+        assert await mine.apply(progress(seen_twice, 0), folding(progress(seen_twice, 0), []))
+        batch = [progress(known, 0), progress(unseen, 0), progress(stale, 1), progress(seen_twice, 0)]
+        done = await mine.apply_many([(e, folding(e, [])) for e in batch])
+        assert [d is not None for d in done] == [True, True, False, False]  # the stale and the duplicate: alone
+        for workflow_id, last_seq in ((known, 0), (unseen, 0), (stale, 0), (seen_twice, 0)):
+            record = await mine.get(workflow_id)
+            assert record is not None and record.state.last_seq == last_seq, workflow_id
+        assert mine._known.get(stale) is None  # pyright: ignore[reportPrivateUsage]
+        # What the caller does with the rest: each alone.
+        assert await mine.apply(batch[2], folding(batch[2], []))
+        record = await mine.get(stale)
+        assert record is not None and record.state.last_seq == 1
+        # A value PostgreSQL refuses fails the whole statement: nothing of the batch is written.
+        bad = [progress(known, 1), progress(unseen, 1).model_copy(update={"message": "nul \x00 here"})]
+        with pytest.raises(StoreRejected):
+            await mine.apply_many([(e, folding(e, [])) for e in bad])
+        for workflow_id in (known, unseen):
+            record = await mine.get(workflow_id)
+            assert record is not None and record.state.last_seq == 0

@@ -8,7 +8,6 @@ is full, the oldest progress is dropped; a terminal change always gets in.
 from __future__ import annotations
 
 import asyncio
-import json
 from collections import OrderedDict
 from collections.abc import AsyncGenerator, Callable, Generator
 from contextlib import contextmanager
@@ -17,6 +16,7 @@ from typing import Any
 
 import structlog
 
+from mcp_gateway.core.encoding import dumps, loads
 from mcp_gateway.core.states import TERMINAL, Status, WorkflowState
 
 __all__ = ["Change", "Waiters", "Watch"]
@@ -53,20 +53,20 @@ class Change:
             "content": s.content,
             "log": self.log,
         }
-        data = json.dumps(body, separators=(",", ":")).encode()
+        data = dumps(body)
         if len(data) > max_size:
             # Too large to fan out: listeners read the full state from the store instead.
             body.update(result=None, content=None, questions=[], truncated=True)
-            data = json.dumps(body, separators=(",", ":")).encode()
+            data = dumps(body)
         if len(data) > max_size:  # a huge message or log line: left out too (the history has them)
             body.update(message=None, log=None, error=None)
-            data = json.dumps(body, separators=(",", ":")).encode()
+            data = dumps(body)
         return data
 
     @classmethod
     def decode(cls, data: bytes) -> tuple[Change, bool]:
         """The change and whether its result was left out for size."""
-        b = json.loads(data)
+        b = loads(data)
         state = WorkflowState(
             status=Status(b["status"]),
             attempt=b["attempt"],

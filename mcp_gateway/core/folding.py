@@ -143,7 +143,35 @@ class EventFolder:
             event = await self._take(delivery)
             if event is not None:
                 by_workflow.setdefault(event.workflow_id, []).append((event, delivery))
-        await asyncio.gather(*(self._fold_sequence(items) for items in by_workflow.values()))
+        if len(by_workflow) < 2 or tracer().enabled:  # one workflow, or a span per fold: one at a time
+            await asyncio.gather(*(self._fold_sequence(items) for items in by_workflow.values()))
+            return
+        sequences = list(by_workflow.values())
+        for turn in range(max(len(items) for items in sequences)):  # each workflow's events in order
+            await self._fold_together([items[turn] for items in sequences if turn < len(items)])
+
+    async def _fold_together(self, items: list[tuple[Event, Delivery]]) -> None:
+        """Events of different workflows: the store commits what it can of them at once (`apply_many`); each
+        of the rest is folded alone, as it would be without the batch."""
+        refusals: list[list[str]] = [[] for _ in items]
+        decisions = [(e, self._decide(e, d, refused)) for (e, d), refused in zip(items, refusals, strict=True)]
+        try:
+            applied = await self._store.apply_many(decisions)
+        except StoreError as exc:  # nothing of it was committed: each is folded alone (and its error handled there)
+            log.info("fold.batch_failed", error=str(exc), events=len(items))
+            applied = [None] * len(items)
+        except Exception as exc:  # a bug, or input nothing foresaw: folded alone, where it is logged and counted
+            log.warning("fold.batch_failed", error=f"{type(exc).__name__}: {exc}", events=len(items))
+            applied = [None] * len(items)
+        alone: list[Awaitable[None]] = []
+        for (event, delivery), refused, done in zip(items, refusals, applied, strict=True):
+            if done is None:
+                alone.append(self._fold_one(event, delivery))
+                continue
+            parent = delivery.headers.get(Headers.TRACEPARENT)
+            with structlog.contextvars.bound_contextvars(trace_id=trace_id_of(parent)):
+                await self._settle_applied(event, delivery, done, refused)
+        await asyncio.gather(*alone)
 
     async def _take(self, delivery: Delivery) -> Event | None:
         """The delivery's event, or None when it was dead-lettered (it cannot be decoded, or its subject is not
@@ -267,6 +295,11 @@ class EventFolder:
         if applied is None:
             await self._dead_letter(delivery, "no such workflow", event.workflow_id)
             return
+        await self._settle_applied(event, delivery, applied, refused)
+
+    async def _settle_applied(self, event: Event, delivery: Delivery, applied: Applied, refused: list[str]) -> None:
+        """What follows a committed fold (or a refusal, or a deferral, decided under the lock): acknowledge it."""
+        bound = log.bind(workflow_id=event.workflow_id, event=event.key, kind=event.kind.value)
         if refused:
             await self._dead_letter(delivery, f"refused: {refused[-1]}", event.workflow_id)
             return

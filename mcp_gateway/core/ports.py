@@ -199,6 +199,12 @@ class WorkflowStore(Protocol):
         """Record `event` once and fold it into its workflow; None when the workflow is unknown."""
         ...
 
+    async def apply_many(self, items: Sequence[tuple[Event, Decide]]) -> list[Applied | None]:
+        """`apply` for events of different workflows, in one commit where the store can: for each item its
+        `Applied`, or None where it did not apply it (the caller applies that one alone, with `apply`). All or
+        none of what it did is committed; an error means nothing of it was."""
+        ...
+
     async def end(self, workflow_id: str, status: Status, code: str, message: str, by: str) -> Applied | None:
         """End a workflow from the gateway's side (cancelled, timed out), unless it already ended; recorded."""
         ...

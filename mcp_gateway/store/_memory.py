@@ -175,6 +175,9 @@ class InMemoryStore:
         async with self._lock:
             return await self._transition(event.workflow_id, event.key, event.kind.value, data, event.at, decide)
 
+    async def apply_many(self, items: Sequence[tuple[Event, Decide]]) -> list[Applied | None]:
+        return [None] * len(items)  # one lock, nothing to batch: each is applied alone
+
     async def end(self, workflow_id: str, status: Status, code: str, message: str, by: str) -> Applied | None:
         h = ending(status, code, message, by)
         async with self._lock:

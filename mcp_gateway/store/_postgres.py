@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import json
 from collections.abc import AsyncGenerator, Callable, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
@@ -27,6 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 from sqlalchemy.types import LargeBinary
 
 from mcp_gateway.core.changes import Change
+from mcp_gateway.core.encoding import dumps_text, loads
 from mcp_gateway.core.ports import (
     HEAD_BYTES,
     Applied,
@@ -229,6 +229,38 @@ _FOLD_AT_VERSION = """
     )
     SELECT pg_notify($20, $21) FROM up
 """
+# Several workflows' folds in one statement (one commit): each written only if its row is still at the version its
+# state was decided on and its event's key is new; the rows are locked in id order (two gateways never deadlock on
+# each other's batches). What it did not write, the caller folds alone. The batch is one JSON parameter.
+_FOLD_MANY = """
+    WITH input AS (
+        SELECT * FROM jsonb_to_recordset($1::jsonb) AS t(
+            id text, version int, key text, kind text, status text, data jsonb, note text, at timestamptz,
+            attempt int, last_seq int, progress float8, total float8, message text, result jsonb, error jsonb,
+            new_version int, questions jsonb, answers jsonb, content jsonb, change text)
+    ), cur AS (
+        SELECT w.id FROM workflows w JOIN input i ON w.id = i.id AND w.version = i.version
+        ORDER BY w.id FOR UPDATE OF w
+    ), ev AS (
+        INSERT INTO workflow_events (workflow_id, event_key, kind, status, data, note, at)
+        SELECT i.id, i.key, i.kind, i.status, i.data, i.note, i.at FROM input i JOIN cur ON cur.id = i.id
+        ON CONFLICT (workflow_id, event_key) DO NOTHING
+        RETURNING workflow_id
+    ), up AS (
+        UPDATE workflows w SET status = i.status, attempt = i.attempt, last_seq = i.last_seq, progress = i.progress,
+            progress_total = i.total, progress_message = i.message, result = i.result, error = i.error,
+            version = i.new_version, questions = i.questions, answers = i.answers, content = i.content,
+            updated_at = now()
+        FROM input i JOIN ev ON ev.workflow_id = i.id
+        WHERE w.id = i.id
+        RETURNING w.id, i.change
+    )
+    SELECT id, pg_notify($2, change) FROM up
+"""
+_STATES_OF = (
+    "SELECT id, tool, status, attempt, last_seq, progress, progress_total, progress_message, result, error, version, "
+    "questions, answers, content FROM workflows WHERE id = ANY($1::text[])"
+)
 _STATE_OF = (
     "SELECT tool, status, attempt, last_seq, progress, progress_total, progress_message, result, error, version, "
     "questions, answers, content FROM workflows WHERE id = $1"
@@ -274,8 +306,6 @@ POOL_TIMEOUT = 10.0
 """Seconds to wait for a connection of asyncpg's pool (then a StoreError, as for SQLAlchemy's)."""
 
 
-def _dumps(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
 
 
 class _Connection(asyncpg.Connection):
@@ -291,7 +321,7 @@ class _Connection(asyncpg.Connection):
 async def _set_codecs(conn: asyncpg.Connection) -> None:
     """JSON and JSONB as Python values, as SQLAlchemy's JSONB type gives them."""
     for name in ("json", "jsonb"):
-        await conn.set_type_codec(name, encoder=_dumps, decoder=json.loads, schema="pg_catalog")
+        await conn.set_type_codec(name, encoder=dumps_text, decoder=loads, schema="pg_catalog")
 
 
 def asyncpg_url(url: str) -> str:
@@ -556,6 +586,74 @@ class PostgresStore:
         return await self._transition(
             event.workflow_id, event.key, event.kind.value, _event_data(event), event.at, decide
         )
+
+    async def apply_many(self, items: Sequence[tuple[Event, Decide]]) -> list[Applied | None]:
+        """The plain folds of a batch (a state change of a workflow at the version decided on: no duplicate,
+        no event held back, no held command released) in one statement; None for the rest, which the caller folds
+        alone. States this process wrote last are decided on as they are; the others are read in one query."""
+        done: list[Applied | None] = [None] * len(items)
+        ids = [event.workflow_id for event, _ in items]
+        if len(items) < 2 or len(set(ids)) != len(ids):
+            return done
+        views: dict[str, tuple[str, WorkflowState]] = {}
+        for workflow_id in ids:
+            known = self._known.get(workflow_id)
+            if known is not None:
+                views[workflow_id] = known
+        batch: list[tuple[int, str, Fold, str]] = []
+        rows: list[dict[str, Any]] = []
+        async with self._raw() as conn:
+            unread = [workflow_id for workflow_id in ids if workflow_id not in views]
+            if unread:
+                for m in await conn.fetch(_STATES_OF, unread):
+                    views[m["id"]] = (m["tool"], _state(m))
+            for index, (event, decide) in enumerate(items):
+                view = views.get(event.workflow_id)
+                if view is None:
+                    continue
+                tool, before = view
+                decision = decide(tool, before)
+                new = decision.state
+                if decision.defer or not decision.changed or held_command(before.status, new.status) is not None:
+                    continue
+                change = Change(event.workflow_id, new, decision.log).encode(NOTIFY_LIMIT).decode()
+                batch.append((index, tool, decision, change))
+                rows.append(
+                    {
+                        "id": event.workflow_id,
+                        "version": before.version,
+                        "key": event.key,
+                        "kind": event.kind.value,
+                        "status": new.status.value,
+                        "data": _event_data(event),
+                        "note": decision.note,
+                        "at": event.at.isoformat(),
+                        "attempt": new.attempt,
+                        "last_seq": new.last_seq,
+                        "progress": new.progress,
+                        "total": new.total,
+                        "message": new.message,
+                        "result": new.result,
+                        "error": new.error,
+                        "new_version": new.version,
+                        "questions": new.questions,
+                        "answers": new.answers,
+                        "content": new.content,
+                        "change": change,
+                    }
+                )
+            if not batch:
+                return done
+            written = {r["id"] for r in await conn.fetch(_FOLD_MANY, rows, CHANGES_CHANNEL)}
+        for index, tool, decision, change in batch:
+            workflow_id = ids[index]
+            if workflow_id not in written:  # changed meanwhile, or a duplicate: the caller folds it alone
+                self._known.forget(workflow_id)
+                continue
+            self._known.wrote(workflow_id, tool, decision.state)
+            self._tell([change.encode()])
+            done[index] = Applied(workflow_id, tool, decision, duplicate=False)
+        return done
 
     async def end(self, workflow_id: str, status: Status, code: str, message: str, by: str) -> Applied | None:
         h = ending(status, code, message, by)
