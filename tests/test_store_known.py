@@ -133,3 +133,48 @@ async def test_a_batch_commits_the_plain_folds_together_and_leaves_the_rest_to_f
         for workflow_id in (known, unseen):
             record = await mine.get(workflow_id)
             assert record is not None and record.state.last_seq == 0
+
+
+async def test_the_folder_folds_a_fetched_batch_of_several_workflows_together_each_in_order(
+    env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mcp_gateway_worker.contract import encode
+
+    from mcp_gateway.core.folding import EventFolder
+    from mcp_gateway.core.supervisor import Supervisor
+    from tests.test_durability import FakeDelivery
+
+    async with open_gateway(env.settings()) as gateway, Supervisor() as supervisor:
+        store = gateway.store
+        assert isinstance(store, PostgresStore)
+        subjects = gateway.bus.subjects
+        folder = EventFolder(store, None, lambda: gateway.registry, supervisor, subjects)  # type: ignore[arg-type]
+        together: list[list[bool]] = []
+        apply_many = store.apply_many
+
+        async def watched(items: Any) -> list[Any]:
+            done = await apply_many(items)
+            together.append([d is not None for d in done])
+            return done
+
+        monkeypatch.setattr(store, "apply_many", watched)
+        ids = [await create(store) for _ in range(3)]
+        deliveries: list[FakeDelivery] = []
+        for workflow_id in ids:
+            now = datetime.now(UTC)
+            result = {"text": "hi", "workflow_id": workflow_id}
+            done = Event(workflow_id=workflow_id, seq=1, kind=EventKind.COMPLETED, at=now, result=result)
+            for event in (progress(workflow_id, 0), done):
+                deliveries.append(FakeDelivery(encode(event), 1, subjects.event("diagnostics.echo", workflow_id)))
+        stray = FakeDelivery(encode(progress("nope", 0)), 1, subjects.event("diagnostics.echo", "nope"))
+        await folder.fold_batch([*deliveries, stray])  # type: ignore[list-item]
+        # Two turns (each workflow's events in order); the unknown workflow's event is left to be folded alone.
+        assert together == [[True, True, True, False], [True, True, True]]
+        assert all(d.settled == ["ack"] for d in deliveries), [d.settled for d in deliveries]
+        assert stray.settled == ["term"]  # no such workflow: a dead letter, as alone
+        for workflow_id in ids:
+            record = await store.get(workflow_id)
+            assert record is not None and record.state.status is Status.COMPLETED
+            assert record.state.result == {"text": "hi", "workflow_id": workflow_id} and record.state.progress == 1
+            kinds = [e.kind for e in await store.events(workflow_id)]
+            assert kinds == ["created", "dispatched", "progress", "completed"], kinds
