@@ -153,6 +153,9 @@ class _LazyExpiryStorage(MemoryStorage):
             self._MemoryStorage__expire_events()  # pyright: ignore[reportAttributeAccessIssue]
 
 
+_REMEMBERED_KEYS = 10_000
+
+
 class RateLimit:
     """A rate per key in the `limits` string syntax ("20/second", "100/minute;1000/hour": every part must hold),
     counted over a moving window, in this process's memory. `hit(key)` takes one request and answers None, or
@@ -168,12 +171,22 @@ class RateLimit:
             ) from None
         self.spec = spec
         self.setting = setting
-        self._limiter = MovingWindowRateLimiter(_LazyExpiryStorage())
+        self._storage = _LazyExpiryStorage()
+        self._limiter = MovingWindowRateLimiter(self._storage)
+        self._one = (self.items[0].amount, self.items[0].get_expiry()) if len(self.items) == 1 else None
+        self._keys: dict[str, str] = {}
+        """Caller -> its storage key for a single rate (`key_for`, built once: it is a tenth of a request's cost)."""
 
     def hit(self, key: str) -> float | None:
         """None: allowed and counted. Else the seconds until the key may try again."""
-        if len(self.items) == 1:  # one rate: the hit is the test (a refused hit takes nothing)
-            over = [] if self._limiter.hit(self.items[0], key) else self.items
+        if self._one is not None:  # one rate: the hit is the test (a refused hit takes nothing)
+            stored = self._keys.get(key)
+            if stored is None:
+                if len(self._keys) >= _REMEMBERED_KEYS:
+                    self._keys.clear()
+                stored = self._keys[key] = self.items[0].key_for(key)
+            amount, expiry = self._one  # the strategy's `hit`, with its key built once
+            over = [] if self._storage.acquire_entry(stored, amount, expiry) else self.items
         else:  # several: take from none unless every one allows it
             over = [item for item in self.items if not self._limiter.test(item, key)]
             if not over:

@@ -470,4 +470,19 @@ def build_server(
     # the constructor argument is deprecated.
     server.add_request_handler("logging/setLevel", types.SetLevelRequestParams, set_level)
     register_tasks(server, workflows, principal)
+    # The SDK's own middleware (its OpenTelemetry span per request) runs only while tracing is on: off, it costs
+    # a no-op span and its attributes on every request.
+    server.middleware = [_WhileTracing(middleware) for middleware in server.middleware]
     return server
+
+
+class _WhileTracing:
+    """A context-tier middleware of the SDK's, skipped while the gateway does not trace."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+
+    async def __call__(self, ctx: ServerRequestContext[Any], call_next: Callable[..., Awaitable[Any]]) -> Any:
+        if tracer().enabled:
+            return await self.inner(ctx, call_next)
+        return await call_next(ctx)
