@@ -44,6 +44,7 @@ from mcp_gateway.core.ports import (
 from mcp_gateway.core.states import TERMINAL, Fold, Status, WorkflowState, answering, ending, held_command
 from mcp_gateway.core.supervisor import Supervisor
 from mcp_gateway.errors import StoreError, StoreRejected
+from mcp_gateway.store._group import GroupCommit
 from mcp_gateway.store._known import KnownStates
 
 __all__ = ["PostgresStore", "asyncpg_url", "migration_level", "migrations_head", "run_migrations"]
@@ -113,6 +114,30 @@ _CREATE_RAW = """
     RETURNING id
 """
 """`_CREATE` without an idempotency key, for asyncpg (prepared once per connection)."""
+
+# Several calls' creates in one statement and one commit (group commit): the rows as one JSON parameter, the
+# commands' bytes as an array beside it (`ord` indexes both).
+_CREATE_MANY = """
+    WITH input AS (
+        SELECT * FROM jsonb_to_recordset($1::jsonb) AS t(
+            ord int, id text, tool text, tool_version text, arguments jsonb, status text, caller text,
+            request_id text, trace_id text, deadline timestamptz, questions jsonb, event_data jsonb, subject text,
+            msg_id text, headers jsonb, held bool)
+    ), wf AS (
+        INSERT INTO workflows (id, tool, tool_version, arguments, status, caller, request_id, trace_id, deadline,
+                               questions, idempotency_key, arguments_hash)
+        SELECT id, tool, tool_version, arguments, status, caller, request_id, trace_id, deadline, questions, NULL, NULL
+        FROM input ORDER BY ord
+        RETURNING id
+    ), ev AS (
+        INSERT INTO workflow_events (workflow_id, event_key, kind, status, data)
+        SELECT i.id, 'created', 'created', i.status, i.event_data FROM input i JOIN wf ON wf.id = i.id
+    )
+    INSERT INTO outbox (workflow_id, subject, msg_id, headers, payload, held)
+    SELECT i.id, i.subject, i.msg_id, i.headers, ($2::bytea[])[i.ord], i.held FROM input i JOIN wf ON wf.id = i.id
+    ORDER BY i.ord
+    RETURNING id, workflow_id
+"""
 
 _RELEASE_KEY = text(
     "UPDATE workflows SET idempotency_key = NULL WHERE caller = :caller AND tool = :tool "
@@ -306,8 +331,6 @@ POOL_TIMEOUT = 10.0
 """Seconds to wait for a connection of asyncpg's pool (then a StoreError, as for SQLAlchemy's)."""
 
 
-
-
 class _Connection(asyncpg.Connection):
     """A pooled connection released without asyncpg's reset statement (`pg_advisory_unlock_all(); CLOSE ALL;
     UNLISTEN *; RESET ALL`: a round trip after every use). The pool's statements set no session state, take no
@@ -399,6 +422,8 @@ class PostgresStore:
         self._pool: asyncpg.Pool | None = None
         """asyncpg's own pool, for the hot path's statements (prepared once per connection); SQLAlchemy's
         engine serves the rest."""
+        self._creates = GroupCommit(self._create_many)
+        """Calls' creates: those that queue while one is written go together in the next statement."""
         self._known = KnownStates()
         """The states this process wrote last: the fold decides on them without reading the row first."""
         self._supervisor: Supervisor | None = None
@@ -431,6 +456,7 @@ class PostgresStore:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
+        await self._creates.aclose()
         if self._supervisor is not None:
             await self._supervisor.stop("store.listen")
             self._supervisor = None
@@ -515,30 +541,8 @@ class PostgresStore:
                     await conn.close(timeout=2)
 
     async def create(self, workflow: NewWorkflow, command: OutboxMessage) -> int | ExistingWorkflow:
-        if workflow.idempotency_key is None:  # the common case: one statement, one round trip
-            async with self._raw() as conn:
-                outbox_id = await conn.fetchval(
-                    _CREATE_RAW,
-                    workflow.id,
-                    workflow.tool,
-                    workflow.tool_version,
-                    workflow.arguments,
-                    workflow.status.value,
-                    workflow.caller,
-                    workflow.request_id,
-                    workflow.trace_id,
-                    workflow.deadline,
-                    [workflow.approval] if workflow.approval else [],
-                    {"tool": workflow.tool, "version": workflow.tool_version},
-                    command.subject,
-                    command.msg_id,
-                    command.headers,
-                    command.payload,
-                    workflow.approval is not None,
-                )
-            if workflow.approval is None:  # the row as the statement wrote it (the columns' defaults)
-                self._known.wrote(workflow.id, workflow.tool, WorkflowState(status=workflow.status))
-            return int(outbox_id)
+        if workflow.idempotency_key is None:  # the common case: one statement (with those queued beside it)
+            return await self._creates.submit((workflow, command))
         key = {"caller": workflow.caller, "tool": workflow.tool, "key": workflow.idempotency_key}
         async with self._transaction() as conn:
             await conn.execute(_RELEASE_KEY, {**key, "window": workflow.idempotency_window})
@@ -547,6 +551,76 @@ class PostgresStore:
                 return int(outbox_id)
             found = (await conn.execute(_BY_KEY, key)).mappings().one()
         return ExistingWorkflow(found["id"], found["arguments_hash"])
+
+    async def _create_many(self, creates: Sequence[tuple[NewWorkflow, OutboxMessage]]) -> list[int | Exception]:
+        """Workflows without an idempotency key and their commands: alone, or several in one statement. A value
+        PostgreSQL refuses fails the whole statement: then each is written alone, so that only its own fails."""
+        if len(creates) > 1:
+            rows = [
+                {
+                    "ord": ord_,
+                    "id": workflow.id,
+                    "tool": workflow.tool,
+                    "tool_version": workflow.tool_version,
+                    "arguments": workflow.arguments,
+                    "status": workflow.status.value,
+                    "caller": workflow.caller,
+                    "request_id": workflow.request_id,
+                    "trace_id": workflow.trace_id,
+                    "deadline": workflow.deadline.isoformat(),
+                    "questions": [workflow.approval] if workflow.approval else [],
+                    "event_data": {"tool": workflow.tool, "version": workflow.tool_version},
+                    "subject": command.subject,
+                    "msg_id": command.msg_id,
+                    "headers": command.headers,
+                    "held": workflow.approval is not None,
+                }
+                for ord_, (workflow, command) in enumerate(creates, start=1)
+            ]
+            try:
+                async with self._raw() as conn:
+                    written = await conn.fetch(_CREATE_MANY, rows, [command.payload for _, command in creates])
+            except StoreRejected:
+                return [await self._create_alone(workflow, command) for workflow, command in creates]
+            ids = {r["workflow_id"]: int(r["id"]) for r in written}
+            for workflow, _ in creates:
+                self._remember_created(workflow)
+            return [ids[workflow.id] for workflow, _ in creates]
+        return [await self._create_one(*creates[0])]
+
+    async def _create_alone(self, workflow: NewWorkflow, command: OutboxMessage) -> int | Exception:
+        try:
+            return await self._create_one(workflow, command)
+        except StoreRejected as exc:
+            return exc
+
+    def _remember_created(self, workflow: NewWorkflow) -> None:
+        if workflow.approval is None:  # the row as the statement wrote it (the columns' defaults)
+            self._known.wrote(workflow.id, workflow.tool, WorkflowState(status=workflow.status))
+
+    async def _create_one(self, workflow: NewWorkflow, command: OutboxMessage) -> int:
+        async with self._raw() as conn:
+            outbox_id = await conn.fetchval(
+                _CREATE_RAW,
+                workflow.id,
+                workflow.tool,
+                workflow.tool_version,
+                workflow.arguments,
+                workflow.status.value,
+                workflow.caller,
+                workflow.request_id,
+                workflow.trace_id,
+                workflow.deadline,
+                [workflow.approval] if workflow.approval else [],
+                {"tool": workflow.tool, "version": workflow.tool_version},
+                command.subject,
+                command.msg_id,
+                command.headers,
+                command.payload,
+                workflow.approval is not None,
+            )
+        self._remember_created(workflow)
+        return int(outbox_id)
 
     @staticmethod
     def _create_values(workflow: NewWorkflow, command: OutboxMessage) -> dict[str, Any]:

@@ -1,8 +1,10 @@
-"""The fold's one round trip: the store decides on the state it wrote last, and a view made stale by another
-process (a second gateway) costs a read and a second decision, never a wrong state."""
+"""The store's hot path: the fold's one round trip (it decides on the state it wrote last; a view made stale by
+another process costs a read and a second decision, never a wrong state), folds of several workflows in one
+statement, and creates grouped into one commit under load."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -178,3 +180,46 @@ async def test_the_folder_folds_a_fetched_batch_of_several_workflows_together_ea
             assert record.state.result == {"text": "hi", "workflow_id": workflow_id} and record.state.progress == 1
             kinds = [e.kind for e in await store.events(workflow_id)]
             assert kinds == ["created", "dispatched", "progress", "completed"], kinds
+
+
+async def test_creates_queued_together_are_written_in_one_statement_and_one_alone_goes_at_once(env: Env) -> None:
+    async with open_gateway(env.settings()) as gateway:
+        store = gateway.store
+        assert isinstance(store, PostgresStore)
+        group = store._creates  # pyright: ignore[reportPrivateUsage]
+        before = (group.batches, group.items)
+        lone = await create(store)
+        assert (group.batches - before[0], group.items - before[1]) == (1, 1)  # at light load: alone, at once
+        ids = await asyncio.gather(*(create(store) for _ in range(40)))
+        assert group.items - before[1] == 41 and group.batches - before[0] < 41  # grouped while one was written
+        for workflow_id in [lone, *ids]:
+            record = await store.get(workflow_id)
+            assert record is not None and record.state.status is Status.DISPATCHED  # created, then marked
+            assert [e.kind for e in await store.events(workflow_id)] == ["created", "dispatched"]
+        assert await store.unpublished(0, 100) == []
+
+
+async def test_a_value_postgresql_refuses_fails_its_own_create_only(env: Env) -> None:
+    async with open_gateway(env.settings()) as gateway:
+        store = gateway.store
+        assert isinstance(store, PostgresStore)
+
+        async def one(trace_id: str | None) -> str:
+            workflow_id = uuid.uuid4().hex
+            workflow = NewWorkflow(
+                id=workflow_id,
+                tool="echo",
+                tool_version="1",
+                arguments={},
+                caller="tester",
+                request_id=None,
+                trace_id=trace_id,
+                deadline=datetime.now(UTC) + timedelta(minutes=5),
+            )
+            await store.create(workflow, OutboxMessage(workflow_id, "mcpgw.cmd.x", workflow_id, {}, b"{}"))
+            return workflow_id
+
+        results = await asyncio.gather(*(one("bad\x00" if i == 3 else None) for i in range(8)), return_exceptions=True)
+        assert [isinstance(r, StoreRejected) for r in results] == [i == 3 for i in range(8)], results
+        for workflow_id in [r for r in results if isinstance(r, str)]:
+            assert await store.get(workflow_id) is not None
