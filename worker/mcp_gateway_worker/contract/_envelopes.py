@@ -335,7 +335,7 @@ def _decode(data: bytes, model: type[_M], what: str) -> _M:
         raise ContractError(f"invalid {what}: body cannot be decoded ({type(exc).__name__}: {exc})") from None
     if not isinstance(raw, dict):
         raise ContractError(f"invalid {what}: body must be a JSON object, got {type(raw).__name__}")
-    if json_depth(raw) > MAX_DEPTH:
+    if data.count(b"[") + data.count(b"{") > MAX_DEPTH and json_depth(raw) > MAX_DEPTH:  # fewer: cannot be deeper
         raise ContractError(f"invalid {what}: body nests deeper than {MAX_DEPTH} levels")
     try:
         return model.model_validate(raw)
