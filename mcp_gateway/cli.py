@@ -9,6 +9,7 @@ import json
 import os
 import re
 import signal
+import socket
 import sys
 from collections.abc import Coroutine, Generator, Sequence
 from contextlib import AsyncExitStack, contextmanager
@@ -55,6 +56,12 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--transport", choices=["http", "stdio"], default="http")
     serve.add_argument("--host", help="address to bind (default 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port to bind (default 8000)")
+    serve.add_argument(
+        "--processes",
+        type=int,
+        metavar="N",
+        help="serve the port with N gateway processes (SO_REUSEPORT; http only; default 1, MCPGW_PROCESSES)",
+    )
     serve.add_argument("--tools-dir", type=Path, help=TOOLS_DIR_HELP)
     serve.add_argument(
         "--with-examples",
@@ -173,6 +180,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     overrides: dict[str, Any] = {
         "host": getattr(args, "host", None),
         "port": getattr(args, "port", None),
+        "processes": getattr(args, "processes", None),
         "tools_dir": getattr(args, "tools_dir", None),
         "nats_url": getattr(args, "nats_url", None),
     }
@@ -184,8 +192,21 @@ def main(argv: Sequence[str] | None = None) -> int:
                 settings = settings.model_copy(update={"tools_dir": settings.tools_folder(examples=args.with_examples)})
                 return _run(_check(settings, args.json, args.live))
             case "serve":
+                from mcp_gateway.processes import bind_process_context, serve_processes
+
+                if settings.processes > 1 and args.transport != "http":
+                    return _fail(
+                        f"serve --processes {settings.processes} (processes, MCPGW_PROCESSES) serves HTTP only: "
+                        f"--transport {args.transport} is one client's pipe, served by one process"
+                    )
                 settings = settings.model_copy(update={"tools_dir": settings.tools_folder(examples=args.with_examples)})
                 registry = load_registry(settings.tools_folder())
+                if settings.processes > 1:
+                    settings.check_exposure()
+                    config = args.config.resolve() if args.config is not None else None
+                    grace = GRACEFUL_SHUTDOWN + 5
+                    return _run(serve_processes(settings, examples=args.with_examples, config=config, grace=grace))
+                bind_process_context()
                 configure_tracing("mcp-gateway", enabled=settings.tracing)
                 return _run(_serve(settings, registry, args.transport, args.with_examples))
             case "migrate":
@@ -274,13 +295,24 @@ async def _serve(settings: Settings, registry: Any, transport: str, examples: bo
     from mcp_gateway.app import open_gateway
     from mcp_gateway.core.limits import CallLimits
     from mcp_gateway.examples import all_workers
+    from mcp_gateway.processes import CANNOT_BIND_EXIT, reuse_port_sockets
     from mcp_gateway.server import build_http_app, serve_stdio
     from mcp_gateway.server._connections import ConnectionLimits, uvicorn_config
     from mcp_gateway.server._guard import AuthFailureThrottle
     from mcp_gateway.store import PostgresEventStore
 
+    sockets: list[socket.socket] | None = None
     if transport == "http":
         settings.check_exposure()
+        if settings.reuse_port:  # a child of `serve --processes`: bound now (fail fast), listening once it serves
+            try:
+                sockets = reuse_port_sockets(settings.host, settings.port)
+            except OSError as exc:
+                return _fail(
+                    f"cannot bind {settings.host}:{settings.port} beside the other gateway processes "
+                    f"(SO_REUSEPORT): {exc}; is another program serving that port?",
+                    CANNOT_BIND_EXIT,
+                )
     async with open_gateway(settings, registry) as gateway, AsyncExitStack() as workers:
         if examples:
             for worker in all_workers():
@@ -330,7 +362,7 @@ async def _serve(settings: Settings, registry: Any, transport: str, examples: bo
             log_config=None,
             lifespan="on",
             access_log=False,
-            timeout_graceful_shutdown=10,
+            timeout_graceful_shutdown=GRACEFUL_SHUTDOWN,
         )
         server = _Uvicorn(config)
         loop = asyncio.get_running_loop()
@@ -348,8 +380,14 @@ async def _serve(settings: Settings, registry: Any, transport: str, examples: bo
             auth=settings.resolved_auth(),
             database=redact_url(gateway.urls.database),
         )
-        await server.serve()
+        for sock in sockets or []:
+            sock.listen(settings.backlog)
+        await server.serve(sockets=sockets)
         return 0 if server.started else _fail(f"could not serve on {settings.host}:{settings.port} (see the log)")
+
+
+GRACEFUL_SHUTDOWN = 10
+"""Seconds calls in flight get to finish when `serve` stops (then they are handed back)."""
 
 
 def reload_at_sighup(gateway: Any) -> None:

@@ -15,7 +15,7 @@ from typing import Any, ClassVar, Literal, cast
 
 import yaml
 from limits import parse_many
-from pydantic import Field, PrivateAttr, SecretStr, ValidationError, field_validator
+from pydantic import Field, PrivateAttr, SecretStr, ValidationError, ValidatorFunctionWrapHandler, field_validator
 from pydantic_settings import BaseSettings, InitSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
 
 from mcp_gateway.auth import JwtSettings
@@ -63,6 +63,17 @@ class Settings(BaseSettings):
     )
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
+    processes: int = Field(
+        default=1,
+        ge=1,
+        le=64,
+        description="gateway processes serving the HTTP port (SO_REUSEPORT; `serve --processes N`); 1: this process",
+    )
+    reuse_port: bool = Field(
+        default=False,
+        description="internal: bind the port with SO_REUSEPORT, beside sibling processes (set by `serve --processes` "
+        "for its children)",
+    )
     subject_prefix: str = Field(default="mcpgw", pattern=r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$")
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["json", "console", "auto"] = "auto"
@@ -169,6 +180,17 @@ class Settings(BaseSettings):
                 "hour, day), several joined by ';', e.g. '20/second;600/minute'; or none for no limit"
             ) from None
         return value
+
+    @field_validator("processes", mode="wrap")
+    @classmethod
+    def _a_process_count(cls, value: Any, handler: ValidatorFunctionWrapHandler) -> int:
+        try:
+            return handler(value)
+        except ValidationError:
+            raise ValueError(
+                f"{value!r} is not a process count: expected a whole number from 1 to 64 (MCPGW_PROCESSES, "
+                "serve --processes; 1: serve in this process)"
+            ) from None
 
     @field_validator("admin_token_sha256")
     @classmethod

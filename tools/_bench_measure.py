@@ -3,8 +3,10 @@ all from /proc; the percentile of a sample; how connections are split over load 
 
 CPU: each process's own CPU plus that of the children it reaped (so that short-lived PostgreSQL backends count),
 grouped: a target's root processes by the group each is named for (`gateway`, `worker`, `baseline`), their
-descendants by process name (`postgres`, `nats-server`), the load processes and theirs as `client`; "other" is
-whatever else kept the machine's CPUs busy in the window (softirq, the idle target, foreign processes).
+descendants by process name (`postgres`, `nats-server`) but for those running Python (the gateway processes of
+`serve --processes N`, children of its supervisor), which count as their root's group; the load processes and
+theirs as `client`; "other" is whatever else kept the machine's CPUs busy in the window (softirq, the idle target,
+foreign processes).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ __all__ = [
     "busiest_others",
     "cpu_groups",
     "descendants",
+    "listening",
     "machine_ticks",
     "percentile",
     "processes_mentioning",
@@ -49,14 +52,29 @@ def split(total: int, parts: int) -> list[int]:
 
 
 def processes_mentioning(text: str) -> list[int]:
-    """Pids of processes whose command line contains `text` (to find anything a server left behind)."""
+    """Pids of processes whose command line or environment contains `text` (to find anything a server left
+    behind: the children of `serve --processes N` name the data dir only in their environment)."""
     found: list[int] = []
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit() and int(entry.name) != os.getpid():
-            with contextlib.suppress(OSError):
-                if text.encode() in (entry / "cmdline").read_bytes():
-                    found.append(int(entry.name))
+            for part in ("cmdline", "environ"):
+                with contextlib.suppress(OSError):
+                    if text.encode() in (entry / part).read_bytes():
+                        found.append(int(entry.name))
+                        break
     return found
+
+
+def listening(port: int) -> int:
+    """How many TCP sockets listen on `port` (each process of `serve --processes N` has its own), from
+    /proc/net/tcp and tcp6 (state 0A)."""
+    count = 0
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError):
+            for line in Path(table).read_text().splitlines()[1:]:
+                fields = line.split()
+                count += len(fields) > 3 and fields[1].endswith(f":{port:04X}") and fields[3] == "0A"
+    return count
 
 
 def rss_bytes(pid: int) -> int | None:
@@ -125,11 +143,13 @@ class CpuSnapshot:
 
     def group_ticks(self, roots: Mapping[str, int], clients: Sequence[int]) -> dict[str, int]:
         """Ticks so far of each root process (as its group: `roots` maps group -> pid), of their descendants
-        by name (postgres, nats-server), of the clients and their descendants (as "client")."""
+        by name (postgres, nats-server; those running Python as the root's group), of the clients and their
+        descendants (as "client")."""
         groups: dict[str, int] = {}
         for group, root in roots.items():
             for pid in descendants(self.procs, root):
-                name = group if pid == root else self.procs[pid].comm.split(":")[0]
+                comm = self.procs[pid].comm
+                name = group if pid == root or comm.startswith("python") else comm.split(":")[0]
                 groups[name] = groups.get(name, 0) + self.procs[pid].ticks
         for root in clients:
             for pid in descendants(self.procs, root):

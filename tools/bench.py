@@ -1,7 +1,8 @@
 """Benchmark: the MCP gateway against the bare MCP SDK, side by side, driven by the same cheap load client.
 
 Usage: .venv/bin/python tools/bench.py [--duration 10] [--warmup 2] [--concurrency 1,32] [--wire 2026[,2025]]
-                                       [--rounds 1] [--client-procs auto] [--worker-process] [--json]
+                                       [--rounds 1] [--client-procs auto] [--worker-process] [--processes 1]
+                                       [--json]
        .venv/bin/python tools/bench.py --scale N [--scale-seconds 10] [--scale-interval 0.1] [--scale-procs auto]
                                        [--wire 2026[,2025]] [--worker-process] [--json]
 
@@ -13,6 +14,9 @@ and where the CPU went (ms of CPU per call, per process group; how busy the whol
 - gateway_worker_process (with --worker-process): the same, but `mcp-gateway serve` without the example
   workers, and `mcp-gateway worker` (the example workers) in a process of its own, on the gateway's embedded
   NATS as the gateway's user (found in the shared data dir); its CPU counts as the group "worker".
+- with --processes N (N > 1), each gateway target is `serve --processes N`: a supervisor and N gateway processes
+  on its port (SO_REUSEPORT, the kernel spreads the connections); the supervisor is the root, its Python
+  descendants count as "gateway" too; the target is ready once N sockets listen on the port.
 - baseline: the bare MCP SDK (low-level `Server`, an in-process echo tool) served by the same
   `streamable_http_app()` with the SDK defaults the gateway uses (stateful, SSE, no json_response), under
   uvicorn with uvloop and httptools. The distance between the two is what the gateway adds.
@@ -71,6 +75,7 @@ from _bench_measure import (
     CpuSnapshot,
     busiest_others,
     cpu_groups,
+    listening,
     machine_ticks,
     percentile,
     processes_mentioning,
@@ -261,17 +266,23 @@ class Baseline(ServerProcess):
 class Gateway(ServerProcess):
     name = "gateway"
 
-    def __init__(self, workdir: Path, limits: dict[str, str]) -> None:
+    def __init__(self, workdir: Path, limits: dict[str, str], processes: int = 1) -> None:
         super().__init__(workdir)
         self.data_dir = workdir / f"{self.name}-data"
         self.limits = limits
+        self.processes = processes
+
+    def process_flags(self) -> list[str]:
+        """`--processes N` when N > 1: the port served by N processes under a supervisor (their CPU is the
+        gateway's: descendants running Python count as their root's group)."""
+        return ["--processes", str(self.processes)] if self.processes > 1 else []
 
     @property
     def command(self) -> str:
         return str(Path(sys.executable).parent / "mcp-gateway")
 
     def argv(self) -> list[str]:
-        return [self.command, "serve", "--with-examples", "--port", str(self.port)]
+        return [self.command, "serve", "--with-examples", "--port", str(self.port), *self.process_flags()]
 
     def roots(self) -> dict[str, int]:
         return {"gateway": self.pid}
@@ -296,10 +307,16 @@ class Gateway(ServerProcess):
             f"{os.path.relpath(self.argv()[0], REPO)} {' '.join(self.argv()[1:])} with {shown} and the limits "
             "below, no other MCPGW_*, cwd the repo (config/gateway.yaml): embedded NATS and PostgreSQL, fsync on; "
             "example workers in-process"
+            + (
+                f"; {self.processes} gateway processes on the port (SO_REUSEPORT), their CPU counted as gateway"
+                if self.processes > 1
+                else ""
+            )
         )
 
     async def is_ready(self) -> bool:
-        return await http_status(HOST, self.port, "/readyz") == 200
+        """/readyz says ready, and (with --processes N) N sockets listen on the port: every process serves."""
+        return await http_status(HOST, self.port, "/readyz") == 200 and listening(self.port) >= self.processes
 
 
 class GatewayWorkerProcess(Gateway):
@@ -307,13 +324,13 @@ class GatewayWorkerProcess(Gateway):
 
     name = "gateway_worker_process"
 
-    def __init__(self, workdir: Path, limits: dict[str, str]) -> None:
-        super().__init__(workdir, limits)
+    def __init__(self, workdir: Path, limits: dict[str, str], processes: int = 1) -> None:
+        super().__init__(workdir, limits, processes)
         self.worker_log = workdir / f"{self.name}-worker.log"
         self.worker: subprocess.Popen[bytes] | None = None
 
     def argv(self) -> list[str]:
-        return [self.command, "serve", "--port", str(self.port)]
+        return [self.command, "serve", "--port", str(self.port), *self.process_flags()]
 
     def worker_argv(self) -> list[str]:
         return [self.command, "worker"]
@@ -663,6 +680,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         action="store_true",
         help="also a gateway whose example workers run in a process of their own (target gateway_worker_process)",
     )
+    p.add_argument(
+        "--processes",
+        type=int,
+        default=1,
+        metavar="N",
+        help="serve each gateway target with `serve --processes N` (N processes on its port; default 1)",
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout (the tables on stderr)")
     p.add_argument("--scale", type=int, metavar="N", help=f"the scale run instead: N calls of {TOOL} held open at once")
     p.add_argument("--scale-seconds", type=float, default=10.0, help="how long each scale call runs (default 10)")
@@ -684,6 +708,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         args.concurrencies, procs_ok = [], False
     if not args.concurrencies or min(args.concurrencies) < 1 or args.rounds < 1 or not procs_ok:
         p.error("--concurrency, --client-procs and --scale-procs (or auto) need positive integers, --rounds at least 1")
+    if not 1 <= args.processes <= 64 or (args.scale is not None and args.processes > 1):
+        p.error(
+            f"--processes {args.processes}: expected 1 to 64, and 1 with --scale (its memory figures are one process's)"
+        )
     if args.scale is not None and (
         args.scale < 1 or not 0 < args.scale_seconds <= 120 or not 0.01 <= args.scale_interval <= 10
     ):
@@ -756,9 +784,9 @@ def json_how(args: argparse.Namespace) -> str:
 
 def run_throughput(args: argparse.Namespace, workdir: Path, facts: dict[str, Any]) -> dict[str, Any]:
     limits = gateway_limits(max(args.concurrencies))
-    servers: list[ServerProcess] = [Baseline(workdir), Gateway(workdir, limits)]
+    servers: list[ServerProcess] = [Baseline(workdir), Gateway(workdir, limits, args.processes)]
     if args.worker_process:
-        servers.append(GatewayWorkerProcess(workdir, limits))
+        servers.append(GatewayWorkerProcess(workdir, limits, args.processes))
     targets = [s.name for s in servers]
     gateways = targets[1:]
     per_wire: dict[str, Any] = {}
@@ -802,6 +830,7 @@ def run_throughput(args: argparse.Namespace, workdir: Path, facts: dict[str, Any
         "rounds": args.rounds,
         "concurrency": args.concurrencies,
         "client_procs": args.client_procs,
+        "gateway_processes": args.processes,
         "gateway_limits_env": limits,
     }
     first = args.wires[0]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import Any, Literal
 
@@ -302,7 +303,8 @@ def build_http_app(
     async def readyz(request: Request) -> JSONResponse:
         checks = await ready()
         ok = all(v == "ok" for v in checks.values())
-        return JSONResponse({"status": "ok" if ok else "unavailable", "checks": checks}, status_code=200 if ok else 503)
+        body = {"status": "ok" if ok else "unavailable", "process": os.getpid(), "checks": checks}  # which answered
+        return JSONResponse(body, status_code=200 if ok else 503)
 
     manager = _SessionManager(
         app=server,
