@@ -296,6 +296,17 @@ async def test_handle_then_workflow_result(inspector: Inspector) -> None:
     assert final["structuredContent"]["result"] == {"slept": 1}, final
 
 
+async def served_as(authed: Inspector, gateway: Gateway, subject: str) -> None:
+    """The Inspector with a token of the `billing` scope lists that scope's tools and calls `echo` as `subject`."""
+    listed = await authed.run("--method", "tools/list")
+    assert listed.returncode == 0, listed.report()
+    names = {tool["name"] for tool in json.loads(listed.stdout)["result"]["tools"]}
+    assert "ledger" in names and "echo" in names, names
+    result = await authed.call_tool("echo", text="hi")
+    record = await gateway.workflows.get(result["_meta"][WORKFLOW_META], ADMIN)
+    assert record.caller == subject
+
+
 @pytest.mark.parametrize("era", ["legacy", "modern"])
 async def test_bearer_token(inspector_install: tuple[Path, Path], gateway: Gateway, tmp_path: Path, era: str) -> None:
     """A TypeScript client with a static token (`--header`): served, as the token's subject, with the tools its
@@ -309,13 +320,7 @@ async def test_bearer_token(inspector_install: tuple[Path, Path], gateway: Gatew
         authed = Inspector(
             executable, node.parent, (*target, "--header", f"Authorization: Bearer {token}"), era, home, {}
         )
-        listed = await authed.run("--method", "tools/list")
-        assert listed.returncode == 0, listed.report()
-        names = {tool["name"] for tool in json.loads(listed.stdout)["result"]["tools"]}
-        assert "ledger" in names and "echo" in names, names
-        result = await authed.call_tool("echo", text="hi")
-        record = await gateway.workflows.get(result["_meta"][WORKFLOW_META], ADMIN)
-        assert record.caller == "ts-client"
+        await served_as(authed, gateway, "ts-client")
         bare = await Inspector(executable, node.parent, target, era, home, {}).run("--method", "tools/list")
         # The TS client read the 401's WWW-Authenticate (resource metadata) and would start OAuth: auth_required.
         refusal = bare.error_envelope()
@@ -346,14 +351,7 @@ async def test_jwt_bearer_token(inspector_install: tuple[Path, Path], env: Env, 
                 header = ("--header", f"Authorization: Bearer {token}")
                 return Inspector(executable, node.parent, (url, "--transport", "http", *header), era, home, {})
 
-            authed = inspector(idp.token(sub="jane", scope="billing"))
-            listed = await authed.run("--method", "tools/list")
-            assert listed.returncode == 0, listed.report()
-            names = {tool["name"] for tool in json.loads(listed.stdout)["result"]["tools"]}
-            assert "ledger" in names and "echo" in names, names
-            result = await authed.call_tool("echo", text="hi")
-            record = await gateway.workflows.get(result["_meta"][WORKFLOW_META], ADMIN)
-            assert record.caller == "jane"
+            await served_as(inspector(idp.token(sub="jane", scope="billing")), gateway, "jane")
             idp.add_key("unpublished")
             forged = idp.token("unpublished", sub="jane")
             idp.keys.pop("unpublished")

@@ -49,7 +49,8 @@ def folding(event: Event, decided: list[WorkflowState]) -> Any:
     return decide
 
 
-async def create(store: PostgresStore) -> str:
+async def create(store: PostgresStore, trace_id: str | None = None, *, mark: bool = True) -> str:
+    """A workflow of `echo` created (and, with `mark`, its command marked published)."""
     workflow_id = uuid.uuid4().hex
     workflow = NewWorkflow(
         id=workflow_id,
@@ -58,10 +59,12 @@ async def create(store: PostgresStore) -> str:
         arguments={},
         caller="tester",
         request_id=None,
-        trace_id=None,
+        trace_id=trace_id,
         deadline=datetime.now(UTC) + timedelta(minutes=5),
     )
     outbox_id = await store.create(workflow, OutboxMessage(workflow_id, "mcpgw.cmd.x", workflow_id, {}, b"{}"))
+    if not mark:
+        return workflow_id
     assert isinstance(outbox_id, int)
     await store.mark_published([outbox_id])
     return workflow_id
@@ -204,22 +207,8 @@ async def test_a_value_postgresql_refuses_fails_its_own_create_only(env: Env) ->
         store = gateway.store
         assert isinstance(store, PostgresStore)
 
-        async def one(trace_id: str | None) -> str:
-            workflow_id = uuid.uuid4().hex
-            workflow = NewWorkflow(
-                id=workflow_id,
-                tool="echo",
-                tool_version="1",
-                arguments={},
-                caller="tester",
-                request_id=None,
-                trace_id=trace_id,
-                deadline=datetime.now(UTC) + timedelta(minutes=5),
-            )
-            await store.create(workflow, OutboxMessage(workflow_id, "mcpgw.cmd.x", workflow_id, {}, b"{}"))
-            return workflow_id
-
-        results = await asyncio.gather(*(one("bad\x00" if i == 3 else None) for i in range(8)), return_exceptions=True)
+        creates = (create(store, "bad\x00" if i == 3 else None, mark=False) for i in range(8))
+        results = await asyncio.gather(*creates, return_exceptions=True)
         assert [isinstance(r, StoreRejected) for r in results] == [i == 3 for i in range(8)], results
         for workflow_id in [r for r in results if isinstance(r, str)]:
             assert await store.get(workflow_id) is not None

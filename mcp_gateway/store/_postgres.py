@@ -260,11 +260,11 @@ _FOLD_AT_VERSION = """
 _FOLD_MANY = """
     WITH input AS (
         SELECT * FROM jsonb_to_recordset($1::jsonb) AS t(
-            id text, version int, key text, kind text, status text, data jsonb, note text, at timestamptz,
+            id text, at_version int, key text, kind text, status text, data jsonb, note text, at timestamptz,
             attempt int, last_seq int, progress float8, total float8, message text, result jsonb, error jsonb,
-            new_version int, questions jsonb, answers jsonb, content jsonb, change text)
+            version int, questions jsonb, answers jsonb, content jsonb, change text)
     ), cur AS (
-        SELECT w.id FROM workflows w JOIN input i ON w.id = i.id AND w.version = i.version
+        SELECT w.id FROM workflows w JOIN input i ON w.id = i.id AND w.version = i.at_version
         ORDER BY w.id FOR UPDATE OF w
     ), ev AS (
         INSERT INTO workflow_events (workflow_id, event_key, kind, status, data, note, at)
@@ -274,7 +274,7 @@ _FOLD_MANY = """
     ), up AS (
         UPDATE workflows w SET status = i.status, attempt = i.attempt, last_seq = i.last_seq, progress = i.progress,
             progress_total = i.total, progress_message = i.message, result = i.result, error = i.error,
-            version = i.new_version, questions = i.questions, answers = i.answers, content = i.content,
+            version = i.version, questions = i.questions, answers = i.answers, content = i.content,
             updated_at = now()
         FROM input i JOIN ev ON ev.workflow_id = i.id
         WHERE w.id = i.id
@@ -405,6 +405,24 @@ def _setter(event: asyncio.Event) -> Callable[[object], None]:
         event.set()
 
     return set_event
+
+
+def _state_columns(state: WorkflowState) -> dict[str, Any]:
+    """A state as the `workflows` row's columns (named as the statements' parameters)."""
+    return {
+        "status": state.status.value,
+        "attempt": state.attempt,
+        "last_seq": state.last_seq,
+        "progress": state.progress,
+        "total": state.total,
+        "message": state.message,
+        "result": state.result,
+        "error": state.error,
+        "version": state.version,
+        "questions": state.questions,
+        "answers": state.answers,
+        "content": state.content,
+    }
 
 
 def _event_data(event: Event) -> dict[str, Any]:
@@ -695,25 +713,14 @@ class PostgresStore:
                 rows.append(
                     {
                         "id": event.workflow_id,
-                        "version": before.version,
+                        "at_version": before.version,
                         "key": event.key,
                         "kind": event.kind.value,
-                        "status": new.status.value,
                         "data": _event_data(event),
                         "note": decision.note,
                         "at": event.at.isoformat(),
-                        "attempt": new.attempt,
-                        "last_seq": new.last_seq,
-                        "progress": new.progress,
-                        "total": new.total,
-                        "message": new.message,
-                        "result": new.result,
-                        "error": new.error,
-                        "new_version": new.version,
-                        "questions": new.questions,
-                        "answers": new.answers,
-                        "content": new.content,
                         "change": change,
+                        **_state_columns(new),
                     }
                 )
             if not batch:
@@ -902,24 +909,7 @@ class PostgresStore:
             if announced is not None:
                 announced.append(change.encode())
             await conn.execute(
-                _UPDATE,
-                {
-                    "id": workflow_id,
-                    "status": new.status.value,
-                    "attempt": new.attempt,
-                    "last_seq": new.last_seq,
-                    "progress": new.progress,
-                    "total": new.total,
-                    "message": new.message,
-                    "result": new.result,
-                    "error": new.error,
-                    "version": new.version,
-                    "questions": new.questions,
-                    "answers": new.answers,
-                    "content": new.content,
-                    "channel": CHANGES_CHANNEL,
-                    "change": change,
-                },
+                _UPDATE, {"id": workflow_id, **_state_columns(new), "channel": CHANGES_CHANNEL, "change": change}
             )
         released: list[OutboxMessage] = []
         held = held_command(Status(m["status"]), new.status) if decision.changed else None
