@@ -18,18 +18,19 @@ from mcp_gateway.core.states import Fold, Status, WorkflowState, fold
 from mcp_gateway.errors import StoreRejected
 from mcp_gateway.store import PostgresStore
 from mcp_gateway.store import _postgres as postgres
+from mcp_gateway.store import _statements as sql
 from mcp_gateway.store._known import KnownStates
 from tests.conftest import Env
 
 
 @pytest.fixture
 def reads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """The workflow ids whose state the fast path read from its row (`_STATE_OF`), in order."""
+    """The workflow ids whose state the fast path read from its row (`STATE_OF`), in order."""
     seen: list[str] = []
     fetchrow = postgres._Connection.fetchrow  # pyright: ignore[reportPrivateUsage]
 
     async def counting(self: Any, query: str, *args: Any, **kw: Any) -> Any:
-        if query == postgres._STATE_OF:  # pyright: ignore[reportPrivateUsage]
+        if query == sql.STATE_OF:
             seen.append(args[0])
         return await fetchrow(self, query, *args, **kw)
 

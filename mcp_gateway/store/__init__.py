@@ -17,13 +17,8 @@ from mcp_gateway.core.ports import (
 )
 from mcp_gateway.store._event_store import PostgresEventStore
 from mcp_gateway.store._memory import InMemoryStore
-from mcp_gateway.store._postgres import (
-    PostgresStore,
-    asyncpg_url,
-    migration_level,
-    migrations_head,
-    run_migrations,
-)
+from mcp_gateway.store._postgres import PostgresStore, asyncpg_url
+from mcp_gateway.store._schema import migration_level, migrations_head, run_migrations
 from mcp_gateway.store._tokens import PostgresTokenStore
 
 __all__ = [

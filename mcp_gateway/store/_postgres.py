@@ -8,22 +8,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 from collections.abc import AsyncGenerator, Callable, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import asyncpg
 import structlog
 from asyncpg.pool import PoolConnectionProxy
 from mcp_gateway_worker.contract import Event
-from sqlalchemy import RowMapping, bindparam, text
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy import RowMapping, text
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
-from sqlalchemy.types import LargeBinary
 
 from mcp_gateway.core.changes import Change
 from mcp_gateway.core.encoding import dumps_text, loads
@@ -41,13 +37,14 @@ from mcp_gateway.core.ports import (
     WorkflowFilter,
     WorkflowRecord,
 )
-from mcp_gateway.core.states import TERMINAL, Fold, Status, WorkflowState, answering, ending, held_command
+from mcp_gateway.core.states import Fold, Status, WorkflowState, answering, ending, held_command
 from mcp_gateway.core.supervisor import Supervisor
 from mcp_gateway.errors import StoreError, StoreRejected
+from mcp_gateway.store import _statements as sql
 from mcp_gateway.store._group import GroupCommit
 from mcp_gateway.store._known import KnownStates
 
-__all__ = ["PostgresStore", "asyncpg_url", "migration_level", "migrations_head", "run_migrations"]
+__all__ = ["PostgresStore", "asyncpg_url"]
 
 log = structlog.get_logger(__name__)
 
@@ -65,266 +62,6 @@ def store_failure(exc: BaseException) -> StoreError:
     if code:
         message += f" (SQLSTATE {code})"
     return (StoreRejected if code and str(code)[:2] in ("22", "23") else StoreError)(message)
-
-
-_PACKAGE = Path(__file__).resolve().parents[1]
-MIGRATIONS = next(
-    (p for p in (_PACKAGE / "_migrations", _PACKAGE.parent / "migrations") if (p / "env.py").is_file()),
-    _PACKAGE / "_migrations",
-)
-"""Alembic's folder: inside the installed package (the wheel ships `migrations/` there), or the checkout's."""
-
-_CREATE = text(
-    """
-    WITH wf AS (
-        INSERT INTO workflows (id, tool, tool_version, arguments, status, caller, request_id, trace_id, deadline,
-                               questions, idempotency_key, arguments_hash)
-        VALUES (:id, :tool, :tool_version, :arguments, :status, :caller, :request_id, :trace_id, :deadline,
-                :questions, :idempotency_key, :arguments_hash)
-        ON CONFLICT (caller, tool, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
-        RETURNING id
-    ), ev AS (
-        INSERT INTO workflow_events (workflow_id, event_key, kind, status, data)
-        SELECT id, 'created', 'created', :status, :event_data FROM wf
-    )
-    INSERT INTO outbox (workflow_id, subject, msg_id, headers, payload, held)
-    SELECT id, :subject, :msg_id, :headers, :payload, :held FROM wf
-    RETURNING id
-    """
-).bindparams(
-    bindparam("arguments", type_=JSONB),
-    bindparam("questions", type_=JSONB),
-    bindparam("event_data", type_=JSONB),
-    bindparam("headers", type_=JSONB),
-    bindparam("payload", type_=LargeBinary),
-)
-
-_CREATE_RAW = """
-    WITH wf AS (
-        INSERT INTO workflows (id, tool, tool_version, arguments, status, caller, request_id, trace_id, deadline,
-                               questions, idempotency_key, arguments_hash)
-        VALUES ($1, $2, $3, $4::jsonb, $5, $6, $7, $8, $9, $10::jsonb, NULL, NULL)
-        RETURNING id
-    ), ev AS (
-        INSERT INTO workflow_events (workflow_id, event_key, kind, status, data)
-        SELECT id, 'created', 'created', $5, $11::jsonb FROM wf
-    )
-    INSERT INTO outbox (workflow_id, subject, msg_id, headers, payload, held)
-    SELECT id, $12, $13, $14::jsonb, $15, $16 FROM wf
-    RETURNING id
-"""
-"""`_CREATE` without an idempotency key, for asyncpg (prepared once per connection)."""
-
-# Several calls' creates in one statement and one commit (group commit): the rows as one JSON parameter, the
-# commands' bytes as an array beside it (`ord` indexes both).
-_CREATE_MANY = """
-    WITH input AS (
-        SELECT * FROM jsonb_to_recordset($1::jsonb) AS t(
-            ord int, id text, tool text, tool_version text, arguments jsonb, status text, caller text,
-            request_id text, trace_id text, deadline timestamptz, questions jsonb, event_data jsonb, subject text,
-            msg_id text, headers jsonb, held bool)
-    ), wf AS (
-        INSERT INTO workflows (id, tool, tool_version, arguments, status, caller, request_id, trace_id, deadline,
-                               questions, idempotency_key, arguments_hash)
-        SELECT id, tool, tool_version, arguments, status, caller, request_id, trace_id, deadline, questions, NULL, NULL
-        FROM input ORDER BY ord
-        RETURNING id
-    ), ev AS (
-        INSERT INTO workflow_events (workflow_id, event_key, kind, status, data)
-        SELECT i.id, 'created', 'created', i.status, i.event_data FROM input i JOIN wf ON wf.id = i.id
-    )
-    INSERT INTO outbox (workflow_id, subject, msg_id, headers, payload, held)
-    SELECT i.id, i.subject, i.msg_id, i.headers, ($2::bytea[])[i.ord], i.held FROM input i JOIN wf ON wf.id = i.id
-    ORDER BY i.ord
-    RETURNING id, workflow_id
-"""
-
-_RELEASE_KEY = text(
-    "UPDATE workflows SET idempotency_key = NULL WHERE caller = :caller AND tool = :tool "
-    "AND idempotency_key = :key AND created_at < now() - make_interval(secs => :window)"
-)
-_BY_KEY = text(
-    "SELECT id, arguments_hash FROM workflows WHERE caller = :caller AND tool = :tool AND idempotency_key = :key"
-)
-
-# asyncpg's own pool: one prepared statement for a batch of the relay's marks.
-_MARK_PUBLISHED = """
-    WITH sent AS (
-        DELETE FROM outbox WHERE id = ANY($1::bigint[]) RETURNING workflow_id
-    ), moved AS (
-        UPDATE workflows w SET status = 'dispatched', updated_at = now(), version = w.version + 1
-        FROM sent WHERE w.id = sent.workflow_id AND w.status = 'pending'
-        RETURNING w.id
-    )
-    INSERT INTO workflow_events (workflow_id, event_key, kind, status)
-    SELECT sent.workflow_id, 'dispatched', 'dispatched', CASE WHEN moved.id IS NULL THEN NULL ELSE 'dispatched' END
-    FROM sent LEFT JOIN moved ON moved.id = sent.workflow_id
-    ON CONFLICT (workflow_id, event_key) DO NOTHING
-    RETURNING workflow_id, status
-"""
-
-_UNPUBLISHED = text(
-    """
-    SELECT id, workflow_id, subject, msg_id, headers, payload FROM outbox
-    WHERE created_at < now() - make_interval(secs => :age) AND NOT held
-    ORDER BY id LIMIT :limit
-    """
-)
-
-_LOCK = text(
-    """
-    SELECT tool, status, attempt, last_seq, progress, progress_total, progress_message, result, error, version,
-           questions, answers, content
-    FROM workflows WHERE id = :id FOR UPDATE
-    """
-)
-
-_RECORD_EVENT = text(
-    """
-    INSERT INTO workflow_events (workflow_id, event_key, kind, status, data, note, at)
-    VALUES (:id, :key, :kind, :status, :data, :note, :at)
-    ON CONFLICT (workflow_id, event_key) DO NOTHING
-    RETURNING id
-    """
-).bindparams(bindparam("data", type_=JSONB))
-
-# The change is announced in the same transaction: PostgreSQL delivers a NOTIFY only after commit, and in
-# commit order, to every listening gateway process, so waiters see a workflow's changes in the order they happened.
-_UPDATE = text(
-    """
-    WITH changed AS (
-        UPDATE workflows SET status = :status, attempt = :attempt, last_seq = :last_seq, progress = :progress,
-            progress_total = :total, progress_message = :message, result = :result, error = :error,
-            version = :version, questions = :questions, answers = :answers, content = :content, updated_at = now()
-        WHERE id = :id
-        RETURNING id
-    )
-    SELECT pg_notify(:channel, :change) FROM changed
-    """
-).bindparams(
-    bindparam("result", type_=JSONB),
-    bindparam("error", type_=JSONB),
-    bindparam("questions", type_=JSONB),
-    bindparam("answers", type_=JSONB),
-    bindparam("content", type_=JSONB),
-)
-
-_RELEASE = text(
-    """
-    UPDATE outbox SET held = false, created_at = now() WHERE workflow_id = :id AND held
-    RETURNING id, workflow_id, subject, msg_id, headers, payload
-    """
-)
-
-_REOPEN = text(
-    """
-    WITH moved AS (
-        UPDATE workflows SET deadline = :deadline, arguments = :arguments WHERE id = :id RETURNING id
-    )
-    INSERT INTO outbox (workflow_id, subject, msg_id, headers, payload, held)
-    SELECT id, :subject, :msg_id, :headers, :payload, false FROM moved
-    RETURNING id
-    """
-).bindparams(
-    bindparam("arguments", type_=JSONB),
-    bindparam("headers", type_=JSONB),
-    bindparam("payload", type_=LargeBinary),
-)
-
-_DROP_HELD = text("DELETE FROM outbox WHERE workflow_id = :id AND held")
-"""A held command whose workflow ended before it was approved (denied, cancelled, timed out): never sent."""
-
-# The fold's fast path, in one statement (one round trip, one commit): the event is recorded and the state
-# written only if the workflow is still at the version its state was read at (the row locked meanwhile) and the
-# event's key is new; otherwise nothing is written and the fold takes the locked path (`_transition_in`).
-_FOLD_AT_VERSION = """
-    WITH cur AS (
-        SELECT id FROM workflows WHERE id = $1 AND version = $2 FOR UPDATE
-    ), ev AS (
-        INSERT INTO workflow_events (workflow_id, event_key, kind, status, data, note, at)
-        SELECT id, $3::text, $4::text, $5::text, $6::jsonb, $7::text, $8::timestamptz FROM cur
-        ON CONFLICT (workflow_id, event_key) DO NOTHING
-        RETURNING workflow_id
-    ), up AS (
-        UPDATE workflows w SET status = $5::text, attempt = $9, last_seq = $10, progress = $11, progress_total = $12,
-            progress_message = $13, result = $14::jsonb, error = $15::jsonb, version = $16,
-            questions = $17::jsonb, answers = $18::jsonb, content = $19::jsonb, updated_at = now()
-        FROM ev WHERE w.id = ev.workflow_id
-        RETURNING w.id
-    )
-    SELECT pg_notify($20, $21) FROM up
-"""
-# Several workflows' folds in one statement (one commit): each written only if its row is still at the version its
-# state was decided on and its event's key is new; the rows are locked in id order (two gateways never deadlock on
-# each other's batches). What it did not write, the caller folds alone. The batch is one JSON parameter.
-_FOLD_MANY = """
-    WITH input AS (
-        SELECT * FROM jsonb_to_recordset($1::jsonb) AS t(
-            id text, at_version int, key text, kind text, status text, data jsonb, note text, at timestamptz,
-            attempt int, last_seq int, progress float8, total float8, message text, result jsonb, error jsonb,
-            version int, questions jsonb, answers jsonb, content jsonb, change text)
-    ), cur AS (
-        SELECT w.id FROM workflows w JOIN input i ON w.id = i.id AND w.version = i.at_version
-        ORDER BY w.id FOR UPDATE OF w
-    ), ev AS (
-        INSERT INTO workflow_events (workflow_id, event_key, kind, status, data, note, at)
-        SELECT i.id, i.key, i.kind, i.status, i.data, i.note, i.at FROM input i JOIN cur ON cur.id = i.id
-        ON CONFLICT (workflow_id, event_key) DO NOTHING
-        RETURNING workflow_id
-    ), up AS (
-        UPDATE workflows w SET status = i.status, attempt = i.attempt, last_seq = i.last_seq, progress = i.progress,
-            progress_total = i.total, progress_message = i.message, result = i.result, error = i.error,
-            version = i.version, questions = i.questions, answers = i.answers, content = i.content,
-            updated_at = now()
-        FROM input i JOIN ev ON ev.workflow_id = i.id
-        WHERE w.id = i.id
-        RETURNING w.id, i.change
-    )
-    SELECT id, pg_notify($2, change) FROM up
-"""
-_STATES_OF = (
-    "SELECT id, tool, status, attempt, last_seq, progress, progress_total, progress_message, result, error, version, "
-    "questions, answers, content FROM workflows WHERE id = ANY($1::text[])"
-)
-_STATE_OF = (
-    "SELECT tool, status, attempt, last_seq, progress, progress_total, progress_message, result, error, version, "
-    "questions, answers, content FROM workflows WHERE id = $1"
-)
-
-CHANGES_CHANNEL = "mcpgw_changes"
-NOTIFY_LIMIT = 7_500  # PostgreSQL's payload limit is 8000 bytes
-
-_DEAD_LETTER = text(
-    "INSERT INTO dead_letters (source, subject, workflow_id, reason, headers, head, size, delivered) "
-    "VALUES (:source, :subject, :workflow_id, :reason, :headers, :head, :size, :delivered) RETURNING id"
-).bindparams(bindparam("headers", type_=JSONB), bindparam("head", type_=LargeBinary))
-_DEAD_LETTERS = text(
-    "SELECT * FROM dead_letters WHERE CAST(:letter AS bigint) IS NULL OR id = :letter ORDER BY id DESC LIMIT :limit"
-)
-_COUNTS = text(
-    f"""
-    SELECT tool, status, count(*) AS n FROM workflows
-    WHERE (NOT :open_only OR status NOT IN ({", ".join(repr(s.value) for s in sorted(TERMINAL))}))
-      AND (CAST(:since AS timestamptz) IS NULL OR created_at >= :since)
-    GROUP BY tool, status
-    """
-)
-_OUTBOX_DEPTH = text(
-    "SELECT count(*) AS n, extract(epoch FROM now() - min(created_at)) AS oldest FROM outbox WHERE NOT held"
-)
-_OVERDUE = text(
-    """
-    SELECT id FROM workflows
-    WHERE deadline < now() AND status NOT IN ('completed', 'failed', 'cancelled', 'timed_out', 'dead_lettered')
-    ORDER BY deadline LIMIT :limit
-    """
-)
-
-_COLUMNS = (
-    "id, tool, tool_version, arguments, caller, request_id, trace_id, created_at, updated_at, deadline, "
-    "status, attempt, last_seq, progress, progress_total, progress_message, result, error, version, questions, "
-    "answers, content"
-)
 
 
 POOL_TIMEOUT = 10.0
@@ -550,7 +287,7 @@ class PostgresStore:
                 continue
             try:
                 conn.add_termination_listener(_setter(lost))
-                await conn.add_listener(CHANGES_CHANNEL, on_notify)
+                await conn.add_listener(sql.CHANGES_CHANNEL, on_notify)
                 ready.set()
                 await lost.wait()
                 log.warning("store.listen_lost")
@@ -563,11 +300,11 @@ class PostgresStore:
             return await self._creates.submit((workflow, command))
         key = {"caller": workflow.caller, "tool": workflow.tool, "key": workflow.idempotency_key}
         async with self._transaction() as conn:
-            await conn.execute(_RELEASE_KEY, {**key, "window": workflow.idempotency_window})
-            outbox_id = (await conn.execute(_CREATE, self._create_values(workflow, command))).scalar_one_or_none()
+            await conn.execute(sql.RELEASE_KEY, {**key, "window": workflow.idempotency_window})
+            outbox_id = (await conn.execute(sql.CREATE, self._create_values(workflow, command))).scalar_one_or_none()
             if outbox_id is not None:
                 return int(outbox_id)
-            found = (await conn.execute(_BY_KEY, key)).mappings().one()
+            found = (await conn.execute(sql.BY_KEY, key)).mappings().one()
         return ExistingWorkflow(found["id"], found["arguments_hash"])
 
     async def _create_many(self, creates: Sequence[tuple[NewWorkflow, OutboxMessage]]) -> list[int | Exception]:
@@ -597,7 +334,7 @@ class PostgresStore:
             ]
             try:
                 async with self._raw() as conn:
-                    written = await conn.fetch(_CREATE_MANY, rows, [command.payload for _, command in creates])
+                    written = await conn.fetch(sql.CREATE_MANY, rows, [command.payload for _, command in creates])
             except StoreRejected:
                 return [await self._create_alone(workflow, command) for workflow, command in creates]
             ids = {r["workflow_id"]: int(r["id"]) for r in written}
@@ -619,7 +356,7 @@ class PostgresStore:
     async def _create_one(self, workflow: NewWorkflow, command: OutboxMessage) -> int:
         async with self._raw() as conn:
             outbox_id = await conn.fetchval(
-                _CREATE_RAW,
+                sql.CREATE_RAW,
                 workflow.id,
                 workflow.tool,
                 workflow.tool_version,
@@ -666,12 +403,12 @@ class PostgresStore:
     async def mark_published(self, outbox_ids: Sequence[int]) -> None:
         if outbox_ids:
             async with self._raw() as conn:
-                marked = await conn.fetch(_MARK_PUBLISHED, list(outbox_ids))
+                marked = await conn.fetch(sql.MARK_PUBLISHED, list(outbox_ids))
             self._known.dispatched([r["workflow_id"] for r in marked if r["status"] == Status.DISPATCHED.value])
 
     async def unpublished(self, older_than_seconds: float, limit: int) -> list[OutboxMessage]:
         async with self._autocommit() as conn:
-            rows = await conn.execute(_UNPUBLISHED, {"age": older_than_seconds, "limit": limit})
+            rows = await conn.execute(sql.UNPUBLISHED, {"age": older_than_seconds, "limit": limit})
             return [_outbox(r) for r in rows]
 
     async def apply(self, event: Event, decide: Decide) -> Applied | None:
@@ -697,7 +434,7 @@ class PostgresStore:
         async with self._raw() as conn:
             unread = [workflow_id for workflow_id in ids if workflow_id not in views]
             if unread:
-                for m in await conn.fetch(_STATES_OF, unread):
+                for m in await conn.fetch(sql.STATES_OF, unread):
                     views[m["id"]] = (m["tool"], _state(m))
             for index, (event, decide) in enumerate(items):
                 view = views.get(event.workflow_id)
@@ -708,7 +445,7 @@ class PostgresStore:
                 new = decision.state
                 if decision.defer or not decision.changed or held_command(before.status, new.status) is not None:
                     continue
-                change = Change(event.workflow_id, new, decision.log).encode(NOTIFY_LIMIT).decode()
+                change = Change(event.workflow_id, new, decision.log).encode(sql.NOTIFY_LIMIT).decode()
                 batch.append((index, tool, decision, change))
                 rows.append(
                     {
@@ -725,7 +462,7 @@ class PostgresStore:
                 )
             if not batch:
                 return done
-            written = {r["id"] for r in await conn.fetch(_FOLD_MANY, rows, CHANGES_CHANNEL)}
+            written = {r["id"] for r in await conn.fetch(sql.FOLD_MANY, rows, sql.CHANGES_CHANNEL)}
         for index, tool, decision, change in batch:
             workflow_id = ids[index]
             if workflow_id not in written:  # changed meanwhile, or a duplicate: the caller folds it alone
@@ -758,11 +495,11 @@ class PostgresStore:
             "delivered": letter.delivered,
         }
         async with self._autocommit() as conn:
-            return int((await conn.execute(_DEAD_LETTER, values)).scalar_one())
+            return int((await conn.execute(sql.DEAD_LETTER, values)).scalar_one())
 
     async def dead_letters(self, limit: int = 50, letter_id: int | None = None) -> list[DeadLetter]:
         async with self._autocommit() as conn:
-            rows = (await conn.execute(_DEAD_LETTERS, {"limit": limit, "letter": letter_id})).mappings().all()
+            rows = (await conn.execute(sql.DEAD_LETTERS, {"limit": limit, "letter": letter_id})).mappings().all()
         return [
             DeadLetter(
                 source=r["source"],
@@ -781,14 +518,14 @@ class PostgresStore:
 
     async def overdue(self, limit: int = 100) -> list[str]:
         async with self._autocommit() as conn:
-            rows = await conn.execute(_OVERDUE, {"limit": limit})
+            rows = await conn.execute(sql.OVERDUE, {"limit": limit})
             return [r.id for r in rows]
 
     async def _transition(
         self, workflow_id: str, key: str, kind: str, data: dict[str, Any], at: datetime, decide: Decide
     ) -> Applied | None:
         """Let `decide` fold the happening into the workflow's state, record it once, save and announce: in one
-        statement when the state read stays current (`_FOLD_AT_VERSION`), else under the row lock."""
+        statement when the state read stays current (`sql.FOLD_AT_VERSION`), else under the row lock."""
         fast = await self._transition_at_version(workflow_id, key, kind, data, at, decide)
         if fast is not None:
             return fast
@@ -812,7 +549,7 @@ class PostgresStore:
                 if known is not None:
                     tool, before = known
                 else:
-                    m = await conn.fetchrow(_STATE_OF, workflow_id)
+                    m = await conn.fetchrow(sql.STATE_OF, workflow_id)
                     if m is None:
                         return None
                     tool, before = m["tool"], _state(m)
@@ -825,9 +562,9 @@ class PostgresStore:
                 new = decision.state
                 if not decision.changed or held_command(before.status, new.status) is not None:
                     return None
-                change = Change(workflow_id, new, decision.log).encode(NOTIFY_LIMIT).decode()
+                change = Change(workflow_id, new, decision.log).encode(sql.NOTIFY_LIMIT).decode()
                 written = await conn.fetch(
-                    _FOLD_AT_VERSION,
+                    sql.FOLD_AT_VERSION,
                     workflow_id,
                     before.version,
                     key,
@@ -847,7 +584,7 @@ class PostgresStore:
                     new.questions,
                     new.answers,
                     new.content,
-                    CHANGES_CHANNEL,
+                    sql.CHANGES_CHANNEL,
                     change,
                 )
                 if written:
@@ -883,7 +620,7 @@ class PostgresStore:
         announced: list[bytes] | None = None,
     ) -> Applied | None:
         self._known.forget(workflow_id)  # the locked path writes a state the fast path's view would not know
-        m = (await conn.execute(_LOCK, {"id": workflow_id})).mappings().first()
+        m = (await conn.execute(sql.LOCK, {"id": workflow_id})).mappings().first()
         if m is None:
             return None
         decision = decide(m["tool"], _state(m))
@@ -891,7 +628,7 @@ class PostgresStore:
             return Applied(workflow_id, m["tool"], decision, duplicate=False)
         new = decision.state
         recorded = await conn.execute(
-            _RECORD_EVENT,
+            sql.RECORD_EVENT,
             {
                 "id": workflow_id,
                 "key": key,
@@ -905,18 +642,18 @@ class PostgresStore:
         if recorded.first() is None:
             return Applied(workflow_id, m["tool"], decision, duplicate=True)
         if decision.changed:
-            change = Change(workflow_id, new, decision.log).encode(NOTIFY_LIMIT).decode()
+            change = Change(workflow_id, new, decision.log).encode(sql.NOTIFY_LIMIT).decode()
             if announced is not None:
                 announced.append(change.encode())
             await conn.execute(
-                _UPDATE, {"id": workflow_id, **_state_columns(new), "channel": CHANGES_CHANNEL, "change": change}
+                sql.UPDATE, {"id": workflow_id, **_state_columns(new), "channel": sql.CHANGES_CHANNEL, "change": change}
             )
         released: list[OutboxMessage] = []
         held = held_command(Status(m["status"]), new.status) if decision.changed else None
         if held == "release":
-            released = [_outbox(r) for r in await conn.execute(_RELEASE, {"id": workflow_id})]
+            released = [_outbox(r) for r in await conn.execute(sql.RELEASE, {"id": workflow_id})]
         elif held == "drop":
-            await conn.execute(_DROP_HELD, {"id": workflow_id})
+            await conn.execute(sql.DROP_HELD, {"id": workflow_id})
         return Applied(workflow_id, m["tool"], decision, duplicate=False, released=released)
 
     async def reopen(self, reopening: Reopening, decide: Decide) -> tuple[Applied, int | None] | None:
@@ -942,7 +679,7 @@ class PostgresStore:
             command = reopening.command
             outbox_id = (
                 await conn.execute(
-                    _REOPEN,
+                    sql.REOPEN,
                     {
                         "id": reopening.workflow_id,
                         "deadline": reopening.deadline,
@@ -959,7 +696,7 @@ class PostgresStore:
 
     async def get(self, workflow_id: str) -> WorkflowRecord | None:
         async with self._autocommit() as conn:
-            query = text(f"SELECT {_COLUMNS} FROM workflows WHERE id = :id")
+            query = text(f"SELECT {sql.COLUMNS} FROM workflows WHERE id = :id")
             row = (await conn.execute(query, {"id": workflow_id})).mappings().first()
             return _record(row) if row is not None else None
 
@@ -997,62 +734,16 @@ class PostgresStore:
             conditions.append("(created_at, id) < (:before_at, :before_id)")
             values["before_at"], values["before_id"] = query.before
         where = ("WHERE " + " AND ".join(conditions)) if conditions else ""
-        statement = f"SELECT {_COLUMNS} FROM workflows {where} ORDER BY created_at DESC, id DESC LIMIT :limit"
+        statement = f"SELECT {sql.COLUMNS} FROM workflows {where} ORDER BY created_at DESC, id DESC LIMIT :limit"
         async with self._autocommit() as conn:
             rows = await conn.execute(text(statement), values)
             return [_record(r) for r in rows.mappings()]
 
     async def counts(self, *, open_only: bool = False, since: datetime | None = None) -> Counts:
         async with self._autocommit() as conn:
-            rows = await conn.execute(_COUNTS, {"open_only": open_only, "since": since})
+            rows = await conn.execute(sql.COUNTS, {"open_only": open_only, "since": since})
             by = {(r.tool, Status(r.status)): int(r.n) for r in rows}
-            outbox = (await conn.execute(_OUTBOX_DEPTH)).one()
+            outbox = (await conn.execute(sql.OUTBOX_DEPTH)).one()
             letters = int((await conn.execute(text("SELECT count(*) FROM dead_letters"))).scalar_one())
         oldest = float(outbox.oldest) if outbox.oldest is not None else None
         return Counts(by, int(outbox.n), oldest, letters)
-
-
-def _alembic_config(url: str) -> Any:
-    from alembic.config import Config
-
-    if not (MIGRATIONS / "env.py").is_file():
-        raise StoreError(
-            f"migrations folder not found at {MIGRATIONS} nor at {_PACKAGE.parent / 'migrations'}: the installation "
-            "is incomplete; reinstall mcp-gateway from its wheel or repository"
-        )
-    config = Config()
-    config.set_main_option("script_location", str(MIGRATIONS))
-    config.attributes["database_url"] = asyncpg_url(url)
-    return config
-
-
-@functools.cache
-def migrations_head() -> str:
-    """The newest migration this installation ships (what `run_migrations` brings a database to)."""
-    from alembic.script import ScriptDirectory
-
-    head = ScriptDirectory.from_config(_alembic_config("postgresql://unused/")).get_current_head()
-    if head is None:
-        raise StoreError(f"no migrations found in {MIGRATIONS}: the installation is incomplete")
-    return head
-
-
-async def migration_level(engine: AsyncEngine) -> str | None:
-    """The database's migration revision (None before the first migration)."""
-    async with engine.connect() as conn:
-        found = await conn.execute(text("SELECT to_regclass('alembic_version') IS NOT NULL"))
-        if not found.scalar_one():
-            return None
-        return (await conn.execute(text("SELECT version_num FROM alembic_version"))).scalar_one_or_none()
-
-
-async def run_migrations(url: str, revision: str = "head") -> None:
-    """Bring the database at `url` to `revision` (Alembic), in a worker thread (Alembic runs its own loop)."""
-    from alembic import command
-
-    config = _alembic_config(url)
-    try:
-        await asyncio.to_thread(command.upgrade, config, revision)
-    except (SQLAlchemyError, OSError) as exc:
-        raise StoreError(f"migrating {url} failed: {exc}") from exc
-    log.info("store.migrated", revision=revision)
