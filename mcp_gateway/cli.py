@@ -333,7 +333,7 @@ async def _serve(settings: Settings, registry: Any, transport: str, examples: bo
             auth=settings.resolved_auth(),
             public_url=settings.public_url,
             authorization_servers=settings.authorization_servers or ([settings.jwt.issuer] if settings.jwt else None),
-            scopes_supported=gateway.scopes_supported(),
+            scopes_supported=gateway.scopes_supported,
             event_store=PostgresEventStore(gateway.store.engine),
             allowed_hosts=settings.allowed_hosts,
             allowed_origins=settings.allowed_origins,

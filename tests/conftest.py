@@ -196,7 +196,7 @@ async def http_server(
         principals=gateway.principals,
         verifier=gateway.verifier,
         auth=auth,
-        scopes_supported=gateway.scopes_supported(),
+        scopes_supported=gateway.scopes_supported,
         event_store=PostgresEventStore(gateway.store.engine),
         retry=gateway.admin_retry,
         dead_letters=gateway.store.dead_letters,

@@ -82,3 +82,26 @@ async def test_clients_hear_that_the_tools_changed(env: Env, tmp_path: Path) -> 
     assert "tools" in type(event).__name__.lower(), event
     assert after["echo"] == "Echo, reloaded." and before["echo"] != after["echo"]
     assert not result.is_error and result.structured_content is not None
+
+
+async def test_the_resource_metadata_names_the_scopes_a_reload_brings(env: Env, tmp_path: Path) -> None:
+    """RFC 9728's `scopes_supported` follows the tool folder: a tool added with a new scope shows it there."""
+    import httpx2
+
+    tools = tmp_path / "tools"
+    shutil.copytree(ROOT / "config" / "tools", tools)
+    settings = env.settings(tools_dir=tools, reload_interval=0.1)
+    async with open_gateway(settings) as gateway, http_server(gateway, auth="required") as url:
+        metadata = url.removesuffix("/mcp") + "/.well-known/oauth-protected-resource/mcp"
+        async with httpx2.AsyncClient(timeout=10) as http:
+            first = (await http.get(metadata)).json()
+            assert "ledgers" not in first["scopes_supported"] and "mcpgw:admin" in first["scopes_supported"]
+            (tools / "extra.yaml").write_text(EXTRA.format(name="echo_ledgers") + "    scopes: [ledgers]\n")
+            async with asyncio.timeout(10):
+                while "echo_ledgers" not in gateway.registry:  # noqa: ASYNC110 - the reload loop's own pace
+                    await asyncio.sleep(0.05)
+            after = await http.get(metadata)
+            assert "ledgers" in after.json()["scopes_supported"] and after.json()["resource"] == first["resource"]
+            assert after.headers["cache-control"] == "public, max-age=3600"
+            bare = (await http.get(url.removesuffix("/mcp") + "/.well-known/oauth-protected-resource")).json()
+            assert "ledgers" in bare["scopes_supported"]

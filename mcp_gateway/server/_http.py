@@ -6,8 +6,10 @@ import json
 import os
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import Any, Literal
+from urllib.parse import urlparse
 
 from mcp.server import Server
+from mcp.server.auth.handlers.metadata import ProtectedResourceMetadataHandler
 from mcp.server.auth.middleware.auth_context import AuthContextMiddleware
 from mcp.server.auth.middleware.bearer_auth import (
     AuthenticatedUser,
@@ -16,10 +18,11 @@ from mcp.server.auth.middleware.bearer_auth import (
     RequireAuthMiddleware,
 )
 from mcp.server.auth.provider import TokenVerifier
-from mcp.server.auth.routes import build_resource_metadata_url, create_protected_resource_routes
+from mcp.server.auth.routes import build_resource_metadata_url, cors_middleware
 from mcp.server.streamable_http import EventStore, StreamableHTTPServerTransport
 from mcp.server.streamable_http_manager import StreamableHTTPASGIApp, StreamableHTTPSessionManager
 from mcp.server.transport_security import TransportSecuritySettings
+from mcp.shared.auth import ProtectedResourceMetadata
 from pydantic import AnyHttpUrl
 from sse_starlette import EventSourceResponse
 from starlette.applications import Starlette
@@ -46,6 +49,35 @@ from mcp_gateway.store import DeadLetter, WorkflowRecord
 __all__ = ["build_http_app"]
 
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
+
+
+def _metadata_routes(
+    resource: AnyHttpUrl, servers: list[AnyHttpUrl], scopes: list[str] | Callable[[], list[str]] | None
+) -> list[Route]:
+    """RFC 9728 protected resource metadata as the SDK's `create_protected_resource_routes` serves it (its handler,
+    its CORS, its path), but `scopes_supported` may be a callable asked at each request: a reload of the tool
+    folder may name new scopes."""
+    metadata = ProtectedResourceMetadata(
+        resource=resource,
+        authorization_servers=servers,
+        scopes_supported=scopes() if callable(scopes) else scopes,
+        resource_name="mcp-gateway",
+    )
+    handler = _LiveScopes(metadata, scopes) if callable(scopes) else ProtectedResourceMetadataHandler(metadata)
+    path = urlparse(str(build_resource_metadata_url(resource))).path
+    return [Route(path, endpoint=cors_middleware(handler.handle, ["GET", "OPTIONS"]), methods=["GET", "OPTIONS"])]
+
+
+class _LiveScopes(ProtectedResourceMetadataHandler):
+    """The SDK's metadata handler, the scopes asked for at each request."""
+
+    def __init__(self, metadata: ProtectedResourceMetadata, scopes: Callable[[], list[str]]) -> None:
+        super().__init__(metadata)
+        self.scopes = scopes
+
+    async def handle(self, request: Request) -> Response:
+        self.metadata = self.metadata.model_copy(update={"scopes_supported": self.scopes()})
+        return await super().handle(request)
 
 
 class _TrimHeaders:
@@ -160,7 +192,7 @@ def build_http_app(
     auth: Literal["required", "optional"] = "optional",
     public_url: str | None = None,
     authorization_servers: list[str] | None = None,
-    scopes_supported: list[str] | None = None,
+    scopes_supported: list[str] | Callable[[], list[str]] | None = None,
     event_store: EventStore | None = None,
     heartbeat: float = 15.0,
     allowed_hosts: list[str] | None = None,
@@ -319,12 +351,7 @@ def build_http_app(
     issuers = authorization_servers or [str(resource).removesuffix("/mcp")]
     routes: list[BaseRoute] = [
         Route("/mcp", endpoint=guarded(mcp_endpoint)),
-        *create_protected_resource_routes(
-            resource_url=resource,
-            authorization_servers=[AnyHttpUrl(u) for u in issuers],
-            scopes_supported=scopes_supported,
-            resource_name="mcp-gateway",
-        ),
+        *_metadata_routes(resource, [AnyHttpUrl(u) for u in issuers], scopes_supported),
         Route("/healthz", healthz),
         Route("/readyz", readyz),
         *([Route("/metrics", endpoint=guarded(_endpoint(metrics_endpoint)), methods=["GET"])] if metrics else []),
