@@ -15,7 +15,7 @@ from mcp_gateway_worker.contract import Event, EventKind
 from mcp_gateway.app import open_gateway
 from mcp_gateway.core.ports import NewWorkflow, OutboxMessage
 from mcp_gateway.core.states import Fold, Status, WorkflowState, fold
-from mcp_gateway.errors import StoreRejected
+from mcp_gateway.errors import StoreError, StoreRejected
 from mcp_gateway.store import PostgresStore
 from mcp_gateway.store import _postgres as postgres
 from mcp_gateway.store import _statements as sql
@@ -213,3 +213,26 @@ async def test_a_value_postgresql_refuses_fails_its_own_create_only(env: Env) ->
         assert [isinstance(r, StoreRejected) for r in results] == [i == 3 for i in range(8)], results
         for workflow_id in [r for r in results if isinstance(r, str)]:
             assert await store.get(workflow_id) is not None
+
+
+async def test_a_create_that_fails_alone_after_a_refused_batch_fails_only_itself(
+    env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The batch was refused (a NUL), each is written alone, and PostgreSQL goes away for one of them: that one
+    hears StoreError, those written before and after it their ids (none is told it failed when it was recorded)."""
+    async with open_gateway(env.settings()) as gateway:
+        store = gateway.store
+        assert isinstance(store, PostgresStore)
+        create_one = store._create_one  # pyright: ignore[reportPrivateUsage]
+
+        async def flaky(workflow: NewWorkflow, command: OutboxMessage) -> int:
+            if workflow.trace_id == "gone":
+                raise StoreError("PostgreSQL failed: ConnectionDoesNotExistError (test)")
+            return await create_one(workflow, command)
+
+        monkeypatch.setattr(store, "_create_one", flaky)
+        traces = [None, "bad\x00", None, "gone", None]
+        results = await asyncio.gather(*(create(store, t, mark=False) for t in traces), return_exceptions=True)
+        assert isinstance(results[1], StoreRejected) and type(results[3]) is StoreError, results
+        for workflow_id in (results[0], results[2], results[4]):
+            assert isinstance(workflow_id, str) and await store.get(workflow_id) is not None

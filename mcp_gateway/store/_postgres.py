@@ -344,9 +344,11 @@ class PostgresStore:
         return [await self._create_one(*creates[0])]
 
     async def _create_alone(self, workflow: NewWorkflow, command: OutboxMessage) -> int | Exception:
+        """One create of a batch PostgreSQL refused, alone: its own outcome, so that a failure of one (refused,
+        or the server gone meanwhile) is never told to the others, some of which may be written already."""
         try:
             return await self._create_one(workflow, command)
-        except StoreRejected as exc:
+        except StoreError as exc:
             return exc
 
     def _remember_created(self, workflow: NewWorkflow) -> None:
