@@ -236,3 +236,39 @@ async def test_a_create_that_fails_alone_after_a_refused_batch_fails_only_itself
         assert isinstance(results[1], StoreRejected) and type(results[3]) is StoreError, results
         for workflow_id in (results[0], results[2], results[4]):
             assert isinstance(workflow_id, str) and await store.get(workflow_id) is not None
+
+
+async def test_a_mark_locks_its_workflows_in_id_order_as_a_fold_batch_does(env: Env) -> None:
+    """The relay's mark and a batch of folds lock workflow rows in one order (by id), so neither can hold a row
+    the other waits for: before, a mark locked them in its outbox order, and under load PostgreSQL found the
+    deadlock after a second and failed one of the two. Here the mark waits for the first row (held elsewhere)
+    and must not hold the second meanwhile."""
+    async with PostgresStore(env.database_url) as store:
+        while True:  # two workflows whose outbox entries come in the other order than their ids
+            later, first = await create(store, mark=False), await create(store, mark=False)
+            if later > first:
+                break
+        outbox = {r["workflow_id"]: r["id"] for r in await _rows(store, "SELECT id, workflow_id FROM outbox")}
+        async with store._raw() as holder, store._raw() as prober:  # pyright: ignore[reportPrivateUsage]
+            await holder.execute("BEGIN")
+            await holder.execute("SELECT 1 FROM workflows WHERE id = $1 FOR UPDATE", first)
+            marking = asyncio.create_task(store.mark_published([outbox[later], outbox[first]]))
+            async with asyncio.timeout(10):
+                while not await prober.fetchval(  # noqa: ASYNC110 - the mark is waiting for the held row
+                    "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE '%sent AS%'"
+                ):
+                    await asyncio.sleep(0.02)
+            await prober.execute("SET lock_timeout = '500ms'")
+            await prober.execute("BEGIN")
+            await prober.execute("SELECT 1 FROM workflows WHERE id = $1 FOR UPDATE", later)  # not held by the mark
+            await prober.execute("ROLLBACK")
+            await holder.execute("ROLLBACK")
+            await marking
+        for workflow_id in (first, later):
+            record = await store.get(workflow_id)
+            assert record is not None and record.state.status is Status.DISPATCHED
+
+
+async def _rows(store: PostgresStore, query: str) -> list[Any]:
+    async with store._raw() as conn:  # pyright: ignore[reportPrivateUsage]
+        return list(await conn.fetch(query))

@@ -405,7 +405,7 @@ class PostgresStore:
     async def mark_published(self, outbox_ids: Sequence[int]) -> None:
         if outbox_ids:
             async with self._raw() as conn:
-                marked = await conn.fetch(sql.MARK_PUBLISHED, list(outbox_ids))
+                marked = await conn.fetch(sql.MARK_PUBLISHED, sorted(outbox_ids))  # two marks lock in one order
             self._known.dispatched([r["workflow_id"] for r in marked if r["status"] == Status.DISPATCHED.value])
 
     async def unpublished(self, older_than_seconds: float, limit: int) -> list[OutboxMessage]:

@@ -111,13 +111,20 @@ BY_KEY = text(
     "SELECT id, arguments_hash FROM workflows WHERE caller = :caller AND tool = :tool AND idempotency_key = :key"
 )
 
-# asyncpg's own pool: one prepared statement for a batch of the relay's marks.
+# asyncpg's own pool: one prepared statement for a batch of the relay's marks. The workflows it moves are locked
+# in id order, as FOLD_MANY locks its own: locked in the order the outbox gave them, a mark and a fold batch could
+# each hold a row the other waits for (PostgreSQL found the deadlock after its deadlock_timeout, a second, and
+# failed one of them).
 MARK_PUBLISHED = """
     WITH sent AS (
         DELETE FROM outbox WHERE id = ANY($1::bigint[]) RETURNING workflow_id
+    ), pending AS (
+        SELECT w.id FROM workflows w JOIN sent ON w.id = sent.workflow_id
+        WHERE w.status = 'pending'
+        ORDER BY w.id FOR UPDATE OF w
     ), moved AS (
         UPDATE workflows w SET status = 'dispatched', updated_at = now(), version = w.version + 1
-        FROM sent WHERE w.id = sent.workflow_id AND w.status = 'pending'
+        FROM pending WHERE w.id = pending.id AND w.status = 'pending'
         RETURNING w.id
     )
     INSERT INTO workflow_events (workflow_id, event_key, kind, status)
