@@ -9,6 +9,7 @@ request to the SDK.
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import re
 from collections.abc import AsyncGenerator, Sequence
@@ -18,6 +19,8 @@ from typing import Any
 
 import mcp.server._streamable_http_modern as sdk_modern
 import pytest
+from mcp.server.connection import Connection
+from mcp.server.runner import ServerRunner
 
 from mcp_gateway.app import Gateway
 from mcp_gateway.core.states import Status
@@ -315,6 +318,23 @@ async def test_a_client_that_leaves_cancels_its_call(gateway: Gateway, lean_rout
                 await asyncio.sleep(0.02)
         assert route.served == 1
     workers.gates["lean-leave"].set()
+
+
+async def test_a_lean_call_leaves_no_cycle_for_the_collector(gateway: Gateway, lean_routes: list[LeanRoute]) -> None:
+    """Each request's kernel (its `ServerRunner`, `Connection` and their parts) is freed by reference counting at
+    the request's end: under load, cycles of them cost the gateway a fifth of its CPU in the cyclic collector."""
+    async with on_and_off(gateway, lean_routes) as (lean_url, _, route):
+        await exchange(lean_url, *call("echo", {"text": "warm"}))
+        gc.collect()
+        gc.disable()
+        try:
+            for _ in range(5):
+                assert (await exchange(lean_url, *call("echo", {"text": "hi"}))).status == 200
+            left = [o for o in gc.get_objects() if isinstance(o, ServerRunner | Connection)]
+        finally:
+            gc.enable()
+        assert route.served == 6
+        assert left == [], f"{len(left)} kernel objects wait for the cyclic collector"
 
 
 def test_the_constants_copied_from_the_sdk_still_match_it() -> None:
