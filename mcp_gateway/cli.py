@@ -28,6 +28,7 @@ from mcp_gateway_worker import (
     run_workers,
 )
 from mcp_gateway_worker._cli import WorkerLoadError, add_credential_arguments, add_metrics_arguments, credentials_from
+from mcp_gateway_worker._heap import settle_heap
 
 from mcp_gateway import __version__, bus_users, oncall
 from mcp_gateway.core.ports import WorkflowFilter
@@ -320,6 +321,7 @@ async def _serve(settings: Settings, registry: Any, transport: str, examples: bo
         await gateway.report_unserved()
         if transport == "stdio":
             reload_at_sighup(gateway)
+            settle_heap()
             await serve_stdio(gateway.mcp_server())  # as the local principal (settings local_subject, local_scopes)
             return 0
         app = build_http_app(
@@ -380,6 +382,7 @@ async def _serve(settings: Settings, registry: Any, transport: str, examples: bo
             auth=settings.resolved_auth(),
             database=redact_url(gateway.urls.database),
         )
+        settle_heap()
         for sock in sockets or []:
             sock.listen(settings.backlog)
         await server.serve(sockets=sockets)

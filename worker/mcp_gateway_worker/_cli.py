@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from mcp_gateway_worker._credentials import BusCredentials, CredentialsRefused, PermissionDenied
+from mcp_gateway_worker._heap import settle_heap
 from mcp_gateway_worker._logs import configure_logging
 from mcp_gateway_worker._metrics import MetricsPortUnavailable, MetricsUnavailable, WorkerMetrics, serve_metrics
 from mcp_gateway_worker._tracing import configure_tracing
@@ -75,6 +76,7 @@ async def run_workers(
             await stack.enter_async_context(
                 worker.connect(url, user=user, password=password, creds=creds, metrics=metrics)
             )
+        settle_heap()
         await asyncio.Event().wait()
 
 
