@@ -36,3 +36,27 @@ def test_what_only_the_standard_library_writes_is_written_by_it() -> None:
     assert dumps_text({"x": "é"}) == '{"x":"é"}'
     with pytest.raises(json.JSONDecodeError):
         loads(b"{not json")
+
+
+def test_log_lines_are_json_whatever_they_carry() -> None:
+    """The JSON log renderer (orjson when installed) writes every line, also one orjson refuses (an integer past
+    64 bits), one with a value no JSON library knows (written as its repr) and one with non-ASCII text."""
+    import subprocess
+    import sys
+
+    script = (
+        "from mcp_gateway.logs import configure_logging\n"
+        "import structlog\n"
+        "configure_logging('info', 'json')\n"
+        "log = structlog.get_logger('t')\n"
+        "log.info('big', n=2**70)\n"
+        "log.info('odd', v=object.__new__(type('Odd', (), {'__repr__': lambda self: 'odd!'})))\n"
+        "log.info('text', s='é\\u2603', lone='\\ud800')\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True)
+    assert done.stdout == ""  # stdout may carry the MCP protocol: logs go to stderr only
+    lines = [json.loads(line) for line in done.stderr.splitlines()]
+    assert [line["event"] for line in lines] == ["big", "odd", "text"]
+    assert lines[0]["n"] == 2**70
+    assert lines[1]["v"] == "odd!"
+    assert lines[2]["s"] == "é\u2603" and lines[2]["logger"] == "t"
