@@ -27,10 +27,6 @@ log = structlog.get_logger(__name__)
 
 MAX_MARKS = 10_000
 """Published outbox ids waiting to be marked, at most; beyond it a mark is dropped and the relay re-sends."""
-MARK_LINGER = 0.1
-"""Seconds a mark waits for others to share its statement. At light load each call's mark was a statement and a
-commit of its own (a third of PostgreSQL's work per call); lingering puts the marks of a tenth of a second in one.
-A workflow shows `pending` that much longer, and the relay (at `relay_after`, seconds) is far behind it."""
 
 
 class Dispatcher:
@@ -43,7 +39,6 @@ class Dispatcher:
         relay_after: float = 5.0,
         relay_interval: float = 1.0,
         batch: int = 256,
-        mark_linger: float = MARK_LINGER,
         telemetry: Telemetry = NO_TELEMETRY,
     ) -> None:
         self._store = store
@@ -52,7 +47,6 @@ class Dispatcher:
         self._relay_after = relay_after
         self._relay_interval = relay_interval
         self._batch = batch
-        self._mark_linger = mark_linger
         self._supervisor = supervisor
         self._published: asyncio.Queue[int] = asyncio.Queue(maxsize=MAX_MARKS)
         self._taken: list[int] = []
@@ -127,8 +121,6 @@ class Dispatcher:
     async def _mark_loop(self) -> None:
         while True:
             self._taken.append(await self._published.get())  # held where a stop's last flush finds it
-            if self._published.qsize() + 1 < self._batch:
-                await asyncio.sleep(self._mark_linger)
             await self._mark(self._take_marks())
 
     async def relay_once(self) -> int:
