@@ -15,6 +15,7 @@ import nats
 import structlog
 from mcp_gateway_worker import redact_url
 from mcp_gateway_worker._credentials import Violations, url_user
+from mcp_gateway_worker._pull import Pull
 from mcp_gateway_worker.contract import Cancel, Headers, InputAnswer, Subjects, encode, ensure_streams
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
@@ -132,6 +133,7 @@ class NatsBus:
         self._nc: NatsClient | None = None
         self._js: JetStreamContext | None = None
         self._events: JetStreamContext.PullSubscription | None = None
+        self._pull: Pull | None = None
         self._last_error: str | None = None
         self._reconnected_at = float("-inf")
 
@@ -187,6 +189,7 @@ class NatsBus:
                     max_ack_pending=self._max_ack_pending,
                 ),
             )
+            self._pull = await Pull(self._nc, self._subjects.event_stream, FOLD_CONSUMER).__aenter__()
         except (APIError, NatsTimeoutError) as exc:
             await self._nc.close()
             refused = self._violations.since(mark, doing="set up the gateway's streams and consumer")
@@ -203,6 +206,8 @@ class NatsBus:
         if self._nc is not None and not self._nc.is_closed:
             # Stop pulling first (events pulled but not folded are redelivered after ack_wait), then flush what
             # was published and close. nats-py's drain() waits out its whole timeout on pull subscriptions.
+            if self._pull is not None:
+                await self._pull.__aexit__()
             if self._events is not None:
                 with contextlib.suppress(Exception):
                     await self._events.unsubscribe()
@@ -225,6 +230,8 @@ class NatsBus:
         log.warning("bus.disconnected", url=self._shown_url)
 
     async def _on_reconnected(self) -> None:
+        if self._pull is not None:  # the server forgot its open request
+            self._pull.reset()
         self._last_error = None
         self._reconnected_at = time.monotonic()
         log.info("bus.reconnected", url=self._shown_url)
@@ -246,13 +253,11 @@ class NatsBus:
             raise BusError(f"publishing to {message.subject} failed: {reason}") from exc
 
     async def fetch_events(self, batch: int, max_wait: float) -> list[NatsDelivery]:
-        if self._events is None:
+        if self._pull is None:
             raise BusError("the bus is not open (use it inside 'async with')")
         try:
-            msgs = await self._events.fetch(batch, timeout=max_wait)
-        except (NatsTimeoutError, TimeoutError):
-            return []
-        except (ConnectionClosedError, APIError, OutboundBufferLimitError) as exc:
+            msgs = await self._pull.fetch(batch, max_wait=max_wait)
+        except (ConnectionClosedError, OutboundBufferLimitError) as exc:
             raise BusError(f"fetching events failed: {exc or type(exc).__name__}") from exc
         return [
             NatsDelivery(m.data, dict(m.headers or {}), m.metadata.num_delivered, m, m.subject, m.metadata.timestamp)

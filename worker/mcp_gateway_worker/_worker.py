@@ -46,6 +46,7 @@ from mcp_gateway_worker._credentials import (
     redact_url,
 )
 from mcp_gateway_worker._metrics import NO_METRICS, Observer, WorkerMetrics, serve_metrics
+from mcp_gateway_worker._pull import Pull
 from mcp_gateway_worker._questions import Questions
 from mcp_gateway_worker._tracing import Span, trace_id_of, tracer
 from mcp_gateway_worker.contract import (
@@ -159,6 +160,7 @@ class Worker:
         self._drain_timeout = drain_timeout
         self._slots = asyncio.Semaphore(max_concurrency)
         self._running: set[asyncio.Task[None]] = set()
+        self._pulls: list[Pull] = []
         self._done: OrderedDict[str, tuple[bytes, str]] = OrderedDict()
         """Command key -> its terminal event and that event's key, to answer a redelivery from memory."""
         self._handlers: dict[str, asyncio.Task[dict[str, Any] | ToolResult]] = {}
@@ -262,6 +264,7 @@ class Worker:
         self._nc = await self._connect(url, access, inbox_prefix)
         self._js = self._nc.jetstream()
         self._stopping.clear()
+        opened = AsyncExitStack()
         try:
             if counted is not None and metrics_port is not None:
                 await self._serve_metrics(counted, metrics_host, metrics_port)
@@ -275,6 +278,9 @@ class Worker:
                         self.subjects.resource(subject), queue="mcpgw-workers", cb=self._resource_responder(reader)
                     )
                 subs = [(s, await self._subscribe(s)) for s in subjects]
+                pulls = [Pull(self._nc, self.subjects.command_stream, worker_durable(s)) for s in subjects]
+                for pull in pulls:
+                    await opened.enter_async_context(pull)
                 await self._nc.flush()  # a refused subscription is reported before the flush is answered
             except (NatsTimeoutError, TimeoutError) as exc:
                 refused = self._violations.since(mark, self._setup_subjects(subjects), "set up its consumers")
@@ -287,7 +293,8 @@ class Worker:
             refused = self._violations.since(mark, self._setup_subjects(subjects), "subscribe")
             if refused is not None:
                 raise refused
-            loops = [asyncio.create_task(self._fetch_loop(sub, subject)) for subject, sub in subs]
+            self._pulls = pulls
+            loops = [asyncio.create_task(self._fetch_loop(pull, s)) for pull, s in zip(pulls, subjects, strict=True)]
             log.info("worker.started", worker=self.name, tools=self.tools, url=redact_url(url))
             try:
                 yield self
@@ -299,10 +306,13 @@ class Worker:
                     with contextlib.suppress(asyncio.CancelledError):
                         await loop
                 await self._drain()
-                for _, sub in subs:  # messages pulled but not started are redelivered after ack_wait
+                await opened.aclose()  # messages pulled but not started are redelivered after ack_wait
+                for _, sub in subs:
                     with contextlib.suppress(Exception):
                         await sub.unsubscribe()
         finally:
+            self._pulls = []
+            await opened.aclose()  # (when setting up failed)
             # Every command is settled by now; a plain flush and close (nats-py's drain waits on pull
             # subscriptions for its whole timeout).
             with contextlib.suppress(Exception):
@@ -392,6 +402,8 @@ class Worker:
 
     async def _on_reconnected(self) -> None:
         self._last_error = None
+        for pull in self._pulls:  # the server forgot their open requests
+            pull.reset()
         log.info("worker.reconnected", worker=self.name)
 
     async def run(
@@ -425,7 +437,7 @@ class Worker:
             ),
         )
 
-    async def _fetch_loop(self, sub: JetStreamContext.PullSubscription, subject: str) -> None:
+    async def _fetch_loop(self, pull: Pull, subject: str) -> None:
         # Slots are taken per message, after the fetch: a loop idling in a fetch holds none, so the loops of
         # several subjects share `max_concurrency` without starving each other.
         while not self._stopping.is_set():
@@ -433,9 +445,7 @@ class Worker:
             self._slots.release()
             want = max(1, self._max_concurrency - len(self._running))
             try:
-                msgs = await sub.fetch(want, timeout=1.0)
-            except (NatsTimeoutError, TimeoutError):
-                continue
+                msgs = await pull.fetch(want, max_wait=1.0)
             except Exception as exc:
                 log.warning("worker.fetch_failed", error=str(exc) or type(exc).__name__)
                 await asyncio.sleep(0.5)
