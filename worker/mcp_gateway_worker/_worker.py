@@ -667,7 +667,7 @@ class Worker:
             return
         heartbeat.cancel()
         self._remember(key, final, last_key)
-        await settle(lambda m: m.ack_sync())
+        await settle(lambda m: m.ack())  # its events are stored: a lost ack only redelivers it (answered from _done)
 
     async def _run_handler(
         self,
