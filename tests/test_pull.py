@@ -12,6 +12,7 @@ import nats
 import pytest
 from mcp_gateway_worker._pull import Pull
 from nats.aio.client import Client
+from nats.errors import ConnectionClosedError
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig
 
@@ -93,3 +94,15 @@ async def test_what_a_stopped_pull_was_sent_is_delivered_again(stream: tuple[Cli
         (redelivered,) = await again.fetch(1, max_wait=10)
         assert redelivered.data == b"one" and redelivered.metadata.num_delivered == 2
         await redelivered.ack()
+
+
+async def test_a_pull_not_open_refuses_to_fetch(stream: tuple[Client, JetStreamContext, str]) -> None:
+    """Never an empty answer that a fetch loop would spin on."""
+    nc, js, name = stream
+    pull = Pull(nc, name, await consumer(js, name))
+    with pytest.raises(ConnectionClosedError):
+        await pull.fetch(1, max_wait=1)
+    async with pull:
+        assert await pull.fetch(1, max_wait=0.05) == []
+    with pytest.raises(ConnectionClosedError):
+        await pull.fetch(1, max_wait=1)

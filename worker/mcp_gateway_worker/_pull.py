@@ -25,6 +25,7 @@ import structlog
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
+from nats.errors import ConnectionClosedError
 from nats.js import JetStreamContext
 
 __all__ = ["BURST_WAIT", "EXPIRES", "Pull"]
@@ -78,6 +79,11 @@ class Pull:
             self._sub = None
         self._wake()
 
+    @property
+    def open(self) -> bool:
+        """Between entering and leaving `async with`."""
+        return self._sub is not None
+
     def reset(self) -> None:
         """The open request is gone (the connection was re-established): the next fetch asks again."""
         self._left = 0
@@ -87,13 +93,16 @@ class Pull:
         """Up to `batch` messages: those already here, else the first to arrive within `max_wait` seconds and
         any that came with it; [] when none came. Under load (the last fetch took several), messages still on
         their way get `BURST_WAIT` to join, as they did during the round trip of nats-py's fetch, so that batches
-        stay as large (a fold batch is one statement). Raises what publishing the request raises (the
-        connection is closed, or its buffer full while it reconnects)."""
+        stay as large (a fold batch is one statement). Raises `ConnectionClosedError` when the pull is not open,
+        and what publishing the request raises (the connection is closed, or its buffer full while it
+        reconnects)."""
+        if not self.open:
+            raise ConnectionClosedError  # not entered, or stopped: never an empty answer a loop would spin on
         loop = asyncio.get_running_loop()
         deadline = loop.time() + max_wait
         while not self._ready:
             now = loop.time()
-            if now >= deadline or self._sub is None:
+            if now >= deadline or not self.open:  # (stopped meanwhile)
                 return []
             if self._left <= 0 or now >= self._until + _GRACE:
                 await self._ask(batch, now)
@@ -101,7 +110,7 @@ class Pull:
         taken = self._take(batch, [])
         if self._burst and len(taken) < batch:
             until = loop.time() + BURST_WAIT
-            while len(taken) < batch and (left := until - loop.time()) > 0 and self._sub is not None:
+            while len(taken) < batch and (left := until - loop.time()) > 0 and self.open:
                 await self._wait(left)
                 self._take(batch, taken)
         self._burst = len(taken) > 1
