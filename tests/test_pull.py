@@ -106,3 +106,18 @@ async def test_a_pull_not_open_refuses_to_fetch(stream: tuple[Client, JetStreamC
         assert await pull.fetch(1, max_wait=0.05) == []
     with pytest.raises(ConnectionClosedError):
         await pull.fetch(1, max_wait=1)
+
+
+async def test_a_refused_request_is_not_asked_again_at_once(stream: tuple[Client, JetStreamContext, str]) -> None:
+    """The consumer deleted under an open request: the server ends it (409) and refuses the next; the pull asks
+    again after a pause, never in a loop as fast as the refusals come."""
+    nc, js, name = stream
+    durable = await consumer(js, name)
+    async with Pull(nc, name, durable) as pull:
+        assert await pull.fetch(4, max_wait=0.2) == []
+        await js.delete_consumer(name, durable)
+        loop = asyncio.get_running_loop()
+        until = loop.time() + 2.5
+        while loop.time() < until:
+            assert await pull.fetch(4, max_wait=until - loop.time()) == []
+        assert pull.requests <= 1 + 3, pull.requests  # at most one a PAUSE (1 s) after the refusals

@@ -28,7 +28,7 @@ from nats.aio.subscription import Subscription
 from nats.errors import ConnectionClosedError
 from nats.js import JetStreamContext
 
-__all__ = ["BURST_WAIT", "EXPIRES", "Pull"]
+__all__ = ["BURST_WAIT", "EXPIRES", "PAUSE", "Pull"]
 
 log = structlog.get_logger(__name__)
 
@@ -41,6 +41,10 @@ _GRACE: Final = 1.0
 """Seconds past a request's expiry before it is taken for lost: the server's `408` normally ends it first (asking
 sooner, that late `408` would end the new request's count instead)."""
 _HEARTBEAT: Final = "100"
+_EXPIRED: Final = "408"
+PAUSE: Final = 1.0
+"""Seconds before asking again after the server ended a request for another reason than its expiry (a `409`: the
+consumer deleted, too many waiting requests; a `503`): never a loop of requests refused as fast as they go."""
 
 
 class Pull:
@@ -63,6 +67,8 @@ class Pull:
         """When the open request expires (loop time)."""
         self._burst = False
         """Whether the last fetch took more than one message (load)."""
+        self._quiet_until = 0.0
+        """No request before this (loop time): the server refused the last one."""
         self.requests = 0
         """Pull requests sent."""
 
@@ -104,6 +110,9 @@ class Pull:
             now = loop.time()
             if now >= deadline or not self.open:  # (stopped meanwhile)
                 return []
+            if now < self._quiet_until:
+                await self._wait(min(deadline, self._quiet_until) - now)
+                continue
             if self._left <= 0 or now >= self._until + _GRACE:
                 await self._ask(batch, now)
             await self._wait(min(deadline, self._until + _GRACE) - now)
@@ -143,10 +152,11 @@ class Pull:
         if status is None:
             self._left -= 1
             self._ready.append(msg)
-        elif status != _HEARTBEAT:  # 408: the request expired; 409: the server ended it (it says why)
-            if status != "408":
+        elif status != _HEARTBEAT:  # 408: the request expired; else the server refused or ended it (it says why)
+            if status != _EXPIRED:
                 description = (msg.headers or {}).get("Description", "")
-                log.info("bus.pull_ended", subject=self._subject, status=status, description=description)
+                log.warning("bus.pull_refused", subject=self._subject, status=status, description=description)
+                self._quiet_until = asyncio.get_running_loop().time() + PAUSE
             self._left = 0
         self._wake()
 
