@@ -121,3 +121,21 @@ async def test_a_refused_request_is_not_asked_again_at_once(stream: tuple[Client
         while loop.time() < until:
             assert await pull.fetch(4, max_wait=until - loop.time()) == []
         assert pull.requests <= 1 + 3, pull.requests  # at most one a PAUSE (1 s) after the refusals
+
+
+async def test_a_message_not_from_the_consumer_is_dropped(stream: tuple[Client, JetStreamContext, str]) -> None:
+    """Someone publishing to the pull's inbox (its subject is no secret to a peer on the same account) hands it
+    nothing: only messages JetStream delivered, with their ack subject, are taken; the request's count holds."""
+    nc, js, name = stream
+    durable = await consumer(js, name)
+    async with Pull(nc, name, durable) as pull:
+        assert await pull.fetch(2, max_wait=0.1) == []
+        inbox = pull._inbox  # pyright: ignore[reportPrivateUsage]
+        await nc.publish(inbox, b"forged", reply="$JS.API.STREAM.DELETE." + name)
+        await nc.publish(inbox, b"no reply")
+        await js.publish(f"{name.lower()}.x", b"real")
+        msgs = await pull.fetch(2, max_wait=5)
+        assert [m.data for m in msgs] == [b"real"]
+        await msgs[0].ack()
+        assert await pull.fetch(2, max_wait=0.3) == []
+        assert pull.requests == 1  # the forged ones did not use up the request

@@ -49,7 +49,6 @@ class Dispatcher:
         self._batch = batch
         self._supervisor = supervisor
         self._published: asyncio.Queue[int] = asyncio.Queue(maxsize=MAX_MARKS)
-        self._taken: list[int] = []
         self.marks_dropped = 0
 
     async def __aenter__(self) -> Dispatcher:
@@ -98,9 +97,8 @@ class Dispatcher:
                 self.marks_dropped += 1  # (JetStream drops the duplicate)
         return True
 
-    def _take_marks(self) -> list[int]:
-        """The ids to mark next: the one the loop holds, then what is queued, up to a batch."""
-        ids, self._taken = self._taken, []
+    def _take_marks(self, ids: list[int]) -> list[int]:
+        """`ids`, then what is queued, up to a batch."""
         while not self._published.empty() and len(ids) < self._batch:
             ids.append(self._published.get_nowait())
         return ids
@@ -115,13 +113,12 @@ class Dispatcher:
             log.warning("dispatch.mark_failed", count=len(ids), error=str(exc) or type(exc).__name__)
 
     async def _flush_marks(self) -> None:
-        while ids := self._take_marks():
+        while ids := self._take_marks([]):
             await self._mark(ids)
 
     async def _mark_loop(self) -> None:
         while True:
-            self._taken.append(await self._published.get())  # held where a stop's last flush finds it
-            await self._mark(self._take_marks())
+            await self._mark(self._take_marks([await self._published.get()]))
 
     async def relay_once(self) -> int:
         """Publish outbox entries older than `relay_after`; the number published."""

@@ -42,6 +42,8 @@ _GRACE: Final = 1.0
 sooner, that late `408` would end the new request's count instead)."""
 _HEARTBEAT: Final = "100"
 _EXPIRED: Final = "408"
+_ACK_PREFIX: Final = "$JS.ACK."
+"""The reply subject of every message a JetStream consumer delivers (its ack subject)."""
 PAUSE: Final = 1.0
 """Seconds before asking again after the server ended a request for another reason than its expiry (a `409`: the
 consumer deleted, too many waiting requests; a `503`): never a loop of requests refused as fast as they go."""
@@ -150,6 +152,9 @@ class Pull:
     async def _arrived(self, msg: Msg) -> None:
         status = JetStreamContext.is_status_msg(msg)
         if status is None:
+            if not msg.reply.startswith(_ACK_PREFIX):  # not the consumer's: someone else published to the inbox
+                log.warning("bus.pull_foreign", subject=self._subject, size=len(msg.data))
+                return
             self._left -= 1
             self._ready.append(msg)
         elif status != _HEARTBEAT:  # 408: the request expired; else the server refused or ended it (it says why)
