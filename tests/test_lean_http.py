@@ -36,7 +36,7 @@ META = {
     "io.modelcontextprotocol/clientCapabilities": {},
 }
 ACCEPT = "Accept: application/json, text/event-stream"
-_ID = re.compile(r"[0-9a-f]{32}")
+HEX_ID = re.compile(r"[0-9a-f]{32}")
 
 
 @dataclass(frozen=True)
@@ -50,8 +50,8 @@ class Reply:
 
     def comparable(self) -> tuple[int, list[tuple[str, str]], Any]:
         """Status, headers (but the date) and the body (JSON when it is), workflow ids replaced."""
-        headers = [(k, _ID.sub("<id>", v)) for k, v in self.headers if k != "date"]
-        text = _ID.sub("<id>", self.body.decode())
+        headers = [(k, HEX_ID.sub("<id>", v)) for k, v in self.headers if k != "date"]
+        text = HEX_ID.sub("<id>", self.body.decode())
         body: Any = json.loads(text) if self.header("content-type") == "application/json" and text else text
         return self.status, headers, body
 
@@ -67,7 +67,7 @@ def _dechunk(body: bytes) -> bytes:
     return out
 
 
-async def _open(url: str, lines: Sequence[str], body: bytes) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+async def post(url: str, lines: Sequence[str], body: bytes) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
     authority = url.removeprefix("http://").split("/")[0]
     host, port = authority.split(":")
     reader, writer = await asyncio.open_connection(host, int(port))
@@ -77,7 +77,7 @@ async def _open(url: str, lines: Sequence[str], body: bytes) -> tuple[asyncio.St
     return reader, writer
 
 
-def _parse_head(raw: bytes) -> tuple[int, list[tuple[str, str]]]:
+def parse_head(raw: bytes) -> tuple[int, list[tuple[str, str]]]:
     status_line, *header_lines = raw.decode("latin-1").split("\r\n")
     headers = [(k.strip().lower(), v.strip()) for k, _, v in (h.partition(":") for h in header_lines if h)]
     return int(status_line.split(" ")[1]), headers
@@ -85,14 +85,14 @@ def _parse_head(raw: bytes) -> tuple[int, list[tuple[str, str]]]:
 
 async def exchange(url: str, lines: Sequence[str], body: bytes) -> Reply:
     """One raw HTTP/1.1 request (`Connection: close`) and its whole response."""
-    reader, writer = await _open(url, lines, body)
+    reader, writer = await post(url, lines, body)
     try:
         async with asyncio.timeout(30):
             raw = await reader.read()
     finally:
         writer.close()
     head, _, rest = raw.partition(b"\r\n\r\n")
-    status, headers = _parse_head(head)
+    status, headers = parse_head(head)
     if ("transfer-encoding", "chunked") in headers:
         rest = _dechunk(rest)
     return Reply(status, headers, rest)
@@ -270,7 +270,7 @@ async def test_results_and_errors_of_the_lean_route(gateway: Gateway, lean_route
 
 def _events(body: bytes) -> list[Any]:
     """The `data:` of each SSE event but the pings, workflow ids replaced."""
-    frames = [f for f in _ID.sub("<id>", body.decode()).split("\r\n\r\n") if f and not f.startswith(":")]
+    frames = [f for f in HEX_ID.sub("<id>", body.decode()).split("\r\n\r\n") if f and not f.startswith(":")]
     return [json.loads(f.split("data: ", 1)[1]) for f in frames]
 
 
@@ -285,10 +285,10 @@ async def test_a_silent_call_past_the_window_commits_sse_as_the_sdk_does(
         replies: list[tuple[int, list[tuple[str, str]], list[Any]]] = []
         for url, gate in ((lean_url, "lean-sse"), (sdk_url, "sdk-sse")):
             workers.gates[gate] = asyncio.Event()
-            reader, writer = await _open(url, *call("steps", {"count": 1, "gate": gate}))
+            reader, writer = await post(url, *call("steps", {"count": 1, "gate": gate}))
             try:
                 async with asyncio.timeout(30):
-                    status, headers = _parse_head(await reader.readuntil(b"\r\n\r\n"))  # committed: SSE
+                    status, headers = parse_head(await reader.readuntil(b"\r\n\r\n"))  # committed: SSE
                     workers.gates[gate].set()
                     body = _dechunk(await reader.read())
             finally:
@@ -307,7 +307,7 @@ async def test_a_client_that_leaves_cancels_its_call(gateway: Gateway, lean_rout
     workers.gates["lean-leave"] = asyncio.Event()
     before = set(workers.executions)
     async with on_and_off(gateway, lean_routes) as (lean_url, _, route):
-        _, writer = await _open(lean_url, *call("steps", {"count": 2, "gate": "lean-leave"}))
+        _, writer = await post(lean_url, *call("steps", {"count": 2, "gate": "lean-leave"}))
         async with asyncio.timeout(30):
             while not set(workers.executions) - before:  # noqa: ASYNC110 - the worker has started
                 await asyncio.sleep(0.02)

@@ -20,6 +20,8 @@ async def steps(ctx: ToolContext, args: dict[str, Any]) -> dict[str, Any]:
     executions[ctx.workflow_id] += 1
     for i in range(1, args["count"] + 1):
         await ctx.progress(i, args["count"], f"step {i}")
+        if i == 1 and "log" in args:
+            await ctx.log("info", args["log"], "steps")
         if i == 1 and args.get("gate") in gates:
             await gates[args["gate"]].wait()
     return {"count": args["count"]}

@@ -134,7 +134,11 @@ async def _ask_again(
 
 class _GatewayServer(Server[Any]):
     """The SDK's low-level server, advertising list-changed notifications on 2025-11-25 too: the lists change
-    when the config is reloaded (2026-07-28 derives the flags from `subscriptions/listen`)."""
+    when the config is reloaded (2026-07-28 derives the flags from `subscriptions/listen`). `streamed(name)`:
+    whether a tool's 2025-11-25 calls need the SDK's own SSE stream (its `poll_after` closes it mid-call), for the
+    lean HTTP route."""
+
+    streamed: Callable[[str], bool] = staticmethod(lambda name: False)  # pyright: ignore[reportUnknownLambdaType]
 
     def create_initialization_options(
         self,
@@ -469,6 +473,12 @@ def build_server(
     # logging/setLevel is a 2025-11-25 method (the 2026 wire opts in per request): registered directly, because
     # the constructor argument is deprecated.
     server.add_request_handler("logging/setLevel", types.SetLevelRequestParams, set_level)
+
+    def streamed(name: str) -> bool:
+        tool = service.registry.get(name)
+        return tool is not None and tool.config.poll_after is not None
+
+    server.streamed = streamed
     register_tasks(server, workflows, principal)
     # The SDK's own middleware (its OpenTelemetry span per request) runs only while tracing is on: off, it costs
     # a no-op span and its attributes on every request.

@@ -42,6 +42,7 @@ from mcp_gateway.core.workflows import AnswerRefused, WorkflowNotFound, Workflow
 from mcp_gateway.server._access_log import AccessLog, NoteCaller
 from mcp_gateway.server._guard import AuthFailureThrottle, CallerRateLimit, Guard, RateLimit, RequestsInFlight
 from mcp_gateway.server._lean import LeanRoute
+from mcp_gateway.server._lean_sessions import SessionCalls
 from mcp_gateway.server._workflow_tools import summary
 from mcp_gateway.server.admin import AdminPages, AdminSession, SessionCookie
 from mcp_gateway.store import DeadLetter, WorkflowRecord
@@ -154,7 +155,15 @@ class _Authenticated:
 
 
 class _SessionManager(StreamableHTTPSessionManager):
-    """The SDK's session manager, giving each session its own view of the event store (`for_session`)."""
+    """The SDK's session manager, giving each session its own view of the event store (`for_session`), and
+    telling `on_discard` of each session it discards (the lean route's `SessionCalls.ended`)."""
+
+    on_discard: Callable[[str], None] | None = None
+
+    async def _discard_session(self, session_id: str, transport: StreamableHTTPServerTransport) -> None:
+        if self.on_discard is not None:
+            self.on_discard(session_id)
+        await super()._discard_session(session_id, transport)
 
     def _admit_session(self, requestor: AuthorizationContext | None) -> StreamableHTTPServerTransport | None:
         transport = super()._admit_session(requestor)
@@ -212,8 +221,9 @@ def build_http_app(
     """`/mcp` (streamable HTTP, both protocol revisions), `/healthz` (alive), `/readyz` (NATS and PostgreSQL),
     `/workflows/{id}/events` (SSE), `/admin/...` (admins), `/metrics` (Prometheus's text format, from `metrics`:
     a token with `metrics_scope` or an admin's), and the RFC 9728 protected resource metadata. `telemetry` is told
-    of refusals by a limit and failed authentications. `lean`: 2026-07-28 `tools/call` and `tools/list` are
-    answered by the lean route (`_lean.py`) in front of the SDK's transport, which answers everything else.
+    of refusals by a limit and failed authentications. `lean`: `tools/call` and `tools/list` on 2026-07-28, and in
+    2025-11-25 sessions whose client cannot be asked, are answered by the lean route (`_lean.py`) in front of the
+    SDK's transport, which answers everything else.
 
     Every route but the health checks and the metadata is behind `_Authenticated`: with `auth="required"` a
     request needs a valid bearer token; with "optional" a request without one is `principals.local`, and a
@@ -347,7 +357,16 @@ def build_http_app(
     )
     mcp_endpoint: ASGIApp = StreamableHTTPASGIApp(manager)
     if lean:
-        mcp_endpoint = LeanRoute(mcp_endpoint, server, lifespan_state=lambda: manager.lifespan_state)
+        sessions = SessionCalls(manager)
+        server.middleware = [sessions.remember, *server.middleware]  # notes each 2025-11-25 session's connection
+        manager.on_discard = sessions.ended
+        mcp_endpoint = LeanRoute(
+            mcp_endpoint,
+            server,
+            lifespan_state=lambda: manager.lifespan_state,
+            sessions=sessions,
+            streamed=getattr(server, "streamed", lambda name: False),
+        )
     issuers = authorization_servers or [str(resource).removesuffix("/mcp")]
     routes: list[BaseRoute] = [
         Route("/mcp", endpoint=guarded(mcp_endpoint)),

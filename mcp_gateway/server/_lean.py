@@ -51,12 +51,23 @@ from mcp.shared.inbound import (
     validate_mcp_param_headers,
     x_mcp_header_map,
 )
+from mcp.shared.jsonrpc_dispatcher import handler_exception_to_error_data
 from mcp.shared.message import MessageMetadata, ServerMessageMetadata
 from mcp.shared.transport_context import TransportContext
-from mcp_types import LOG_LEVEL_META_KEY, ErrorData, JSONRPCError, JSONRPCResponse, RequestId
-from mcp_types.version import MODERN_PROTOCOL_VERSIONS
+from mcp_types import (
+    LOG_LEVEL_META_KEY,
+    ErrorData,
+    JSONRPCError,
+    JSONRPCNotification,
+    JSONRPCResponse,
+    RequestId,
+)
+from mcp_types.jsonrpc import JSONRPCMessage
+from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS, MODERN_PROTOCOL_VERSIONS
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from mcp_gateway.server._lean_sessions import Session, SessionCalls, SessionReply, unanswered, version_header
 
 __all__ = ["LEAN_METHODS", "SSE_DEFERRAL", "LeanRoute"]
 
@@ -76,6 +87,7 @@ _SSE_HEADERS: Final = [
 """The SDK's `_SSE_HEADERS`, byte for byte."""
 _PING: Final = b": ping\r\n\r\n"
 _VERSION_HEADER: Final = b"mcp-protocol-version"
+_SESSION_HEADER: Final = b"mcp-session-id"
 _PARAM_PREFIX: Final = MCP_PARAM_HEADER_PREFIX.lower()
 _JSON_TYPE: Final = b"application/json"
 _REMEMBERED: Final = 4096
@@ -89,15 +101,21 @@ class _Handover(Exception):
         self.reason = reason
 
 
+Sink = Callable[[JSONRPCMessage], Awaitable[None]]
+"""Where a request's notifications go (`SessionReply.event`)."""
+
+
 @dataclass(slots=True)
 class _LeanDispatchContext:
-    """The SDK's single-exchange `DispatchContext` without a sink: no back channel (a 2026-07-28 server sends no
-    requests), no progress token (such requests go to the SDK), and nothing a handler could notify reaches the
-    wire, as on the SDK's JSON path (the requests that could emit are handed over)."""
+    """The SDK's per-request `DispatchContext` of a lean request: no back channel (a 2026-07-28 server sends no
+    requests; a 2025-11-25 client that could be asked is handed over), no progress token (such requests go to the
+    SDK). Notifications go to `sink` (a 2025-11-25 session's response, which then turns SSE), or, without one,
+    nowhere, as on the SDK's 2026 JSON path (the 2026 requests that could emit are handed over)."""
 
     transport: TransportContext
     request_id: RequestId
     message_metadata: MessageMetadata
+    sink: Sink | None = None
     _cancel_requested: anyio.Event | None = None
 
     @property
@@ -116,7 +134,18 @@ class _LeanDispatchContext:
         raise NoBackChannelError(method)
 
     async def notify(self, method: str, params: Mapping[str, Any] | None, opts: CallOptions | None = None) -> None:
-        log.debug("mcp.lean.notification_dropped", method=method)
+        if self.sink is None:
+            log.debug("mcp.lean.notification_dropped", method=method)
+            return
+        message = (
+            JSONRPCNotification(jsonrpc="2.0", method=method, params=dict(params))
+            if params is not None
+            else JSONRPCNotification(jsonrpc="2.0", method=method)
+        )
+        try:  # fire and forget, as the SDK's dispatcher notifies
+            await self.sink(message)
+        except Exception as exc:
+            log.debug("mcp.lean.notification_dropped", method=method, error=str(exc))
 
     async def progress(self, progress: float, total: float | None = None, message: str | None = None) -> None:
         return None
@@ -124,19 +153,21 @@ class _LeanDispatchContext:
 
 @dataclass(frozen=True, slots=True)
 class _Hot:
-    """A request the lean path answers: its id, method, params and envelope."""
+    """A request the lean path answers: its id, method, params, and its 2026 envelope (None: a session's)."""
 
     request_id: RequestId
     method: str
-    params: dict[str, Any]
-    route: InboundModernRoute
+    params: dict[str, Any] | None
+    route: InboundModernRoute | None
 
 
 class LeanRoute:
     """ASGI app for `/mcp`, in front of `sdk`: the SDK's `StreamableHTTPASGIApp` of a session manager in SSE mode
     (`json_response=False`, the SDK's default and the gateway's) serving `server`. `lifespan_state` answers the
-    manager's lifespan state while it runs (None: not running, so the SDK answers). `served` and `handed_over`
-    count requests."""
+    manager's lifespan state while it runs (None: not running, so the SDK answers). `sessions`: the manager's
+    2025-11-25 sessions, whose hot requests the route then serves too (`_lean_sessions.py`); `streamed(name)`:
+    whether a tool's 2025-11-25 calls need the SDK's stream (its `poll_after` closes it), so are handed over.
+    `served` and `handed_over` count requests."""
 
     def __init__(
         self,
@@ -144,22 +175,28 @@ class LeanRoute:
         server: Server[Any],
         *,
         lifespan_state: Callable[[], Any],
+        sessions: SessionCalls | None = None,
+        streamed: Callable[[str], bool] = lambda name: False,
     ) -> None:
         self.sdk = sdk
         self.server = server
         self.lifespan_state = lifespan_state
+        self.sessions = sessions
+        self.streamed = streamed
         self.served = 0
         self.handed_over = 0
         self._unannotated: dict[str, Any] = {}
         """Tool name -> its input schema, when that declares no (valid) `x-mcp-header`: nothing to check."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] != "POST" or not _modern(scope):
+        era = _era(scope) if scope["type"] == "http" and scope["method"] == "POST" else None
+        if era is None or (era == "session" and self.sessions is None):
             self.handed_over += 1
             await self.sdk(scope, receive, send)
             return
         request = Request(scope, receive)
         read: list[Message] = []
+        session: Session | None = None
         try:
             state = self.lifespan_state()
             if state is None:
@@ -169,35 +206,35 @@ class LeanRoute:
             for name, value in pairs:  # `dict(request.headers)`: the first value of each name
                 first.setdefault(name, value)
             _check_head(request, first)
-            body = await _read_body(receive, read)
-            hot = self._admit(request, pairs, first, body)
+            if era == "session":
+                assert self.sessions is not None
+                session = self.sessions.find(scope, first.get("mcp-session-id", ""))
+                if session is None:
+                    raise _Handover("no session the SDK would serve")
+                body = await _read_body(receive, read)
+                hot = self._admit_session(session, body)
+            else:
+                body = await _read_body(receive, read)
+                hot = self._admit(request, pairs, first, body)
         except _Handover as exc:
             self.handed_over += 1
             log.debug("mcp.lean.handed_over", reason=exc.reason)
             await self.sdk(scope, _replay(read, receive), send)
             return
         self.served += 1
-        await self._serve(hot, request, state, receive, send)
+        if session is not None:
+            await self._serve_session(hot, request, state, session, send)
+        else:
+            await self._serve(hot, request, state, receive, send)
 
     def _admit(self, request: Request, pairs: list[tuple[str, str]], first: dict[str, str], body: bytes) -> _Hot:
-        """The request as the lean path serves it, or `_Handover` when any check of the SDK would not plainly
-        pass (the SDK then answers, with its own error). `pairs`: the headers as sent; `first`: by name."""
-        try:
-            decoded: Any = json.loads(body)
-        except (ValueError, RecursionError):
-            raise _Handover("body is not JSON") from None
-        if not isinstance(decoded, dict):
-            raise _Handover("body is not one JSON-RPC request")
-        message = cast(dict[str, Any], decoded)
-        request_id, method, params = message.get("id"), message.get("method"), message.get("params")
-        if message.get("jsonrpc") != "2.0" or not (type(request_id) is int or type(request_id) is str):
-            raise _Handover("not a JSON-RPC request (a notification, a bad id or version)")
-        if not isinstance(method, str) or method not in LEAN_METHODS or not isinstance(params, dict):
-            raise _Handover(f"method {str(method)[:40]!r} (lean: {', '.join(sorted(LEAN_METHODS))})")
-        params = cast(dict[str, Any], params)
-        meta = params.get("_meta")
-        if isinstance(meta, dict) and ("progressToken" in meta or LOG_LEVEL_META_KEY in meta):
-            raise _Handover("progress or log notifications asked for: SSE")
+        """The 2026-07-28 request as the lean path serves it, or `_Handover` when any check of the SDK would not
+        plainly pass (the SDK then answers, with its own error). `pairs`: the headers as sent; `first`: by name."""
+        message, request_id, method, params = _request(body)
+        if params is None:
+            raise _Handover("no params (a 2026-07-28 request carries its envelope in them)")
+        if isinstance(meta := params.get("_meta"), dict) and LOG_LEVEL_META_KEY in meta:
+            raise _Handover("log notifications asked for: SSE")
         if find_duplicated_routing_header(pairs) is not None:
             raise _Handover("duplicated routing header")
         route = classify_inbound_request(message, headers=first)
@@ -206,6 +243,26 @@ class LeanRoute:
         if method == "tools/call" and not self._param_headers_agree(params, pairs, request):
             raise _Handover("Mcp-Param headers refused or not checked")
         return _Hot(request_id, method, params, route)
+
+    def _admit_session(self, session: Session, body: bytes) -> _Hot:
+        """A 2025-11-25 session's request as the lean path serves it, or `_Handover`. A `notifications/cancelled`
+        naming one of the session's lean requests cancels it (and goes on to the SDK, which answers 202)."""
+        try:
+            decoded: Any = json.loads(body)
+        except (ValueError, RecursionError):
+            raise _Handover("body is not JSON") from None
+        if isinstance(decoded, dict) and decoded.get("method") == "notifications/cancelled":
+            params = cast(dict[str, Any], decoded).get("params")
+            if isinstance(params, dict) and self.sessions is not None:
+                self.sessions.cancel(session.session_id, cast(dict[str, Any], params).get("requestId"))
+            raise _Handover("a notification")
+        _, request_id, method, params = _request(body, decoded)
+        capabilities = session.connection.client_capabilities
+        if capabilities is not None and (capabilities.elicitation or capabilities.sampling or capabilities.roots):
+            raise _Handover("the client can be asked (elicitation, sampling, roots): the SDK's stream asks")
+        if method == "tools/call" and isinstance(name := (params or {}).get("name"), str) and self.streamed(name):
+            raise _Handover(f"tool {name[:40]!r} closes its stream (poll_after): the SDK's stream")
+        return _Hot(request_id, method, params, None)
 
     def _param_headers_agree(self, params: Mapping[str, Any], pairs: list[tuple[str, str]], request: Request) -> bool:
         """The SDK's `_mcp_param_rejection` for a `tools/call`, with the same schema lookup
@@ -240,6 +297,7 @@ class LeanRoute:
     async def _serve(self, hot: _Hot, request: Request, state: Any, receive: Receive, send: Send) -> None:
         """Dispatch through the SDK's kernel; answer JSON, or SSE after a silent window; a disconnect cancels the
         handler and answers nothing."""
+        assert hot.route is not None
         connection = Connection.from_envelope(
             hot.route.protocol_version, hot.route.client_info, hot.route.client_capabilities
         )
@@ -277,14 +335,77 @@ class LeanRoute:
                 call.cancel()
                 await asyncio.wait((call,))
 
+    async def _serve_session(self, hot: _Hot, request: Request, state: Any, session: Session, send: Send) -> None:
+        """Dispatch through the SDK's kernel on the session's connection; answer JSON, or SSE from the first
+        notification or after a silent window (`SessionReply`). The call runs to its end though the client leaves
+        (2025-11-25: only `notifications/cancelled` cancels); the session's end cancels it."""
+        assert self.sessions is not None
+        reply = SessionReply(send, session, hot.request_id, version_header(request.scope))
+        dctx = _LeanDispatchContext(
+            transport=TransportContext(kind="jsonrpc", can_send_request=False),
+            request_id=hot.request_id,
+            message_metadata=ServerMessageMetadata(request_context=request),
+            sink=reply.event,
+        )
+        served = _serve_one(
+            self.server, dctx, hot.method, hot.params, connection=session.connection, lifespan_state=state, own=False
+        )
+        call = asyncio.create_task(_reply(hot.request_id, served, errors=_legacy_error))
+        with self.sessions.serving(session, hot.request_id, call) as entry:
+            try:
+                while not call.done():
+                    await asyncio.wait((call,), timeout=SSE_DEFERRAL)
+                    if not call.done():
+                        await reply.ping()
+            finally:
+                if not call.done():  # this request itself is cancelled (the server stops)
+                    call.cancel()
+                    await asyncio.wait((call,))
+            if call.cancelled():
+                await reply.answer(unanswered(hot.request_id, entry), streamed=True)
+            else:
+                await reply.answer(call.result())
 
-def _modern(scope: Scope) -> bool:
-    """Whether the session manager would route the request to its 2026 entry and that entry would serve the
-    version: the first `MCP-Protocol-Version` header (the manager reads the first) names a 2026 revision."""
+
+def _era(scope: Scope) -> str | None:
+    """Where the session manager would route the request, by its first `MCP-Protocol-Version` header (the one the
+    manager reads): "modern" (a 2026 revision, which its 2026 entry serves), "session" (no header or a handshake
+    revision, with an `Mcp-Session-Id`: a stateful session's), else None (the SDK answers)."""
+    version: str | None = None
+    has_session = False
     for name, value in scope["headers"]:
-        if name == _VERSION_HEADER:
-            return value.decode("latin-1") in MODERN_PROTOCOL_VERSIONS
-    return False
+        if name == _VERSION_HEADER and version is None:
+            version = value.decode("latin-1")
+        elif name == _SESSION_HEADER:
+            has_session = True
+    if version is not None and version in MODERN_PROTOCOL_VERSIONS:
+        return "modern"
+    if has_session and (version is None or version in HANDSHAKE_PROTOCOL_VERSIONS):
+        return "session"
+    return None
+
+
+def _request(body: bytes, decoded: Any = None) -> tuple[dict[str, Any], RequestId, str, dict[str, Any] | None]:
+    """The body as one JSON-RPC request of a lean method (the message, its id, method and params) without a
+    progress token, or `_Handover`."""
+    if decoded is None:
+        try:
+            decoded = json.loads(body)
+        except (ValueError, RecursionError):
+            raise _Handover("body is not JSON") from None
+    if not isinstance(decoded, dict):
+        raise _Handover("body is not one JSON-RPC request")
+    message = cast(dict[str, Any], decoded)
+    request_id, method, params = message.get("id"), message.get("method"), message.get("params")
+    if message.get("jsonrpc") != "2.0" or not (type(request_id) is int or type(request_id) is str):
+        raise _Handover("not a JSON-RPC request (a notification, a bad id or version)")
+    if not isinstance(method, str) or method not in LEAN_METHODS or not (params is None or isinstance(params, dict)):
+        raise _Handover(f"method {str(method)[:40]!r} (lean: {', '.join(sorted(LEAN_METHODS))})")
+    params = cast(dict[str, Any] | None, params)
+    meta = (params or {}).get("_meta")
+    if isinstance(meta, dict) and "progressToken" in meta:
+        raise _Handover("progress asked for: SSE")
+    return message, request_id, method, params
 
 
 def _check_head(request: Request, first: dict[str, str]) -> None:
@@ -294,6 +415,8 @@ def _check_head(request: Request, first: dict[str, str]) -> None:
     content_type = first.get("content-type")
     if content_type is None or not content_type.lower().startswith("application/json"):
         raise _Handover("content-type")
+    if not any(part.strip() == "application/json" for part in content_type.split(";")[0].split(",")):
+        raise _Handover("content-type")  # the 2025 transport's own check, stricter
     has_json, has_sse = check_accept_headers(request)
     if not (has_json and has_sse):
         raise _Handover("accept")
@@ -335,30 +458,48 @@ async def _serve_one(
     server: Server[Any],
     dctx: _LeanDispatchContext,
     method: str,
-    params: Mapping[str, Any],
+    params: Mapping[str, Any] | None,
     *,
     connection: Connection,
     lifespan_state: Any,
+    own: bool = True,
 ) -> dict[str, Any]:
     """The SDK's `serve_one`, leaving no reference cycle behind. Its `ServerRunner` caches its bound `on_request`
     on itself (runner -> method -> runner), so every request's runner, connection and their parts (16 objects)
     waited for the cyclic garbage collector, which then spent about a fifth of the process's CPU under load;
-    dropping the cached method lets reference counting free them at the request's end."""
+    dropping the cached method lets reference counting free them at the request's end. `own`: the connection is
+    this request's (2026-07-28), closed at its end; a session's (2025-11-25) is left open."""
     runner = ServerRunner(server, connection, lifespan_state)
     try:
         return await runner.on_request(dctx, method, params)
     finally:
         runner.__dict__.pop("on_request", None)
-        await aclose_shielded(connection)
+        if own:
+            await aclose_shielded(connection)
 
 
-async def _reply(request_id: RequestId, result: Awaitable[dict[str, Any]]) -> JSONRPCResponse | JSONRPCError:
-    """The SDK's `_to_jsonrpc_response`: the handler's outcome as the JSON-RPC reply, any exception mapped by
-    `modern_error_data`."""
+async def _reply(
+    request_id: RequestId,
+    result: Awaitable[dict[str, Any]],
+    *,
+    errors: Callable[[Exception], ErrorData] = modern_error_data,
+) -> JSONRPCResponse | JSONRPCError:
+    """The handler's outcome as the JSON-RPC reply, any exception mapped by `errors`: on 2026-07-28 the SDK's
+    `_to_jsonrpc_response` (`modern_error_data`), on 2025-11-25 its dispatcher's (`_legacy_error`)."""
     try:
         return JSONRPCResponse(jsonrpc="2.0", id=request_id, result=await result)
     except Exception as exc:
-        return JSONRPCError(jsonrpc="2.0", id=request_id, error=modern_error_data(exc))
+        return JSONRPCError(jsonrpc="2.0", id=request_id, error=errors(exc))
+
+
+def _legacy_error(exc: Exception) -> ErrorData:
+    """The SDK's `JSONRPCDispatcher._handle_request` mapping: an `MCPError`'s own error, a validation error's
+    INVALID_PARAMS, else code 0 with the exception's text (logged)."""
+    error = handler_exception_to_error_data(exc)
+    if error is None:
+        log.error("mcp.lean.handler_raised", error=str(exc), exc_info=exc)
+        error = ErrorData(code=0, message=str(exc))
+    return error
 
 
 def _dumped(message: JSONRPCResponse | JSONRPCError) -> bytes:
