@@ -1,5 +1,5 @@
-"""The lean path of `POST /mcp`: a 2026-07-28 `tools/call` or `tools/list` answered without the SDK's per-request
-SSE machinery; every other request goes to the SDK's transport unchanged.
+"""The lean path of `POST /mcp`: a `tools/call` or `tools/list` answered without the SDK's per-request SSE
+machinery, on 2026-07-28 and in 2025-11-25 sessions; every other request goes to the SDK's transport unchanged.
 
 In SSE mode (the gateway's) the SDK's single-exchange entry (`handle_modern_request`) pays, for every request,
 for an anyio task group, a memory stream, a disconnect watcher and a 15 s deferral window before it picks JSON or
@@ -12,11 +12,14 @@ silent past the window. `LeanRoute` answers exactly those requests itself:
   with `params._meta` free of `progressToken` and `io.modelcontextprotocol/logLevel`, whose routing headers,
   envelope and `Mcp-Param-*` headers pass the SDK's own checks (`find_duplicated_routing_header`,
   `classify_inbound_request`, `validate_mcp_param_headers` against the schema the SDK would look up);
+- taken too, on 2025-11-25 (no `MCP-Protocol-Version`, or a handshake revision, and an `Mcp-Session-Id`): such a
+  request of a session the SDK would serve it in, whose client cannot be asked (no elicitation, sampling or roots
+  capability), of a tool that does not close its stream (`poll_after`); `_lean_sessions.py` says how;
 - handed over: everything else, with the body already read replayed into the SDK's `receive`, so the SDK answers
-  it (its errors, its 202 for notifications, the 2025-11-25 sessions) exactly as without this route.
+  it (its errors, its 202 for notifications, its sessions' other requests) exactly as without this route.
 
-A taken request is dispatched through the SDK's kernel (its `serve_one`, as `_serve_one`), so handlers, `_meta`
-handling, params validation and the SDK's OpenTelemetry middleware run as they do behind the SDK's entry; the
+A taken 2026-07-28 request is dispatched through the SDK's kernel (its `serve_one`, as `_serve_one`), so handlers,
+`_meta` handling, params validation and the SDK's OpenTelemetry middleware run as they do behind the SDK's entry; the
 reply is serialised as the SDK's (`model_dump(mode="json", by_alias=True, exclude_none=True)`, compact JSON, the
 status from `ERROR_CODE_HTTP_STATUS`). The handler runs in its own task, raced against one waiter on `receive()`:
 a client that disconnects cancels the call, as the SDK's `watch_disconnect` does. A handler still silent after
