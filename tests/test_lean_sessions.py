@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -140,9 +141,10 @@ async def test_session_calls_answer_as_the_sdk_does(gateway: Gateway, lean_route
 
 
 async def test_what_the_sdk_must_answer_is_handed_over(gateway: Gateway, lean_routes: list[LeanRoute]) -> None:
-    """An unknown session, another caller's session, a client that can be asked (its questions need the SDK's
-    stream), no session id: the SDK answers, the same on both apps. A session whose client sent `initialize` but
-    not yet `notifications/initialized` is served, by the SDK's kernel as by the SDK (its gate is `initialize`)."""
+    """An unknown session, another caller's session, no session id: the SDK answers, the same on both apps. A session
+    whose client sent `initialize` but not yet `notifications/initialized` is served, by the SDK's kernel as by the
+    SDK (its gate is `initialize`), and so is one whose client can be asked (its questions go on the call's own
+    stream when there are any)."""
     alice, _ = await gateway.tokens.create("alice", ("support",))
     bob, _ = await gateway.tokens.create("bob", ("support",))
     body = call("echo", {"text": "hello"})
@@ -170,12 +172,12 @@ async def test_what_the_sdk_must_answer_is_handed_over(gateway: Gateway, lean_ro
                 await exchange(url, [*JSON_LINES, f"MCP-Protocol-Version: {WIRE}"], body),
             ]
             if url == lean_url:
-                assert (route.handed_over - handed, route.served - served) == (4, 1)
+                assert (route.handed_over - handed, route.served - served) == (3, 2)
         lean, sdk = replies[lean_url], replies[sdk_url]
         assert [r.status for r in lean] == [404, 404, 200, 200, 400]
         assert [r.comparable() for r in lean[:2]] == [r.comparable() for r in sdk[:2]]
         assert [messages(r) for r in lean[2:]] == [messages(r) for r in sdk[2:]]
-        assert lean[3].header("content-type") == "text/event-stream"  # the SDK's stream, for its questions
+        assert [r.header("content-type") for r in lean[2:4]] == ["application/json"] * 2
 
 
 async def test_a_call_that_logs_turns_sse_with_the_sdks_events(gateway: Gateway, lean_routes: list[LeanRoute]) -> None:
@@ -191,9 +193,10 @@ async def test_a_call_that_logs_turns_sse_with_the_sdks_events(gateway: Gateway,
             assert reply.header("mcp-session-id") == session
             sent = events(reply.body)
             assert all(e.get("id") for e in sent), sent
-            shapes.append(([sorted(e) for e in sent], [e.get("retry") for e in sent], messages(reply)))
+            headers = [(k, v) for k, v in reply.headers if k not in ("date", "mcp-session-id")]
+            shapes.append((headers, [sorted(e) for e in sent], [e.get("retry") for e in sent], messages(reply)))
         assert shapes[0] == shapes[1]
-        log, result = shapes[0][2]
+        log, result = shapes[0][3]
         assert log["method"] == "notifications/message" and log["params"]["data"] == "half way"
         assert result["result"]["structuredContent"] == {"count": 2}
         assert route.served == 1
@@ -238,55 +241,54 @@ async def _ends(gateway: Gateway, workflow_id: str, status: Status) -> None:
             await asyncio.sleep(0.02)
 
 
+async def _cancelled_or_ended(
+    gateway: Gateway, url: str, gate: str, end: Callable[[str, str], Awaitable[None]]
+) -> tuple[list[tuple[str, str]], list[Any]]:
+    """A gated `steps` call (id 7) in a new session of `url`, `end(session, workflow)` once it runs: the reply's
+    headers (but the date and the session id) and messages, once its workflow is cancelled."""
+    workers.gates[gate] = asyncio.Event()
+    before = set(workers.executions)
+    session = await open_session(url)
+    reader, writer = await post(url, in_session(session), call("steps", {"count": 2, "gate": gate}, request_id=7))
+    try:
+        workflow_id = await _started(before)
+        await end(session, workflow_id)
+        async with asyncio.timeout(30):
+            raw = await reader.read()
+    finally:
+        writer.close()
+        workers.gates[gate].set()
+    await _ends(gateway, workflow_id, Status.CANCELLED)
+    head, _, body = raw.partition(b"\r\n\r\n")
+    status, headers = parse_head(head)
+    assert status == 200
+    kept = [(k, v) for k, v in headers if k not in ("date", "mcp-session-id")]
+    return kept, messages(Reply(status, headers, body))
+
+
 async def test_notifications_cancelled_cancels_a_lean_call(gateway: Gateway, lean_routes: list[LeanRoute]) -> None:
     """The client's `notifications/cancelled` (a string id names an int one, as the SDK correlates them) cancels
-    the call and its workflow; the reply is the SDK's 2025 answer to a cancelled request."""
-    workers.gates["session-cancel"] = asyncio.Event()
-    before = set(workers.executions)
-    async with on_and_off(gateway, lean_routes) as (lean_url, _, route):
-        session = await open_session(lean_url)
-        reader, writer = await post(
-            lean_url, in_session(session), call("steps", {"count": 2, "gate": "session-cancel"}, request_id=7)
-        )
-        try:
-            workflow_id = await _started(before)
-            cancelled = notification("notifications/cancelled", {"requestId": "7", "reason": "changed my mind"})
-            assert (await exchange(lean_url, in_session(session), cancelled)).status == 202
-            async with asyncio.timeout(30):
-                raw = await reader.read()
-        finally:
-            writer.close()
-        await _ends(gateway, workflow_id, Status.CANCELLED)
-        head, _, body = raw.partition(b"\r\n\r\n")
-        reply = messages(Reply(*parse_head(head), body))
+    the call and its workflow; the reply is the SDK's 2025 answer to a cancelled request, as the SDK writes it. A
+    malformed one (with an id: a request to the SDK) cancels nothing."""
+    async with on_and_off(gateway, lean_routes) as (lean_url, sdk_url, route):
+        replies = []
+        for url in (lean_url, sdk_url):
+
+            async def cancel(session: str, workflow_id: str, url: str = url) -> None:
+                bad = json.loads(notification("notifications/cancelled", {"requestId": 7})) | {"id": 99}
+                await exchange(url, in_session(session), json.dumps(bad).encode())
+                await asyncio.sleep(0.2)
+                still = await gateway.workflows.get(workflow_id, gateway.principals.local)
+                assert still.status is Status.RUNNING
+                cancelled = notification("notifications/cancelled", {"requestId": "7", "reason": "changed my mind"})
+                assert (await exchange(url, in_session(session), cancelled)).status == 202
+
+            replies.append(await _cancelled_or_ended(gateway, url, f"cancel-{len(replies)}", cancel))
+        assert replies[0] == replies[1]
+        headers, reply = replies[0]
+        assert ("content-type", "text/event-stream") in headers
         assert reply == [{"jsonrpc": "2.0", "id": 7, "error": {"code": -32800, "message": "Request cancelled"}}]
-        assert ("content-type", "text/event-stream") in parse_head(head)[1]  # an SSE event, as the SDK writes it
         assert route.served == 1
-    workers.gates["session-cancel"].set()
-
-
-async def test_the_sessions_end_cancels_its_lean_calls(gateway: Gateway, lean_routes: list[LeanRoute]) -> None:
-    """DELETE of the session cancels its calls in flight, as the end of the SDK's session loop does."""
-    workers.gates["session-delete"] = asyncio.Event()
-    before = set(workers.executions)
-    async with on_and_off(gateway, lean_routes) as (lean_url, _, _route):
-        session = await open_session(lean_url)
-        reader, writer = await post(
-            lean_url, in_session(session), call("steps", {"count": 2, "gate": "session-delete"})
-        )
-        try:
-            workflow_id = await _started(before)
-            deleted = await _delete(lean_url, session)
-            assert deleted == 200
-            async with asyncio.timeout(30):
-                raw = await reader.read()
-        finally:
-            writer.close()
-        await _ends(gateway, workflow_id, Status.CANCELLED)
-        head, _, body = raw.partition(b"\r\n\r\n")
-        assert messages(Reply(*parse_head(head), body))[0]["error"]["code"] == -32000  # CONNECTION_CLOSED
-        assert (await exchange(lean_url, in_session(session), call("echo", {"text": "x"}))).status == 404
-    workers.gates["session-delete"].set()
 
 
 async def _delete(url: str, session: str) -> int:
@@ -300,6 +302,25 @@ async def _delete(url: str, session: str) -> int:
             return parse_head((await reader.read()).partition(b"\r\n\r\n")[0])[0]
     finally:
         writer.close()
+
+
+async def test_the_sessions_end_cancels_its_lean_calls(gateway: Gateway, lean_routes: list[LeanRoute]) -> None:
+    """DELETE of the session cancels its calls in flight, as the end of the SDK's session loop does; their streams
+    end without a reply, as the SDK's do; the session is gone."""
+    async with on_and_off(gateway, lean_routes) as (lean_url, sdk_url, route):
+        replies = []
+        for url in (lean_url, sdk_url):
+
+            async def delete(session: str, workflow_id: str, url: str = url) -> None:
+                assert await _delete(url, session) == 200
+
+            replies.append(await _cancelled_or_ended(gateway, url, f"delete-{len(replies)}", delete))
+        assert replies[0] == replies[1]
+        headers, reply = replies[0]
+        assert ("content-type", "text/event-stream") in headers and reply == []
+        assert route.served == 1
+        assert route.sessions is not None
+        assert not route.sessions._in_flight and not route.sessions._asked  # pyright: ignore[reportPrivateUsage]
 
 
 async def test_a_client_that_leaves_does_not_cancel_a_session_call(
@@ -367,3 +388,73 @@ async def test_a_lost_stream_resumes_with_last_event_id(gateway: Gateway, lean_r
         result = next(json.loads(e["data"]) for e in events(resumed) if '"result"' in e.get("data", ""))
         assert result["id"] == 5 and result["result"]["structuredContent"] == {"count": 2}
         assert route.served == 1
+
+
+async def _answer_questions(url: str, session: str, reader: asyncio.StreamReader, answer: dict[str, Any]) -> bytes:
+    """Reads the call's stream, answering each elicitation request on it with `answer` (a POST in the session),
+    until the call's result: everything read."""
+    seen = b""
+    answered: set[str] = set()
+    async with asyncio.timeout(30):
+        while b'"result":{"' not in seen or b'"structuredContent"' not in seen:
+            chunk = await reader.read(4096)
+            assert chunk, seen
+            seen += chunk
+            for event in events(seen):
+                data = json.loads(event["data"]) if event.get("data") else {}
+                if data.get("method") == "elicitation/create" and str(data["id"]) not in answered:
+                    answered.add(str(data["id"]))
+                    response = json.dumps({"jsonrpc": "2.0", "id": data["id"], "result": answer}).encode()
+                    assert (await exchange(url, in_session(session), response)).status == 202
+    return seen
+
+
+async def test_a_question_goes_on_the_calls_stream_and_the_answer_settles_it(
+    gateway: Gateway, lean_routes: list[LeanRoute]
+) -> None:
+    """A worker's question to a client that can elicit: the elicitation request on the call's stream (SSE from
+    then on), the client's POSTed response settles it, the result follows: the same messages as the SDK's, but
+    the request's id (the lean route's `lean-N`, never one the session's own dispatcher mints)."""
+    answer = {"action": "accept", "content": {"colour": "green"}}
+    async with on_and_off(gateway, lean_routes) as (lean_url, sdk_url, route):
+        seen: dict[str, list[Any]] = {}
+        for url in (lean_url, sdk_url):
+            session = await open_session(url, {"elicitation": {}})
+            reader, writer = await post(url, in_session(session), call("survey", {}, request_id=3))
+            try:
+                head = parse_head(await reader.readuntil(b"\r\n\r\n"))
+                body = await _answer_questions(url, session, reader, answer)
+            finally:
+                writer.close()
+            assert ("content-type", "text/event-stream") in head[1]
+            found = [json.loads(HEX_ID.sub("<id>", e["data"])) for e in events(body) if e.get("data")]
+            for message in found:
+                if message.get("method") == "elicitation/create":
+                    message["id"] = "<question>"
+            seen[url] = found
+        assert seen[lean_url] == seen[sdk_url]
+        question, result = seen[lean_url]
+        assert question["params"]["message"] == "Which colour?"
+        assert result["id"] == 3 and result["result"]["structuredContent"] == {"colour": "green"}
+        assert route.served == 1
+        assert route.sessions is not None and not route.sessions._asked  # pyright: ignore[reportPrivateUsage]
+
+
+def test_the_sdk_internals_the_lean_sessions_read_are_there() -> None:
+    """`_lean_sessions.py` reads private parts of the SDK's session manager and transport (pinned `mcp`): a
+    new SDK that renames one fails here, not in production."""
+    from mcp.server.lowlevel.server import Server
+    from mcp.server.streamable_http import StreamableHTTPServerTransport
+    from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
+
+    manager = StreamableHTTPSessionManager(Server("x"))
+    assert isinstance(manager._server_instances, dict)  # pyright: ignore[reportPrivateUsage]
+    assert isinstance(manager._session_owners, dict)  # pyright: ignore[reportPrivateUsage]
+    assert callable(manager._discard_session)  # pyright: ignore[reportPrivateUsage]
+    transport = StreamableHTTPServerTransport(
+        "0" * 32, is_json_response_enabled=False, event_store=None, idle_timeout=5
+    )
+    for name in ("_idle_timeout", "_requests_in_flight", "_event_store", "_request_streams"):
+        assert hasattr(transport, name), name
+    for name in ("_mint_priming_event", "_create_event_data"):
+        assert callable(getattr(transport, name)), name

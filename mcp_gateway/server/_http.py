@@ -358,7 +358,8 @@ def build_http_app(
     mcp_endpoint: ASGIApp = StreamableHTTPASGIApp(manager)
     if lean:
         sessions = SessionCalls(manager)
-        server.middleware = [sessions.remember, *server.middleware]  # notes each 2025-11-25 session's connection
+        earlier = [m for m in server.middleware if not isinstance(getattr(m, "__self__", None), SessionCalls)]
+        server.middleware = [sessions.remember, *earlier]  # notes each 2025-11-25 session's connection
         manager.on_discard = sessions.ended
         mcp_endpoint = LeanRoute(
             mcp_endpoint,

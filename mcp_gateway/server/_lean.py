@@ -13,8 +13,8 @@ silent past the window. `LeanRoute` answers exactly those requests itself:
   envelope and `Mcp-Param-*` headers pass the SDK's own checks (`find_duplicated_routing_header`,
   `classify_inbound_request`, `validate_mcp_param_headers` against the schema the SDK would look up);
 - taken too, on 2025-11-25 (no `MCP-Protocol-Version`, or a handshake revision, and an `Mcp-Session-Id`): such a
-  request of a session the SDK would serve it in, whose client cannot be asked (no elicitation, sampling or roots
-  capability), of a tool that does not close its stream (`poll_after`); `_lean_sessions.py` says how;
+  request of a session the SDK would serve it in, of a tool that does not close its stream (`poll_after`), its
+  notifications and questions to the client on its own response; `_lean_sessions.py` says how;
 - handed over: everything else, with the body already read replayed into the SDK's `receive`, so the SDK answers
   it (its errors, its 202 for notifications, its sessions' other requests) exactly as without this route.
 
@@ -65,12 +65,18 @@ from mcp_types import (
     JSONRPCResponse,
     RequestId,
 )
-from mcp_types.jsonrpc import JSONRPCMessage
 from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS, MODERN_PROTOCOL_VERSIONS
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from mcp_gateway.server._lean_sessions import Session, SessionCalls, SessionReply, unanswered, version_header
+from mcp_gateway.server._lean_sessions import (
+    Session,
+    SessionCalls,
+    SessionReply,
+    Sink,
+    cancelled_reply,
+    version_header,
+)
 
 __all__ = ["LEAN_METHODS", "SSE_DEFERRAL", "LeanRoute"]
 
@@ -104,26 +110,28 @@ class _Handover(Exception):
         self.reason = reason
 
 
-Sink = Callable[[JSONRPCMessage], Awaitable[None]]
-"""Where a request's notifications go (`SessionReply.event`)."""
+Ask = Callable[[str, Mapping[str, Any] | None, CallOptions | None], Awaitable[dict[str, Any]]]
+"""Sends a request to the client on the request's stream and returns its result (`SessionCalls.ask`)."""
 
 
 @dataclass(slots=True)
 class _LeanDispatchContext:
-    """The SDK's per-request `DispatchContext` of a lean request: no back channel (a 2026-07-28 server sends no
-    requests; a 2025-11-25 client that could be asked is handed over), no progress token (such requests go to the
-    SDK). Notifications go to `sink` (a 2025-11-25 session's response, which then turns SSE), or, without one,
-    nowhere, as on the SDK's 2026 JSON path (the 2026 requests that could emit are handed over)."""
+    """The SDK's per-request `DispatchContext` of a lean request, without a progress token (such requests go to
+    the SDK). In a 2025-11-25 session, notifications go to `sink` and requests to the client to `ask`, both on the
+    request's own response (which then turns SSE); without them (2026-07-28) there is no back channel (a 2026
+    server sends no requests) and notifications go nowhere, as on the SDK's 2026 JSON path (the 2026 requests that
+    could emit are handed over)."""
 
     transport: TransportContext
     request_id: RequestId
     message_metadata: MessageMetadata
     sink: Sink | None = None
+    ask: Ask | None = None
     _cancel_requested: anyio.Event | None = None
 
     @property
     def can_send_request(self) -> bool:
-        return False
+        return self.ask is not None
 
     @property
     def cancel_requested(self) -> anyio.Event:
@@ -134,7 +142,9 @@ class _LeanDispatchContext:
     async def send_raw_request(
         self, method: str, params: Mapping[str, Any] | None, opts: CallOptions | None = None
     ) -> dict[str, Any]:
-        raise NoBackChannelError(method)
+        if self.ask is None:
+            raise NoBackChannelError(method)
+        return await self.ask(method, params, opts)
 
     async def notify(self, method: str, params: Mapping[str, Any] | None, opts: CallOptions | None = None) -> None:
         if self.sink is None:
@@ -211,10 +221,12 @@ class LeanRoute:
             _check_head(request, first)
             if era == "session":
                 assert self.sessions is not None
+                body = await _read_body(receive, read)
+                # Found after the body is read, and registered (`serving`) before anything awaits: a session that
+                # ended meanwhile is not served (the SDK answers its 404).
                 session = self.sessions.find(scope, first.get("mcp-session-id", ""))
                 if session is None:
                     raise _Handover("no session the SDK would serve")
-                body = await _read_body(receive, read)
                 hot = self._admit_session(session, body)
             else:
                 body = await _read_body(receive, read)
@@ -254,15 +266,17 @@ class LeanRoute:
             decoded: Any = json.loads(body)
         except (ValueError, RecursionError):
             raise _Handover("body is not JSON") from None
-        if isinstance(decoded, dict) and decoded.get("method") == "notifications/cancelled":
-            params = cast(dict[str, Any], decoded).get("params")
-            if isinstance(params, dict) and self.sessions is not None:
-                self.sessions.cancel(session.session_id, cast(dict[str, Any], params).get("requestId"))
-            raise _Handover("a notification")
+        assert self.sessions is not None
+        if isinstance(decoded, dict):
+            message = cast(dict[str, Any], decoded)
+            if message.get("method") == "notifications/cancelled":
+                params = message.get("params")
+                if message.get("jsonrpc") == "2.0" and "id" not in message and isinstance(params, dict):
+                    self.sessions.cancel(session.session_id, cast(dict[str, Any], params).get("requestId"))
+                raise _Handover("a notification")
+            if "method" not in message and self.sessions.answered(session.session_id, message):
+                raise _Handover("the answer to a lean request's question (the SDK answers 202)")
         _, request_id, method, params = _request(body, decoded)
-        capabilities = session.connection.client_capabilities
-        if capabilities is not None and (capabilities.elicitation or capabilities.sampling or capabilities.roots):
-            raise _Handover("the client can be asked (elicitation, sampling, roots): the SDK's stream asks")
         if method == "tools/call" and isinstance(name := (params or {}).get("name"), str) and self.streamed(name):
             raise _Handover(f"tool {name[:40]!r} closes its stream (poll_after): the SDK's stream")
         return _Hot(request_id, method, params, None)
@@ -344,28 +358,41 @@ class LeanRoute:
         (2025-11-25: only `notifications/cancelled` cancels); the session's end cancels it."""
         assert self.sessions is not None
         reply = SessionReply(send, session, hot.request_id, version_header(request.scope))
+        session_id, sessions = session.session_id, self.sessions
+
+        async def ask(method: str, params: Mapping[str, Any] | None, opts: CallOptions | None) -> dict[str, Any]:
+            return await sessions.ask(session_id, reply.event, method, params, opts)
+
         dctx = _LeanDispatchContext(
-            transport=TransportContext(kind="jsonrpc", can_send_request=False),
+            transport=TransportContext(kind="jsonrpc", can_send_request=True),
             request_id=hot.request_id,
             message_metadata=ServerMessageMetadata(request_context=request),
             sink=reply.event,
+            ask=ask,
         )
         served = _serve_one(
             self.server, dctx, hot.method, hot.params, connection=session.connection, lifespan_state=state, own=False
         )
         call = asyncio.create_task(_reply(hot.request_id, served, errors=_legacy_error))
-        with self.sessions.serving(session, hot.request_id, call) as entry:
+        with self.sessions.serving(session, hot.request_id, call, dctx.cancel_requested) as entry:
             try:
+                pinging = True
                 while not call.done():
                     await asyncio.wait((call,), timeout=SSE_DEFERRAL)
-                    if not call.done():
-                        await reply.ping()
+                    if not call.done() and pinging:
+                        try:
+                            await reply.ping()
+                        except Exception as exc:  # the client is gone: the call goes on all the same
+                            log.debug("mcp.lean.ping_failed", error=str(exc))
+                            pinging = False
             finally:
                 if not call.done():  # this request itself is cancelled (the server stops)
                     call.cancel()
                     await asyncio.wait((call,))
-            if call.cancelled():
-                await reply.answer(unanswered(hot.request_id, entry), streamed=True)
+            if entry.by_peer:
+                await reply.answer(cancelled_reply(hot.request_id), streamed=True)
+            elif call.cancelled():
+                await reply.abandon()
             else:
                 await reply.answer(call.result())
 

@@ -9,29 +9,38 @@ channel), so handlers see what they would behind the SDK; and keeps what the ses
 
 - a session is found exactly as the SDK's manager finds it (known id, the same credential as the one that opened
   it, not terminated, not idle-expired, initialized), else the SDK answers (its 404, 400);
-- a lean request holds the session's idle countdown as the SDK's transport does while it serves one;
-- `notifications/cancelled` for a lean request cancels it (the reply: `REQUEST_CANCELLED`, as the SDK's 2025
-  transport answers a cancelled request); the session ending (DELETE, idle timeout, shutdown) cancels its lean
-  requests (the reply, if the client still listens: `CONNECTION_CLOSED`, as the SDK's dispatcher answers); both
-  replies are SSE events, as the SDK writes them;
-- a client that disconnects does not cancel the call (2025-11-25: only `notifications/cancelled` does).
+- a lean request holds the session's idle countdown as the SDK's transport does while it serves one (until the
+  call ends, though the client left: the SDK's restarts the countdown when the client leaves);
+- `notifications/cancelled` for a lean request cancels it and sets its `cancel_requested`; it is answered
+  `REQUEST_CANCELLED`, an SSE event, whatever its handler then does, as the SDK's dispatcher and 2025 transport
+  answer a cancelled request; the session ending (DELETE, idle timeout, shutdown) cancels its lean requests, whose
+  streams then end without a reply (a priming event only, if nothing was sent yet), as the SDK's terminated
+  transport ends them;
+- a client that disconnects does not cancel the call (2025-11-25: only `notifications/cancelled` does);
+- a handler's questions to the client (elicitation, sampling: requests tied to the call) go on the request's
+  stream as the SDK's dispatcher sends them, and the client's POSTed response settles them (`ask`, `answered`).
 
 `SessionReply` writes the reply: JSON when the handler answers silently within the SDK's window (the 2025 wire
 lets the server answer a POST with JSON or SSE, and the client must take both); SSE from the first notification
-a handler sends (a worker's log line) or once the window passes silent, then as the SDK's transport writes it: a
-priming event, every event stored in the event store under the request's stream, so a client that loses the
-stream resumes it with `GET` and `Last-Event-ID` (the events stored since, then the rest as they come).
+or question a handler sends (a worker's log line, an elicitation) or once the window passes silent, then as the
+SDK's transport writes it: a priming event, every event stored in the event store under the request's stream, so
+a client that loses the stream resumes it with `GET` and `Last-Event-ID` (the events stored since, then the rest
+as they come). What differs from the SDK's path, by design: a call that answers within the window as JSON has no
+event id, so a client whose connection drops before the answer cannot resume it (the workflow goes on; its
+result stays readable: `workflow_result`, `workflow://{id}`); no OpenTelemetry span or trace context around a
+question to the client.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import math
 import weakref
-from collections.abc import Awaitable, Callable, Generator
+from collections.abc import Awaitable, Callable, Generator, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any, Final, cast
 
 import anyio
 import structlog
@@ -44,13 +53,24 @@ from mcp.server.streamable_http import (
     StreamableHTTPServerTransport,
 )
 from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
+from mcp.shared.dispatcher import CallOptions, as_request_id, coerce_request_id
+from mcp.shared.exceptions import MCPError
 from mcp.shared.inbound import MCP_PROTOCOL_VERSION_HEADER
-from mcp_types import CONNECTION_CLOSED, DEFAULT_NEGOTIATED_VERSION, ErrorData, JSONRPCError, RequestId
-from mcp_types.jsonrpc import JSONRPCMessage
+from mcp_types import (
+    DEFAULT_NEGOTIATED_VERSION,
+    INTERNAL_ERROR,
+    ErrorData,
+    JSONRPCError,
+    JSONRPCNotification,
+    JSONRPCRequest,
+    RequestId,
+)
+from mcp_types.jsonrpc import REQUEST_TIMEOUT, JSONRPCMessage
+from pydantic import ValidationError
 from sse_starlette import ServerSentEvent
 from starlette.types import Scope, Send
 
-__all__ = ["REMEMBERED_SESSIONS", "Session", "SessionCalls", "SessionReply"]
+__all__ = ["REMEMBERED_SESSIONS", "Session", "SessionCalls", "SessionReply", "Sink", "cancelled_reply"]
 
 log = structlog.get_logger(__name__)
 
@@ -62,8 +82,16 @@ _SSE_HEADERS: Final = [
     (b"connection", b"keep-alive"),
     (b"content-type", b"text/event-stream"),
 ]
-"""The SDK's 2025 transport's SSE response headers (its `EventSourceResponse` adds `X-Accel-Buffering`)."""
+"""The SDK's 2025 transport's SSE response headers; then `Mcp-Session-Id`, and `X-Accel-Buffering: no` as its
+`EventSourceResponse` adds."""
+_ACCEL: Final = (b"x-accel-buffering", b"no")
 _PING: Final = b": ping\r\n\r\n"
+_COURTESY_WAIT: Final = 1.0
+"""Seconds a courtesy `notifications/cancelled` for an abandoned question may take to write (the SDK's)."""
+
+Sink = Callable[[JSONRPCMessage], Awaitable[None]]
+"""Where a request's own messages go: its response stream (`SessionReply.event`)."""
+Outcome = dict[str, Any] | ErrorData
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +106,8 @@ class Session:
 @dataclass(slots=True)
 class _InFlight:
     task: asyncio.Task[Any]
+    cancel_requested: anyio.Event
+    """The request's `DispatchContext.cancel_requested`, set when the client cancels it."""
     by_peer: bool = False
 
 
@@ -89,7 +119,11 @@ class SessionCalls:
 
     manager: StreamableHTTPSessionManager
     _connections: weakref.WeakValueDictionary[str, Connection] = field(default_factory=weakref.WeakValueDictionary)
-    _in_flight: dict[str, dict[str, _InFlight]] = field(default_factory=dict)
+    _in_flight: dict[str, dict[RequestId, _InFlight]] = field(default_factory=dict)
+    """Per session, its lean requests in flight, by `coerce_request_id` of their ids (as the SDK correlates)."""
+    _asked: dict[str, dict[str, asyncio.Future[Outcome]]] = field(default_factory=dict)
+    """Per session, the questions its lean requests asked the client (by request id) and await answers to."""
+    _ids: Iterator[int] = field(default_factory=itertools.count)
 
     async def remember(self, ctx: Any, call_next: Callable[[Any], Awaitable[Any]]) -> Any:
         connection = getattr(ctx.session, "_connection", None)
@@ -120,12 +154,14 @@ class SessionCalls:
         return Session(session_id, transport, connection)
 
     @contextlib.contextmanager
-    def serving(self, session: Session, request_id: RequestId, task: asyncio.Task[Any]) -> Generator[_InFlight]:
+    def serving(
+        self, session: Session, request_id: RequestId, task: asyncio.Task[Any], cancel_requested: anyio.Event
+    ) -> Generator[_InFlight]:
         """While a lean request of `session` is served: the session's idle countdown suspended (the SDK
         transport's `handle_request`), the request cancellable by the peer or by the session's end."""
         transport = session.transport
         idle, timeout = transport.idle_scope, transport._idle_timeout  # pyright: ignore[reportPrivateUsage]
-        entry, key = _InFlight(task), str(request_id)
+        entry, key = _InFlight(task, cancel_requested), coerce_request_id(request_id)
         calls = self._in_flight.setdefault(session.session_id, {})
         calls[key] = entry
         if idle is not None and timeout is not None:
@@ -144,14 +180,15 @@ class SessionCalls:
                     idle.deadline = anyio.current_time() + timeout
 
     def cancel(self, session_id: str, request_id: Any) -> bool:
-        """A `notifications/cancelled` of the session: cancels the lean request it names (True), if any. Ids are
-        compared as strings, as the SDK's dispatcher correlates them (`coerce_request_id`)."""
-        if isinstance(request_id, bool) or not isinstance(request_id, str | int):
-            return False
-        entry = self._in_flight.get(session_id, {}).get(str(request_id))
+        """A `notifications/cancelled` of the session: cancels the lean request it names (True), if any, and sets
+        its `cancel_requested`; the request is then answered `REQUEST_CANCELLED` whatever its handler does, as the
+        SDK's dispatcher and 2025 transport answer. Ids correlate as the SDK's (`coerce_request_id`)."""
+        rid = as_request_id(request_id)
+        entry = self._in_flight.get(session_id, {}).get(coerce_request_id(rid)) if rid is not None else None
         if entry is None:
             return False
         entry.by_peer = True
+        entry.cancel_requested.set()
         entry.task.cancel()
         return True
 
@@ -161,21 +198,83 @@ class SessionCalls:
         for entry in list(self._in_flight.pop(session_id, {}).values()):
             entry.task.cancel()
 
-
-def unanswered(request_id: RequestId, entry: _InFlight) -> JSONRPCError:
-    """The reply to a request cancelled before it answered: by the peer, as the SDK's 2025 transport answers; by
-    the session's end, as its dispatcher does."""
-    if entry.by_peer:
-        return JSONRPCError(
-            jsonrpc="2.0", id=request_id, error=ErrorData(code=REQUEST_CANCELLED, message="Request cancelled")
+    async def ask(
+        self, session_id: str, sink: Sink, method: str, params: Mapping[str, Any] | None, opts: CallOptions | None
+    ) -> dict[str, Any]:
+        """A request to the client on a lean request's stream (an elicitation or a sampling request: the SDK's
+        `send_raw_request` of the request's dispatch context), and its result; the client POSTs its response in
+        the session (`answered`). Ids are `lean-N`, a string the session's own dispatcher never mints. As the
+        SDK's: an error response raises `MCPError`; past `opts["timeout"]`, `REQUEST_TIMEOUT`; abandoned (timed out
+        or cancelled), a courtesy `notifications/cancelled` tells the client."""
+        timeout = (opts or {}).get("timeout")
+        request_id = f"lean-{next(self._ids)}"
+        future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
+        asked = self._asked.setdefault(session_id, {})
+        asked[request_id] = future
+        message = (
+            JSONRPCRequest(jsonrpc="2.0", id=request_id, method=method, params=dict(params))
+            if params
+            else JSONRPCRequest(jsonrpc="2.0", id=request_id, method=method)
         )
+        try:
+            await sink(message)
+            try:
+                async with asyncio.timeout(timeout):
+                    outcome = await future
+            except TimeoutError:
+                await _courtesy_cancel(sink, request_id, f"timed out after {timeout}s")
+                raise MCPError(code=REQUEST_TIMEOUT, message=f"Request {method!r} timed out") from None
+            except asyncio.CancelledError:
+                await _courtesy_cancel(sink, request_id, "caller cancelled")
+                raise
+        finally:
+            if asked.get(request_id) is future:
+                del asked[request_id]
+            if not asked and self._asked.get(session_id) is asked:
+                del self._asked[session_id]
+        if isinstance(outcome, ErrorData):
+            raise MCPError(code=outcome.code, message=outcome.message, data=outcome.data)
+        return outcome
+
+    def answered(self, session_id: str, message: Mapping[str, Any]) -> bool:
+        """A JSON-RPC response the client POSTed in the session: settles the question it answers (True), if one
+        of the session's lean requests asked it and still waits."""
+        request_id = message.get("id")
+        future = self._asked.get(session_id, {}).get(request_id) if isinstance(request_id, str) else None
+        if future is None or future.done():
+            return False
+        if "error" in message:
+            try:
+                future.set_result(ErrorData.model_validate(message["error"]))
+            except ValidationError:
+                future.set_result(ErrorData(code=INTERNAL_ERROR, message="the client's error response is malformed"))
+        elif isinstance(result := message.get("result"), dict):
+            future.set_result(cast(dict[str, Any], result))
+        else:
+            return False
+        return True
+
+
+async def _courtesy_cancel(sink: Sink, request_id: str, reason: str) -> None:
+    """Tells the client a question is abandoned (best effort, bounded, not cut short by the caller's own
+    cancellation), as the SDK's dispatcher does."""
+    note = JSONRPCNotification(
+        jsonrpc="2.0", method="notifications/cancelled", params={"requestId": request_id, "reason": reason}
+    )
+    with contextlib.suppress(Exception):
+        await asyncio.wait_for(asyncio.shield(sink(note)), _COURTESY_WAIT)
+
+
+def cancelled_reply(request_id: RequestId) -> JSONRPCError:
+    """The reply to a request the client cancelled, as the SDK's 2025 transport answers it."""
     return JSONRPCError(
-        jsonrpc="2.0", id=request_id, error=ErrorData(code=CONNECTION_CLOSED, message="Connection closed")
+        jsonrpc="2.0", id=request_id, error=ErrorData(code=REQUEST_CANCELLED, message="Request cancelled")
     )
 
 
 class SessionReply:
-    """The HTTP response of one lean session request: JSON, or SSE once committed (`event` or `ping`)."""
+    """The HTTP response of one lean session request: JSON, or SSE once committed (`event` or `ping`). `close()`
+    when the handler is done: what it still sends after is dropped, as the SDK's closed dispatch context drops it."""
 
     def __init__(self, send: Send, session: Session, request_id: RequestId, version_header: str | None) -> None:
         self._send = send
@@ -184,23 +283,18 @@ class SessionReply:
         self._stream_id = str(request_id)
         self._version = version_header or DEFAULT_NEGOTIATED_VERSION
         self._lock = asyncio.Lock()
+        self._closed = False
         self.committed = False
         """Whether the SSE response has started."""
 
+    def close(self) -> None:
+        self._closed = True
+
     async def event(self, message: JSONRPCMessage) -> None:
-        """One message on the request's stream (committing SSE first): stored in the event store, written, and
-        handed to a resumed stream (`GET` with `Last-Event-ID`) if the client opened one meanwhile."""
+        """One message on the request's stream (committing SSE first), unless closed."""
         async with self._lock:
-            await self._commit()
-            store = self._transport._event_store  # pyright: ignore[reportPrivateUsage]
-            event_id = await store.store_event(self._stream_id, message) if store is not None else None
-            event = EventMessage(message, event_id)
-            data = self._transport._create_event_data(event)  # pyright: ignore[reportPrivateUsage]
-            await self._write(ServerSentEvent(**data).encode())
-            resumed = self._transport._request_streams.get(self._stream_id)  # pyright: ignore[reportPrivateUsage]
-            if resumed is not None:
-                with contextlib.suppress(anyio.ClosedResourceError, anyio.BrokenResourceError):
-                    await resumed[0].send(event)
+            if not self._closed:
+                await self._event(message)
 
     async def ping(self) -> None:
         """A keepalive while the handler is silent (committing SSE first)."""
@@ -210,34 +304,51 @@ class SessionReply:
 
     async def answer(self, message: JSONRPCMessage, *, streamed: bool = False) -> None:
         """The reply: the SSE stream's last event, or the whole JSON response. `streamed`: as an SSE event even if
-        nothing was streamed yet: the answer to a request cancelled (by the client or the session's end), which the
-        SDK writes on the request's stream; a client that stopped waiting drops such an event, where the SDK's own
-        client fails on a JSON body arriving after its session closed."""
-        if self.committed or streamed:
-            await self.event(message)
-            await self._write(b"", more=False)
-            return
-        body = message.model_dump_json(by_alias=True, exclude_unset=True).encode()
-        headers = [
-            (b"content-type", _JSON_TYPE),
-            (MCP_SESSION_ID_HEADER.lower().encode(), self._session_header),
-            (b"content-length", str(len(body)).encode()),
-        ]
+        nothing was streamed yet: the answer to a request the client cancelled, which the SDK writes on the
+        request's stream (a client that stopped waiting drops such an event, where the SDK's own Python client
+        fails on a JSON body arriving after its session closed)."""
         async with self._lock:
+            self._closed = True
+            if self.committed or streamed:
+                await self._event(message)
+                await self._write(b"", more=False)
+                return
+            body = message.model_dump_json(by_alias=True, exclude_unset=True).encode()
+            headers = [
+                (b"content-type", _JSON_TYPE),
+                (MCP_SESSION_ID_HEADER.lower().encode(), self._session_header),
+                (b"content-length", str(len(body)).encode()),
+            ]
             await self._send({"type": "http.response.start", "status": 200, "headers": headers})
             await self._send({"type": "http.response.body", "body": body})
 
-    async def close(self) -> None:
-        """Ends a committed stream without a reply (the session ended and nobody is to be answered)."""
-        if self.committed:
-            async with self._lock:
-                await self._write(b"", more=False)
+    async def abandon(self) -> None:
+        """The session ended before the reply: the stream ends without one (after its priming event, if nothing
+        was sent yet), as the SDK's terminated transport ends a request's stream."""
+        async with self._lock:
+            self._closed = True
+            await self._commit()
+            await self._write(b"", more=False)
+
+    async def _event(self, message: JSONRPCMessage) -> None:
+        """Stored in the event store, written, and handed to a resumed stream (`GET` with `Last-Event-ID`) if the
+        client opened one meanwhile. Under the lock."""
+        await self._commit()
+        store = self._transport._event_store  # pyright: ignore[reportPrivateUsage]
+        event_id = await store.store_event(self._stream_id, message) if store is not None else None
+        event = EventMessage(message, event_id)
+        data = self._transport._create_event_data(event)  # pyright: ignore[reportPrivateUsage]
+        await self._write(ServerSentEvent(**data).encode())
+        resumed = self._transport._request_streams.get(self._stream_id)  # pyright: ignore[reportPrivateUsage]
+        if resumed is not None:
+            with contextlib.suppress(anyio.ClosedResourceError, anyio.BrokenResourceError):
+                await resumed[0].send(event)
 
     async def _commit(self) -> None:
         if self.committed:
             return
         self.committed = True
-        headers = [*_SSE_HEADERS, (MCP_SESSION_ID_HEADER.lower().encode(), self._session_header)]
+        headers = [*_SSE_HEADERS, (MCP_SESSION_ID_HEADER.lower().encode(), self._session_header), _ACCEL]
         await self._send({"type": "http.response.start", "status": 200, "headers": headers})
         priming = await self._transport._mint_priming_event(self._stream_id, self._version)  # pyright: ignore[reportPrivateUsage]
         if priming is not None:
