@@ -71,6 +71,7 @@ async def test_gateway_killed_mid_call_loses_nothing(env: Env) -> None:
     gate = test_workers.gates.setdefault(env.prefix, asyncio.Event())
     async with running_workers(env), PostgresStore(env.database_url) as store:
         first = await _start_gateway(env, port)
+        workflow_id = ""
         try:
             async with Client(f"http://127.0.0.1:{port}/mcp", mode="legacy") as client:
                 call = asyncio.create_task(client.call_tool("slow", {"seconds": 0, "gate": env.prefix}))
@@ -81,6 +82,11 @@ async def test_gateway_killed_mid_call_loses_nothing(env: Env) -> None:
                 first.send_signal(signal.SIGKILL)
                 first.wait(10)
                 call.cancel()
+        except* httpx2.RemoteProtocolError:
+            # The call's answer was to come as JSON (the lean route); the SDK's client fails its session on the
+            # connection the killed gateway dropped, where it ends an SSE stream quietly. The client's side of a
+            # SIGKILL; what this test checks is the server's.
+            assert workflow_id
         finally:
             first.kill()
         gate.set()  # the worker finishes while no gateway runs: its result waits in JetStream
