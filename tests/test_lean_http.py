@@ -67,11 +67,20 @@ def _dechunk(body: bytes) -> bytes:
     return out
 
 
-async def post(url: str, lines: Sequence[str], body: bytes) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+async def post(
+    url: str, lines: Sequence[str], body: bytes, *, method: str = "POST"
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """Sends one raw HTTP/1.1 request to /mcp (`Connection: close`); its connection, to read the answer from."""
     authority = url.removeprefix("http://").split("/")[0]
     host, port = authority.split(":")
     reader, writer = await asyncio.open_connection(host, int(port))
-    head = ["POST /mcp HTTP/1.1", f"Host: {authority}", *lines, f"Content-Length: {len(body)}", "Connection: close"]
+    head = [
+        f"{method} /mcp HTTP/1.1",
+        f"Host: {authority}",
+        *lines,
+        f"Content-Length: {len(body)}",
+        "Connection: close",
+    ]
     writer.write(("\r\n".join(head) + "\r\n\r\n").encode() + body)
     await writer.drain()
     return reader, writer

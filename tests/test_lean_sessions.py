@@ -292,11 +292,9 @@ async def test_notifications_cancelled_cancels_a_lean_call(gateway: Gateway, lea
 
 
 async def _delete(url: str, session: str) -> int:
-    authority = url.removeprefix("http://").split("/")[0]
-    host, port = authority.split(":")
-    reader, writer = await asyncio.open_connection(host, int(port))
-    head = ["DELETE /mcp HTTP/1.1", f"Host: {authority}", f"Mcp-Session-Id: {session}", f"MCP-Protocol-Version: {WIRE}"]
-    writer.write(("\r\n".join([*head, "Content-Length: 0", "Connection: close"]) + "\r\n\r\n").encode())
+    reader, writer = await post(
+        url, [f"Mcp-Session-Id: {session}", f"MCP-Protocol-Version: {WIRE}"], b"", method="DELETE"
+    )
     try:
         async with asyncio.timeout(30):
             return parse_head((await reader.read()).partition(b"\r\n\r\n")[0])[0]
@@ -363,18 +361,8 @@ async def test_a_lost_stream_resumes_with_last_event_id(gateway: Gateway, lean_r
                 seen += await reader.read(4096)
         writer.close()
         log_event = next(e for e in events(seen) if "notifications/message" in e.get("data", ""))
-        authority = lean_url.removeprefix("http://").split("/")[0]
-        host, port = authority.split(":")
-        reader, writer = await asyncio.open_connection(host, int(port))
-        head = [
-            "GET /mcp HTTP/1.1",
-            f"Host: {authority}",
-            "Accept: text/event-stream",
-            f"Mcp-Session-Id: {session}",
-            f"MCP-Protocol-Version: {WIRE}",
-            f"Last-Event-ID: {log_event['id']}",
-        ]
-        writer.write(("\r\n".join(head) + "\r\n\r\n").encode())
+        resume = ["Accept: text/event-stream", *in_session(session)[2:], f"Last-Event-ID: {log_event['id']}"]
+        reader, writer = await post(lean_url, resume, b"", method="GET")
         try:
             async with asyncio.timeout(30):
                 await reader.readuntil(b"\r\n\r\n")

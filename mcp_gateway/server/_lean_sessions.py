@@ -43,7 +43,6 @@ from dataclasses import dataclass, field
 from typing import Any, Final, cast
 
 import anyio
-import structlog
 from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser, authorization_context
 from mcp.server.connection import Connection
 from mcp.server.streamable_http import (
@@ -71,8 +70,6 @@ from sse_starlette import ServerSentEvent
 from starlette.types import Scope, Send
 
 __all__ = ["REMEMBERED_SESSIONS", "Session", "SessionCalls", "SessionReply", "Sink", "cancelled_reply"]
-
-log = structlog.get_logger(__name__)
 
 REMEMBERED_SESSIONS: Final = 10_000
 """The SDK's `DEFAULT_MAX_SESSIONS`: more connections than sessions are never kept."""
