@@ -163,9 +163,8 @@ class Settings(BaseSettings):
     )
     lean_http: bool = Field(
         default=True,
-        description="answer tools/call and tools/list (2026-07-28, and 2025-11-25 sessions whose client cannot be "
-        "asked) without the SDK's per-request SSE machinery (mcp_gateway/server/_lean.py); false: every request "
-        "through the SDK's transport",
+        description="answer tools/call and tools/list (2026-07-28, and in 2025-11-25 sessions) without the SDK's "
+        "per-request SSE machinery (mcp_gateway/server/_lean.py); false: every request through the SDK's transport",
     )
 
     @field_validator("rate_limit")

@@ -446,3 +446,70 @@ def test_the_sdk_internals_the_lean_sessions_read_are_there() -> None:
         assert hasattr(transport, name), name
     for name in ("_mint_priming_event", "_create_event_data"):
         assert callable(getattr(transport, name)), name
+
+
+async def test_bad_answers_and_cancels_settle_nothing_and_crash_nothing(
+    gateway: Gateway, lean_routes: list[LeanRoute]
+) -> None:
+    """What the lean route reads of a session's POSTs besides its hot requests: a client's answers to its questions
+    and `notifications/cancelled`. Malformed ones (a bad error object, a result that is no object, deep nesting,
+    an id of the wrong type), one from another session (foreign) and one sent again (replayed) settle nothing,
+    cancel nothing and get the SDK's own answer; the question, then answered well, finishes the call."""
+    answer = {"action": "accept", "content": {"colour": "red"}}
+    async with on_and_off(gateway, lean_routes) as (lean_url, _, route):
+        session = await open_session(lean_url, {"elicitation": {}})
+        other = await open_session(lean_url, {"elicitation": {}})
+        reader, writer = await post(lean_url, in_session(session), call("survey", {}, request_id=4))
+        try:
+            seen = b""
+            async with asyncio.timeout(30):
+                while b"elicitation/create" not in seen:
+                    seen += await reader.read(4096)
+            question = next(json.loads(e["data"]) for e in events(seen) if "elicitation/create" in e.get("data", ""))
+            qid = question["id"]
+            nested = b'{"jsonrpc": "2.0", "id": "' + qid.encode() + b'", "result": ' + b"[" * 100_000 + b"]" * 100_000
+            bad: list[tuple[str, list[str], bytes]] = [
+                ("a bad error", in_session(session), json.dumps({"jsonrpc": "2.0", "id": qid, "error": 5}).encode()),
+                (
+                    "a result that is no object",
+                    in_session(session),
+                    json.dumps({"jsonrpc": "2.0", "id": qid, "result": [1]}).encode(),
+                ),
+                ("deep nesting", in_session(session), nested + b"}"),
+                (
+                    "an id of another type",
+                    in_session(session),
+                    json.dumps({"jsonrpc": "2.0", "id": 4.5, "result": answer}).encode(),
+                ),
+                ("foreign", in_session(other), json.dumps({"jsonrpc": "2.0", "id": qid, "result": answer}).encode()),
+                (
+                    "a cancel from another session",
+                    in_session(other),
+                    notification("notifications/cancelled", {"requestId": 4}),
+                ),
+                (
+                    "a cancel naming no request",
+                    in_session(session),
+                    notification("notifications/cancelled", {"requestId": [4]}),
+                ),
+            ]
+            assert route.sessions is not None
+            for name, lines, body in bad:
+                reply = await exchange(lean_url, lines, body)
+                assert reply.status in (202, 400), (name, reply)
+                assert route.sessions._asked.get(session, {}).get(qid) is not None, name  # pyright: ignore[reportPrivateUsage]
+                assert not route.sessions._asked[session][qid].done(), name  # pyright: ignore[reportPrivateUsage]
+            good = json.dumps({"jsonrpc": "2.0", "id": qid, "result": answer}).encode()
+            assert (await exchange(lean_url, in_session(session), good)).status == 202
+            replayed = await exchange(lean_url, in_session(session), good)  # the question is settled: the SDK's 202
+            assert replayed.status == 202
+            async with asyncio.timeout(30):
+                while b'"structuredContent"' not in seen:
+                    chunk = await reader.read(4096)
+                    assert chunk, seen
+                    seen += chunk
+        finally:
+            writer.close()
+        result = next(json.loads(e["data"]) for e in events(seen) if '"result"' in e.get("data", ""))
+        assert result["id"] == 4 and result["result"]["structuredContent"] == {"colour": "red"}
+        assert not route.sessions._asked  # pyright: ignore[reportPrivateUsage]

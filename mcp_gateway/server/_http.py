@@ -221,9 +221,9 @@ def build_http_app(
     """`/mcp` (streamable HTTP, both protocol revisions), `/healthz` (alive), `/readyz` (NATS and PostgreSQL),
     `/workflows/{id}/events` (SSE), `/admin/...` (admins), `/metrics` (Prometheus's text format, from `metrics`:
     a token with `metrics_scope` or an admin's), and the RFC 9728 protected resource metadata. `telemetry` is told
-    of refusals by a limit and failed authentications. `lean`: `tools/call` and `tools/list` on 2026-07-28, and in
-    2025-11-25 sessions whose client cannot be asked, are answered by the lean route (`_lean.py`) in front of the
-    SDK's transport, which answers everything else.
+    of refusals by a limit and failed authentications. `lean`: `tools/call` and `tools/list` on 2026-07-28 and in
+    2025-11-25 sessions are answered by the lean route (`_lean.py`) in front of the SDK's transport, which answers
+    everything else.
 
     Every route but the health checks and the metadata is behind `_Authenticated`: with `auth="required"` a
     request needs a valid bearer token; with "optional" a request without one is `principals.local`, and a

@@ -135,7 +135,7 @@ class _LeanDispatchContext:
 
     @property
     def cancel_requested(self) -> anyio.Event:
-        if self._cancel_requested is None:  # made on demand: nothing on this path reads it
+        if self._cancel_requested is None:  # made on demand: only a client's cancel (2025-11-25) sets it
             self._cancel_requested = anyio.Event()
         return self._cancel_requested
 
@@ -374,7 +374,7 @@ class LeanRoute:
             self.server, dctx, hot.method, hot.params, connection=session.connection, lifespan_state=state, own=False
         )
         call = asyncio.create_task(_reply(hot.request_id, served, errors=_legacy_error))
-        with self.sessions.serving(session, hot.request_id, call, dctx.cancel_requested) as entry:
+        with self.sessions.serving(session, hot.request_id, call, lambda: dctx.cancel_requested.set()) as entry:
             try:
                 pinging = True
                 while not call.done():

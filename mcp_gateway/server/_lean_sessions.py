@@ -57,7 +57,6 @@ from mcp.shared.exceptions import MCPError
 from mcp.shared.inbound import MCP_PROTOCOL_VERSION_HEADER
 from mcp_types import (
     DEFAULT_NEGOTIATED_VERSION,
-    INTERNAL_ERROR,
     ErrorData,
     JSONRPCError,
     JSONRPCNotification,
@@ -103,8 +102,8 @@ class Session:
 @dataclass(slots=True)
 class _InFlight:
     task: asyncio.Task[Any]
-    cancel_requested: anyio.Event
-    """The request's `DispatchContext.cancel_requested`, set when the client cancels it."""
+    request_cancel: Callable[[], None]
+    """Sets the request's `DispatchContext.cancel_requested` (made only then), when the client cancels it."""
     by_peer: bool = False
 
 
@@ -152,13 +151,13 @@ class SessionCalls:
 
     @contextlib.contextmanager
     def serving(
-        self, session: Session, request_id: RequestId, task: asyncio.Task[Any], cancel_requested: anyio.Event
+        self, session: Session, request_id: RequestId, task: asyncio.Task[Any], request_cancel: Callable[[], None]
     ) -> Generator[_InFlight]:
         """While a lean request of `session` is served: the session's idle countdown suspended (the SDK
         transport's `handle_request`), the request cancellable by the peer or by the session's end."""
         transport = session.transport
         idle, timeout = transport.idle_scope, transport._idle_timeout  # pyright: ignore[reportPrivateUsage]
-        entry, key = _InFlight(task, cancel_requested), coerce_request_id(request_id)
+        entry, key = _InFlight(task, request_cancel), coerce_request_id(request_id)
         calls = self._in_flight.setdefault(session.session_id, {})
         calls[key] = entry
         if idle is not None and timeout is not None:
@@ -185,7 +184,7 @@ class SessionCalls:
         if entry is None:
             return False
         entry.by_peer = True
-        entry.cancel_requested.set()
+        entry.request_cancel()
         entry.task.cancel()
         return True
 
@@ -235,17 +234,19 @@ class SessionCalls:
 
     def answered(self, session_id: str, message: Mapping[str, Any]) -> bool:
         """A JSON-RPC response the client POSTed in the session: settles the question it answers (True), if one
-        of the session's lean requests asked it and still waits."""
+        of the session's lean requests asked it and still waits. A response the SDK's transport would refuse as
+        malformed (its 400: no `"jsonrpc": "2.0"`, an error that is no error object, a result that is no object)
+        settles nothing, as there it reaches no waiter."""
         request_id = message.get("id")
         future = self._asked.get(session_id, {}).get(request_id) if isinstance(request_id, str) else None
-        if future is None or future.done():
+        if future is None or future.done() or message.get("jsonrpc") != "2.0":
             return False
-        if "error" in message:
+        if "error" in message and "result" not in message:
             try:
                 future.set_result(ErrorData.model_validate(message["error"]))
             except ValidationError:
-                future.set_result(ErrorData(code=INTERNAL_ERROR, message="the client's error response is malformed"))
-        elif isinstance(result := message.get("result"), dict):
+                return False
+        elif "result" in message and "error" not in message and isinstance(result := message["result"], dict):
             future.set_result(cast(dict[str, Any], result))
         else:
             return False
